@@ -1,0 +1,79 @@
+"""Private by default: small-group suppression and free-text redaction for reports.
+
+Reports never show customer identifiers or raw comments, and every group smaller than a
+minimum size (default :data:`MIN_GROUP_SIZE` customers) is suppressed in tables and plots.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+#: Default minimum number of customers a reported group must have.
+MIN_GROUP_SIZE = 10
+
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
+_PHONE = re.compile(r"(?<!\w)\+?\d[\d ()-]{6,}\d(?!\w)")
+_ID = re.compile(r"\b[A-Z]{1,3}\d{5,}\b")
+_NAME_AFTER = re.compile(r"\b(?i:I am|I'm|my name is|this is|ask for|spoke to|agent)\s+"
+                         r"([A-Z][a-z]+(?:\s+[A-Z][a-z]+)?)")
+
+
+def redact(text: str | None) -> str | None:
+    """Replace e-mail addresses, phone numbers, customer-id-like tokens and names introduced
+    by common phrases ("my name is ...", "spoke to ...") with placeholders."""
+    if text is None or (isinstance(text, float) and np.isnan(text)):
+        return None
+    out = _EMAIL.sub("[email]", str(text))
+    out = _PHONE.sub("[phone]", out)
+    out = _ID.sub("[id]", out)
+    out = _NAME_AFTER.sub(lambda m: m.group(0).replace(m.group(1), "[name]"), out)
+    return out
+
+
+def suppress_small_groups(
+    table: pd.DataFrame,
+    size_column: str,
+    min_size: int = MIN_GROUP_SIZE,
+    columns: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Blank out the figures of rows whose group has fewer than ``min_size`` customers.
+
+    Parameters
+    ----------
+    table : DataFrame
+        One row per group.
+    size_column : str
+        Column holding the number of customers in the group.
+    min_size : int
+        Groups with ``size < min_size`` are suppressed (their size included).
+    columns : sequence of str, optional
+        Columns to blank (default: every numeric column).
+
+    Returns
+    -------
+    DataFrame
+        A copy with suppressed cells set to NaN and a boolean ``suppressed`` column.
+    """
+    out = table.copy()
+    small = out[size_column].astype(float) < min_size
+    cols = list(columns) if columns is not None else [
+        c for c in out.columns if pd.api.types.is_numeric_dtype(out[c])
+        and not pd.api.types.is_bool_dtype(out[c])
+    ]
+    if size_column not in cols:
+        cols.append(size_column)
+    for c in cols:
+        out[c] = out[c].astype(float).where(~small)
+    out["suppressed"] = small.to_numpy()
+    return out
+
+
+def drop_identifiers(table: pd.DataFrame, columns: Sequence[str] = ("customer_id", "order_id",
+                                                                      "session_id", "comment")
+                     ) -> pd.DataFrame:
+    """A copy of ``table`` without identifier and free-text columns."""
+    return table.drop(columns=[c for c in columns if c in table.columns])

@@ -1,0 +1,90 @@
+"""Publishing a notebook's headline numbers, and the conventions results objects follow.
+
+Every analysis module returns small dataclasses with ``.table()`` (a pandas DataFrame) and
+``.plot(ax=None)`` (a matplotlib Axes). A notebook's last cell calls :func:`publish` with its
+headline figures; the report runner (:mod:`cxanalysis.report`) finds them in the executed
+notebook and writes ``NAME.results.json``. Outside the runner, :func:`publish` simply shows
+the figures.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+#: MIME type under which :func:`publish` emits the results in a notebook output.
+RESULTS_MIME = "application/vnd.cxanalysis.results+json"
+
+
+def to_jsonable(value: Any) -> Any:
+    """Convert ``value`` to plain JSON types: numpy scalars to Python, NaN/inf to None,
+    timestamps to ISO strings, DataFrames to lists of records, tuples/sets to lists."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, (np.bool_,)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        f = float(value)
+        return f if math.isfinite(f) else None
+    if isinstance(value, (dt.datetime, dt.date, pd.Timestamp)):
+        return None if pd.isna(value) else value.isoformat()
+    if isinstance(value, pd.DataFrame):
+        return [to_jsonable(r) for r in value.to_dict(orient="records")]
+    if isinstance(value, pd.Series):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        return [to_jsonable(v) for v in value.tolist()]
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [to_jsonable(v) for v in value]
+    if pd.api.types.is_scalar(value) and pd.isna(value):
+        return None
+    raise TypeError(f"cannot convert {type(value).__name__} to JSON: {value!r}")
+
+
+def dumps(value: Any) -> str:
+    """Strict JSON (no NaN) of :func:`to_jsonable` ``(value)``, keys in insertion order."""
+    return json.dumps(to_jsonable(value), indent=2, allow_nan=False)
+
+
+def publish(results: Mapping[str, Any]) -> dict[str, Any]:
+    """Emit a notebook's headline figures for the report runner and show them.
+
+    Parameters
+    ----------
+    results : mapping
+        Headline figures; converted with :func:`to_jsonable` (so NaN becomes null).
+
+    Returns
+    -------
+    dict
+        The JSON-safe results.
+    """
+    clean = to_jsonable(dict(results))
+    try:
+        from IPython.display import display
+
+        display({RESULTS_MIME: clean, "text/plain": dumps(clean)}, raw=True)
+    except ImportError:  # pragma: no cover - outside IPython
+        print(dumps(clean))
+    return clean
+
+
+def find_published(nb: Any) -> dict[str, Any] | None:
+    """The results a notebook published (the last :func:`publish` call), or None."""
+    found = None
+    for cell in nb.get("cells", []):
+        for out in cell.get("outputs", []) if cell.get("cell_type") == "code" else []:
+            data = out.get("data", {})
+            if RESULTS_MIME in data:
+                found = data[RESULTS_MIME]
+    return found
