@@ -1,4 +1,4 @@
-"""Command line: ``cxanalysis synth | validate | report``.
+"""Command line: ``cxanalysis synth | validate | report | pin``.
 
 Each subcommand imports its module lazily so that ``cxanalysis validate`` stays quick.
 """
@@ -37,6 +37,14 @@ def _report(args: argparse.Namespace) -> int:
     return report_main(args)
 
 
+def _pin(args: argparse.Namespace) -> int:
+    from cxanalysis.notebooks import pin
+
+    for nb in args.notebooks:
+        print(f"pinned {pin(nb)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cxanalysis", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -62,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="reports", help="output folder")
     p.add_argument("--notebooks-dir", default="notebooks", help="where notebooks live")
     p.set_defaults(func=_report)
+
+    p = sub.add_parser("pin", help="execute notebooks on the demo data and keep only the "
+                       "outputs of cells marked # NBVAL_CHECK_OUTPUT (storage policy)")
+    p.add_argument("notebooks", nargs="+")
+    p.set_defaults(func=_pin)
     return parser
 
 
