@@ -182,6 +182,16 @@ class Source:
     def fingerprint(self) -> str:
         return fingerprint(self.path)
 
+    def close(self) -> None:
+        """Release the DuckDB connection (and the read-only attachment of a database)."""
+        self.con.disconnect()
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def sql(self, query: str) -> pd.DataFrame:
         """Run SQL on the source's connection and return a (small) DataFrame."""
         return self.con.raw_sql(query).df()
@@ -331,9 +341,9 @@ def open_source(
 def validate(path: str | os.PathLike[str], now: dt.datetime | None = None) -> ValidationReport:
     """Validate a source against the contract and return the report (never raises on bad
     data; raises :class:`CXDataError` only when the source cannot be opened at all)."""
-    source = open_source(path, validate=False)
-    types = {n: _column_types(source.con, f"__raw_{n}") for n in source.names}
-    return _validate(source, types, now=now)
+    with open_source(path, validate=False) as source:
+        types = {n: _column_types(source.con, f"__raw_{n}") for n in source.names}
+        return _validate(source, types, now=now)
 
 
 def _examples(con: ibis.BaseBackend, name: str, condition: str) -> tuple[int, ...]:
@@ -352,8 +362,8 @@ def _typed_ref(col: Column, raw_type: str) -> str:
 def _validate(source: Source, types: dict[str, dict[str, str]],
               now: dt.datetime | None = None) -> ValidationReport:
     con = source.con
-    now = now or dt.datetime.now(dt.timezone.utc)
-    now_sql = f"TIMESTAMPTZ {_sql_str(now.astimezone(dt.timezone.utc).isoformat())}"
+    now = now or dt.datetime.now(dt.UTC)
+    now_sql = f"TIMESTAMPTZ {_sql_str(now.astimezone(dt.UTC).isoformat())}"
     report = ValidationReport()
     for name in source.names:
         spec: Table = TABLES[name]

@@ -1,16 +1,8 @@
 """The cxanalysis data contract: which tables a source may hold, their columns and rules.
 
 This module is the single place where the contract is written down; ``docs/data-model.md``
-is generated from it (``python -m cxanalysis.schema``) and :mod:`cxanalysis.data` validates
-against it.
-
-Conventions
------------
-- Timestamps are instants in UTC (``TIMESTAMP WITH TIME ZONE``). Naive timestamps are
-  rejected: a local wall-clock time silently shifted by an offset breaks every window.
-- Identifiers are strings. Money is a non-negative float in the source's currency.
-- Categorical columns are strings; the vocabularies below are those of the demo world,
-  user data may use its own values unless a column says otherwise.
+is generated from it (``python -m cxanalysis.schema > docs/data-model.md``, kept current by a
+test) and :mod:`cxanalysis.data` validates against it. See :data:`CONVENTIONS`.
 """
 
 from __future__ import annotations
@@ -210,6 +202,33 @@ EXPERIMENTS = Table(
     ),
 )
 
+#: The conventions every table follows (rendered into docs/data-model.md).
+CONVENTIONS: tuple[str, ...] = (
+    "Timestamps are instants in UTC: Parquet/DuckDB `TIMESTAMP WITH TIME ZONE`, or text "
+    "with an offset (`2025-03-01T10:00:00Z`, `...+01:00`). Naive timestamps are rejected: a "
+    "local wall-clock time read as UTC silently shifts every window.",
+    "Identifiers are strings (numbers are read as text). Money is a non-negative float in "
+    "the source's currency.",
+    "Categorical columns are strings; the vocabularies named below are those of the demo "
+    "world, your data may use its own values unless a column lists allowed values.",
+    "Columns not in the contract are passed through untouched. Raw files are never modified.",
+)
+
+#: Validation rules (name, meaning); errors unless marked as warnings.
+VALIDATION_RULES: tuple[tuple[str, str], ...] = (
+    ("missing required column", "a required column is absent"),
+    ("missing value", "a non-nullable column is empty (NULL or blank)"),
+    ("unparseable value", "a value cannot be read as the column's type"),
+    ("naive timestamp", "a timestamp without a time zone / UTC offset"),
+    ("not an integer", "an integer column (scores) holds a fraction"),
+    ("out of range", "a number outside its allowed range (e.g. amount < 0, NPS > 10)"),
+    ("unknown value", "a value outside a closed vocabulary (e.g. an unknown stage)"),
+    ("timestamp in the future", "later than now (or the reference time given)"),
+    ("duplicate key", "rows sharing a key that must be unique"),
+    ("unknown customer", "a customer_id not found in customers"),
+    ("empty table", "warning: the table has no rows"),
+)
+
 #: Every table of the contract, by name.
 TABLES: dict[str, Table] = {
     t.name: t for t in (CUSTOMERS, EVENTS, ORDERS, FEEDBACK, ASSIGNMENTS, EXPERIMENTS)
@@ -232,21 +251,30 @@ def data_model_markdown() -> str:
     doc.add("Generated from `src/cxanalysis/schema.py` by `python -m cxanalysis.schema`; "
             "do not edit by hand.")
     doc.add()
-    doc.add(__doc__.split("Conventions", 1)[1].strip("\n -").replace("\n- ", "\n\n- ")
-            if __doc__ else "")
+    doc.add("Conventions:")
+    doc.add()
+    for line in CONVENTIONS:
+        doc.add(f"- {line}")
     doc.add()
     doc.add("A *source* is a folder of `NAME.parquet` / `NAME.csv` files, or a DuckDB database "
             "file holding tables with these names. A source need not hold every table: each "
             "notebook says which it needs.")
+    doc.add()
+    doc.add("Validation on open (`cxanalysis validate SOURCE`, or `open_source`) checks, and "
+            "reports each broken rule with the table, the column, the number of rows and up to "
+            "five example row numbers (0-based data rows within the file, header not counted):")
+    doc.add()
+    for rule, meaning in VALIDATION_RULES:
+        doc.add(f"- **{rule}** — {meaning}")
     for table in TABLES.values():
         doc.add()
         doc.add(f"## `{table.name}`")
         doc.add()
         doc.add(table.description)
         if table.key:
-            doc.add(f" Unique key: `{', '.join(table.key)}`.")
+            doc.add(f"Unique key: `{', '.join(table.key)}`.")
         if table.customer_fk:
-            doc.add(" Every `customer_id` must exist in `customers` (when that table is present).")
+            doc.add("Every `customer_id` must exist in `customers` (when that table is present).")
         doc.add()
         doc.add("| column | type | required | nulls | rule | meaning |")
         doc.add("|---|---|---|---|---|---|")

@@ -1,0 +1,300 @@
+"""The data contract: every validation rule is exercised with a deliberately broken input."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from cxanalysis.data import CXDataError, fingerprint, open_source, validate
+
+NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+UTC = "UTC"
+
+
+def _customers(n: int = 4) -> pd.DataFrame:
+    return pd.DataFrame({
+        "customer_id": [f"C{i}" for i in range(n)],
+        "signup_date": pd.to_datetime(["2024-01-01"] * n).date,
+        "age_band": ["18-24", "25-34", "35-44", "45-54"][:n],
+    })
+
+
+def _events() -> pd.DataFrame:
+    ts = pd.to_datetime(["2025-01-01 10:00", "2025-01-01 10:05", "2025-01-02 09:00",
+                         "2025-01-03 12:00"]).tz_localize(UTC)
+    return pd.DataFrame({
+        "customer_id": ["C0", "C0", "C1", "C2"],
+        "ts": ts,
+        "channel": ["web", "web", "app", "store"],
+        "event": ["visit", "product_view", "visit", "purchase"],
+        "stage": ["awareness", "discovery", "awareness", "purchase"],
+    })
+
+
+def _orders() -> pd.DataFrame:
+    return pd.DataFrame({
+        "order_id": ["O1", "O2"],
+        "customer_id": ["C2", "C1"],
+        "ts": pd.to_datetime(["2025-01-03 12:00", "2025-01-04 12:00"]).tz_localize(UTC),
+        "channel": ["store", "app"],
+        "amount": [35.0, 12.5],
+        "discount": [0.0, 2.5],
+    })
+
+
+def _feedback() -> pd.DataFrame:
+    return pd.DataFrame({
+        "customer_id": ["C2", "C1"],
+        "ts": pd.to_datetime(["2025-01-05 12:00", "2025-01-06 12:00"]).tz_localize(UTC),
+        "channel": ["store", "app"],
+        "event": ["purchase", "delivery"],
+        "nps": pd.array([9, 3], dtype="Int64"),
+        "csat": pd.array([5, None], dtype="Int64"),
+        "comment": ["great staff", None],
+    })
+
+
+def write_source(folder: Path, fmt: str = "parquet", **tables: pd.DataFrame) -> Path:
+    """Write a clean source, with any table replaced or removed (None) by keyword."""
+    folder.mkdir(parents=True, exist_ok=True)
+    base = {"customers": _customers(), "events": _events(), "orders": _orders(),
+            "feedback": _feedback()}
+    base.update(tables)
+    for name, df in base.items():
+        if df is None:
+            continue
+        if fmt == "parquet":
+            df.to_parquet(folder / f"{name}.parquet", index=False)
+        else:
+            df.to_csv(folder / f"{name}.csv", index=False)
+    return folder
+
+
+def problems(path: Path) -> dict[tuple[str, str | None, str], tuple[int, tuple[int, ...]]]:
+    report = validate(path, now=NOW)
+    return {(p.table, p.column, p.rule): (p.rows, p.examples) for p in report.problems}
+
+
+def test_clean_source_opens_with_typed_tables(tmp_path: Path) -> None:
+    src = open_source(write_source(tmp_path / "s"), require=["customers", "events"], now=NOW)
+    assert src.names == ("customers", "events", "orders", "feedback")
+    assert src.validation is not None and src.validation.ok
+    assert src.validation.row_counts == {"customers": 4, "events": 4, "orders": 2, "feedback": 2}
+    schema = src.table("events").schema()
+    assert schema["ts"].is_timestamp() and schema["ts"].timezone == "UTC"
+    assert schema["customer_id"].is_string()
+    assert src.table("orders").amount.sum().execute() == pytest.approx(47.5)
+
+
+def test_csv_source_gets_the_same_types_as_parquet(tmp_path: Path) -> None:
+    events = _events().assign(ts=lambda d: d.ts.dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    orders = _orders().assign(ts=lambda d: d.ts.dt.strftime("%Y-%m-%dT%H:%M:%S+00:00"))
+    feedback = _feedback().assign(ts=lambda d: d.ts.dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    csv = open_source(write_source(tmp_path / "c", fmt="csv", events=events, orders=orders,
+                                   feedback=feedback), now=NOW)
+    par = open_source(write_source(tmp_path / "p"), now=NOW)
+    for name in ("customers", "events", "orders", "feedback"):
+        a = dict(csv.table(name).schema().items())
+        b = dict(par.table(name).schema().items())
+        for col in ("customer_id", "ts", "amount", "signup_date", "nps"):
+            if col in b:
+                assert a[col] == b[col], (name, col, a[col], b[col])
+    first = csv.table("events").order_by("ts").ts.execute().iloc[0]
+    assert first == pd.Timestamp("2025-01-01 10:00", tz=UTC)
+
+
+def test_missing_required_table_is_named(tmp_path: Path) -> None:
+    path = write_source(tmp_path / "s", orders=None)
+    with pytest.raises(CXDataError, match=r"lacks required table\(s\) orders"):
+        open_source(path, require=["customers", "orders"], now=NOW)
+    src = open_source(path, now=NOW)
+    with pytest.raises(CXDataError, match="has no table 'orders'"):
+        src.table("orders")
+
+
+def test_missing_required_column(tmp_path: Path) -> None:
+    path = write_source(tmp_path / "s", events=_events().drop(columns=["channel"]))
+    found = problems(path)
+    assert ("events", "channel", "missing required column") in found
+    with pytest.raises(CXDataError, match="events.channel: missing required column"):
+        open_source(path, now=NOW)
+
+
+def test_unparseable_values_are_counted_with_row_numbers(tmp_path: Path) -> None:
+    orders = _orders().astype({"amount": "object"})
+    orders["amount"] = ["12.5", "twelve"]
+    customers = _customers().astype({"signup_date": "str"})
+    customers.loc[2, "signup_date"] = "not a date"
+    path = write_source(tmp_path / "s", fmt="csv", orders=orders, customers=customers,
+                        events=_events().assign(ts=lambda d: d.ts.dt.strftime("%Y-%m-%dT%H:%MZ")),
+                        feedback=None)
+    found = problems(path)
+    assert found[("orders", "amount", "unparseable value")] == (1, (1,))
+    assert found[("customers", "signup_date", "unparseable value")] == (1, (2,))
+
+
+def test_naive_timestamps_are_rejected_in_parquet_and_csv(tmp_path: Path) -> None:
+    naive = _events().assign(ts=lambda d: d.ts.dt.tz_localize(None))
+    assert problems(write_source(tmp_path / "p", events=naive))[
+        ("events", "ts", "naive timestamp")][0] == 4
+    text = _events().assign(ts=lambda d: d.ts.dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    text.loc[[1, 3], "ts"] = ["2025-01-01 10:05:00", "2025-01-03 12:00:00"]
+    found = problems(write_source(tmp_path / "c", fmt="csv", events=text, orders=None,
+                                  feedback=None))
+    assert found[("events", "ts", "naive timestamp")] == (2, (1, 3))
+
+
+def test_duplicate_keys(tmp_path: Path) -> None:
+    customers = pd.concat([_customers(), _customers().iloc[[1]]], ignore_index=True)
+    orders = _orders().assign(order_id=["O1", "O1"])
+    found = problems(write_source(tmp_path / "s", customers=customers, orders=orders))
+    assert found[("customers", "customer_id", "duplicate key")] == (2, (1, 4))
+    assert found[("orders", "order_id", "duplicate key")] == (2, (0, 1))
+
+
+def test_values_out_of_range_and_not_integer(tmp_path: Path) -> None:
+    orders = _orders().assign(amount=[-1.0, 5.0], discount=[0.0, -0.5])
+    feedback = _feedback().assign(nps=[11.0, 7.5])
+    found = problems(write_source(tmp_path / "s", orders=orders, feedback=feedback))
+    assert found[("orders", "amount", "out of range")] == (1, (0,))
+    assert found[("orders", "discount", "out of range")] == (1, (1,))
+    assert found[("feedback", "nps", "out of range")] == (1, (0,))
+    assert found[("feedback", "nps", "not an integer")] == (1, (1,))
+
+
+def test_unknown_stage_value(tmp_path: Path) -> None:
+    events = _events().assign(stage=["awareness", "browsing", "awareness", "checkout"])
+    found = problems(write_source(tmp_path / "s", events=events))
+    assert found[("events", "stage", "unknown value")] == (2, (1, 3))
+
+
+def test_orphan_customer_ids(tmp_path: Path) -> None:
+    events = _events().assign(customer_id=["C0", "C0", "X9", "X8"])
+    found = problems(write_source(tmp_path / "s", events=events))
+    assert found[("events", "customer_id", "unknown customer")] == (2, (2, 3))
+
+
+def test_missing_values_in_required_columns(tmp_path: Path) -> None:
+    events = _events()
+    events.loc[2, "channel"] = None
+    events.loc[3, "event"] = ""
+    found = problems(write_source(tmp_path / "s", events=events))
+    assert found[("events", "channel", "missing value")] == (1, (2,))
+    assert found[("events", "event", "missing value")] == (1, (3,))
+
+
+def test_future_timestamps(tmp_path: Path) -> None:
+    events = _events()
+    events.loc[1, "ts"] = pd.Timestamp("2030-01-01", tz=UTC)
+    found = problems(write_source(tmp_path / "s", events=events))
+    assert found[("events", "ts", "timestamp in the future")] == (1, (1,))
+
+
+def test_empty_table_is_a_warning_not_an_error(tmp_path: Path) -> None:
+    path = write_source(tmp_path / "s", feedback=_feedback().iloc[:0])
+    report = validate(path, now=NOW)
+    assert report.ok
+    assert [(p.table, p.rule, p.severity) for p in report.problems] == [
+        ("feedback", "empty table", "warning")]
+
+
+def test_error_lists_every_problem_with_table_column_rule_and_rows(tmp_path: Path) -> None:
+    orders = _orders().assign(amount=[-1.0, -2.0])
+    events = _events().assign(customer_id=["C0", "C0", "X9", "C1"])
+    with pytest.raises(CXDataError) as info:
+        open_source(write_source(tmp_path / "s", orders=orders, events=events), now=NOW)
+    text = str(info.value)
+    assert "2 data contract error(s)" in text
+    assert "orders.amount: out of range — 2 row(s)" in text
+    assert "events.customer_id: unknown customer — 1 row(s)" in text
+    assert "e.g. rows 2" in text
+    assert len(info.value.problems) == 2
+
+
+def test_raw_input_is_never_modified(tmp_path: Path) -> None:
+    path = write_source(tmp_path / "s", orders=_orders().assign(amount=[-1.0, 1.0]))
+    digest = {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in path.iterdir()}
+    validate(path, now=NOW)
+    with pytest.raises(CXDataError):
+        open_source(path, now=NOW)
+    assert digest == {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in path.iterdir()}
+
+
+def test_duckdb_database_source_is_attached_read_only(tmp_path: Path) -> None:
+    db = tmp_path / "cx.duckdb"
+    with duckdb.connect(str(db)) as con:
+        for name, df in {"customers": _customers(), "events": _events()}.items():
+            con.register("df", df)
+            con.execute(f"CREATE TABLE {name} AS SELECT * FROM df")
+            con.unregister("df")
+    before = hashlib.sha256(db.read_bytes()).hexdigest()
+    src = open_source(db, require=["events"], now=NOW)
+    assert src.names == ("customers", "events")
+    assert src.table("events").count().execute() == 4
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == before
+    src.close()
+    with duckdb.connect(str(db)) as con:
+        con.execute("INSERT INTO events SELECT 'C0', TIMESTAMPTZ '2031-01-01 00:00:00+00', "
+                    "'web', 'visit', 'awareness'")
+    found = problems(db)
+    assert found[("events", "ts", "timestamp in the future")] == (1, (4,))
+
+
+def test_partitioned_parquet_folder(tmp_path: Path) -> None:
+    path = write_source(tmp_path / "s", events=None)
+    (path / "events").mkdir()
+    ev = _events()
+    pq.write_table(pa.Table.from_pandas(ev.iloc[:2], preserve_index=False),
+                   path / "events" / "part-0.parquet")
+    pq.write_table(pa.Table.from_pandas(ev.iloc[2:], preserve_index=False),
+                   path / "events" / "part-1.parquet")
+    src = open_source(path, now=NOW)
+    assert src.table("events").count().execute() == 4
+
+
+def test_not_a_source(tmp_path: Path) -> None:
+    with pytest.raises(CXDataError, match="does not exist"):
+        open_source(tmp_path / "nope")
+    (tmp_path / "x.txt").write_text("hi")
+    with pytest.raises(CXDataError, match="not a DuckDB database"):
+        open_source(tmp_path / "x.txt")
+
+
+def test_fingerprint_changes_with_content_and_ignores_truth(tmp_path: Path) -> None:
+    path = write_source(tmp_path / "s")
+    fp = fingerprint(path)
+    assert len(fp) == 16 and fp == fingerprint(path)
+    (path / "truth").mkdir()
+    (path / "truth" / "truth.json").write_text("{}")
+    assert fingerprint(path) == fp
+    write_source(path, orders=_orders().assign(amount=[1.0, 2.0]))
+    assert fingerprint(path) != fp
+
+
+def test_validate_cli_exit_codes(tmp_path: Path) -> None:
+    good = write_source(tmp_path / "good")
+    bad = write_source(tmp_path / "bad", orders=_orders().assign(amount=[-1.0, 1.0]))
+    run = [sys.executable, "-m", "cxanalysis.cli", "validate"]
+    ok = subprocess.run([*run, str(good)], capture_output=True, text=True)
+    assert ok.returncode == 0 and ok.stdout.startswith("OK: customers (4 rows)")
+    ko = subprocess.run([*run, str(bad)], capture_output=True, text=True)
+    assert ko.returncode == 1
+    assert "orders.amount: out of range — 1 row(s)" in ko.stdout
+    missing = subprocess.run([*run, str(tmp_path / "nope")], capture_output=True, text=True)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_demo_world_is_valid(world_path: Path) -> None:
+    report = validate(world_path)
+    assert report.ok, report.summary()
+    assert set(report.row_counts) == {"customers", "events", "orders", "feedback",
+                                      "assignments", "experiments"}

@@ -1,0 +1,52 @@
+"""Packaging facts a user relies on: one dependency list, a current data-model doc, CI = README."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import yaml
+
+from cxanalysis.schema import data_model_markdown
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[\s\[<>=!~;]", requirement.strip(), maxsplit=1)[0].lower()
+
+
+def test_environment_yml_installs_exactly_the_pyproject_dependencies() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    conda = [d for d in env["dependencies"] if isinstance(d, str)]
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    # conda provides only the interpreter and pip; everything else comes from pyproject
+    # through the editable install with the dev extra, so the two lists cannot drift.
+    assert {_name(d) for d in conda} == {"python", "pip"}
+    assert pip == ["-e .[dev]"]
+    python_floor = next(d for d in conda if d.startswith("python"))
+    assert python_floor.replace("python", "") == project["requires-python"]
+    assert set(project["optional-dependencies"]) == {"dev"}
+    names = {_name(d) for d in project["dependencies"]}
+    for needed in ("pandas", "numpy", "scipy", "duckdb", "ibis-framework", "pyarrow", "seaborn",
+                   "matplotlib", "statsmodels", "scikit-learn", "papermill", "nbconvert",
+                   "ipykernel", "jupyterlab"):
+        assert needed in names, needed
+    dev = {_name(d) for d in project["optional-dependencies"]["dev"]}
+    assert {"pytest", "nbval", "ruff", "hypothesis", "pytest-benchmark"} <= dev
+
+
+def test_data_model_doc_is_generated_from_the_schema() -> None:
+    assert (ROOT / "docs" / "data-model.md").read_text() == data_model_markdown(), (
+        "docs/data-model.md is stale: run `python -m cxanalysis.schema > docs/data-model.md`")
+
+
+def test_ci_runs_only_what_the_readme_tells_a_user() -> None:
+    ci = (ROOT / ".ci" / "run").read_text()
+    commands = [line for line in ci.splitlines() if line and not line.startswith(("#", "set ",
+                                                                                  "cd "))]
+    assert commands == ["make test"]
+    readme = (ROOT / "README.md").read_text()
+    assert "make test" in readme and "make reports" in readme
