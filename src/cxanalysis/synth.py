@@ -1,0 +1,768 @@
+"""The seeded synthetic CX world: customers, journeys, orders, feedback and experiments, with
+the ground truth that generated them.
+
+Every number that defines the world is in :data:`WORLD` (and written to ``truth/truth.json``),
+so each notebook has something true to find:
+
+- five hidden behavioural personas that differ in channels, frequency, consideration time,
+  basket, discounts, service contacts and satisfaction; demographics only weakly tilted;
+- journeys through ``visit -> product_view -> add_to_cart -> checkout -> purchase`` across
+  channels with persona-specific drop-off, repeated steps and timestamp ties;
+- planted pain points: checkout in the app converts far worse; late deliveries drive support
+  contacts and low NPS;
+- feedback more likely after a bad experience, comments built from theme vocabularies
+  (occasionally with fake personal details, to exercise redaction);
+- four experiments: a real lift, a null, a persona-only effect, and a sample-ratio mismatch.
+
+Customers are generated in chunks with an independent random stream per chunk
+(``default_rng([seed, chunk])``) and streamed to Parquet, so memory is bounded by the chunk
+size. Same ``seed`` and ``chunk_size``, same bytes.
+
+Model
+-----
+Customer ``i`` of persona ``p`` starts journeys ("attempts") as a Poisson process over
+``[max(signup, 2025-01-01), 2025-12-31]`` with yearly rate ``attempts_per_year[p] * g_i``,
+``g_i ~ Gamma(k, 1/k)`` (frailty: stable individual differences, which CUPED exploits).
+An attempt reaches each next funnel step with persona-specific probabilities; checkout to
+purchase depends on the checkout channel (the planted pain point). Times between steps are
+exponential with persona-specific means. Events after the end of the data are cut, so late
+attempts are still in progress.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from cxanalysis.schema import CHANNELS
+
+PERSONAS: tuple[str, ...] = (
+    "bargain_hunter",
+    "loyal_app_regular",
+    "digital_researcher",
+    "assisted_shopper",
+    "convenience_buyer",
+)
+FUNNEL: tuple[str, ...] = ("visit", "product_view", "add_to_cart", "checkout", "purchase")
+_CH = {c: i for i, c in enumerate(CHANNELS)}
+_DAY_US = 86_400 * 1_000_000
+_HOUR_US = 3_600 * 1_000_000
+START = pd.Timestamp("2025-01-01", tz="UTC")
+END = pd.Timestamp("2026-01-01", tz="UTC")  # exclusive: data covers 2025 (UTC)
+_DAYS = 365
+
+
+def _shares(**kw: float) -> tuple[float, ...]:
+    """Channel shares in :data:`CHANNELS` order (unnamed channels get 0), normalised."""
+    v = np.array([kw.get(c, 0.0) for c in CHANNELS])
+    return tuple(float(x) for x in v / v.sum())
+
+
+@dataclass(frozen=True)
+class Persona:
+    """Behaviour of one hidden persona (rates per year, times in hours, money in currency)."""
+
+    weight: float
+    attempts_per_year: float
+    browse_channels: tuple[float, ...]
+    buy_channels: tuple[float, ...]
+    intro_channels: tuple[float, ...]
+    p_intro: float  # chance an attempt starts with an awareness touch
+    p_step: tuple[float, float, float]  # visit->view, view->cart, cart->checkout
+    gap_hours: tuple[float, float, float, float]  # mean hours between consecutive steps
+    research_events: float  # mean search/compare/review_read events per attempt
+    basket: float  # median order value before discount
+    p_discount: float
+    discount_share: float
+    service_contacts_per_year: float
+    p_support_base: float  # chance of a support contact after an on-time order
+    support_channel: str
+    logins_per_year: float
+    nps_base: float
+
+
+WORLD_PERSONAS: dict[str, Persona] = {
+    "bargain_hunter": Persona(
+        weight=0.22, attempts_per_year=14,
+        browse_channels=_shares(web=0.45, app=0.15, store=0.05, email=0.15, social=0.2),
+        buy_channels=_shares(web=0.75, app=0.2, store=0.05),
+        intro_channels=_shares(email=0.55, social=0.45), p_intro=0.85,
+        p_step=(0.8, 0.45, 0.6), gap_hours=(0.2, 24, 6, 0.05), research_events=0.8,
+        basket=40, p_discount=0.85, discount_share=0.25, service_contacts_per_year=0.5,
+        p_support_base=0.04, support_channel="chat", logins_per_year=2, nps_base=6.5),
+    "loyal_app_regular": Persona(
+        weight=0.20, attempts_per_year=24,
+        browse_channels=_shares(app=0.82, web=0.13, store=0.05),
+        buy_channels=_shares(app=0.9, web=0.1),
+        intro_channels=_shares(app=0.6, email=0.3, social=0.1), p_intro=0.4,
+        p_step=(0.85, 0.55, 0.75), gap_hours=(0.05, 0.5, 0.3, 0.02), research_events=0.2,
+        basket=35, p_discount=0.15, discount_share=0.1, service_contacts_per_year=0.4,
+        p_support_base=0.03, support_channel="chat", logins_per_year=40, nps_base=8.5),
+    "digital_researcher": Persona(
+        weight=0.20, attempts_per_year=12,
+        browse_channels=_shares(web=0.78, app=0.07, social=0.1, chat=0.05),
+        buy_channels=_shares(web=0.9, app=0.1),
+        intro_channels=_shares(social=0.5, web=0.5), p_intro=0.5,
+        p_step=(0.95, 0.35, 0.55), gap_hours=(0.3, 72, 24, 0.05), research_events=5,
+        basket=120, p_discount=0.15, discount_share=0.1, service_contacts_per_year=0.5,
+        p_support_base=0.03, support_channel="chat", logins_per_year=2, nps_base=7.0),
+    "assisted_shopper": Persona(
+        weight=0.18, attempts_per_year=7,
+        browse_channels=_shares(store=0.55, call_centre=0.25, web=0.15, chat=0.05),
+        buy_channels=_shares(store=0.65, call_centre=0.25, web=0.1),
+        intro_channels=_shares(email=0.6, social=0.4), p_intro=0.4,
+        p_step=(0.75, 0.6, 0.8), gap_hours=(0.5, 48, 2, 0.1), research_events=0.5,
+        basket=90, p_discount=0.1, discount_share=0.1, service_contacts_per_year=3,
+        p_support_base=0.15, support_channel="call_centre", logins_per_year=1, nps_base=7.5),
+    "convenience_buyer": Persona(
+        weight=0.20, attempts_per_year=8,
+        browse_channels=_shares(app=0.45, web=0.45, store=0.1),
+        buy_channels=_shares(app=0.3, web=0.6, store=0.1),
+        intro_channels=_shares(social=0.5, email=0.5), p_intro=0.3,
+        p_step=(0.9, 0.75, 0.85), gap_hours=(0.02, 0.1, 0.1, 0.01), research_events=0.1,
+        basket=150, p_discount=0.05, discount_share=0.05, service_contacts_per_year=0.3,
+        p_support_base=0.03, support_channel="chat", logins_per_year=3, nps_base=8.0),
+}
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A planted experiment. ``effect`` is the chance that a treated (eligible) customer makes
+    one extra, fully converting purchase journey within 10 days of assignment."""
+
+    experiment_id: str
+    name: str
+    hypothesis: str
+    start: str
+    end: str
+    p_treatment: float  # delivered share of treatment (planned is always 50/50)
+    effect: float
+    persona: str | None = None  # only this persona responds (None: everyone)
+    eligibility: float = 0.8
+
+
+EXPERIMENTS: tuple[Experiment, ...] = (
+    Experiment("exp_checkout_redesign", "One-page checkout",
+               "A one-page checkout raises 14-day conversion.",
+               "2025-10-01", "2025-10-31", 0.5, effect=0.10),
+    Experiment("exp_email_subject", "Personalised email subject",
+               "A personalised subject line raises 14-day conversion.",
+               "2025-10-01", "2025-11-15", 0.5, effect=0.0),
+    Experiment("exp_app_onboarding", "New app onboarding",
+               "A guided app onboarding raises conversion of app users.",
+               "2025-10-15", "2025-11-15", 0.5, effect=0.30, persona="loyal_app_regular"),
+    Experiment("exp_srm_banner", "Homepage banner",
+               "A homepage banner raises conversion (assignment bug: SRM).",
+               "2025-11-01", "2025-11-30", 0.55, effect=0.0),
+)
+
+
+@dataclass(frozen=True)
+class World:
+    """Parameters of the world that are not per persona."""
+
+    frailty_shape: float = 2.0
+    p_purchase_after_checkout: float = 0.75
+    p_purchase_after_checkout_app: float = 0.35  # planted pain point
+    p_late_delivery: float = 0.15
+    p_support_if_late: float = 0.6
+    nps_penalty_late: float = 4.0
+    nps_penalty_support: float = 1.5
+    nps_penalty_abandoned: float = 3.0
+    p_feedback_good: float = 0.12
+    p_feedback_bad: float = 0.30  # after a late delivery or support contact
+    p_feedback_abandoned: float = 0.10
+    p_comment: float = 0.6
+    p_pii_in_comment: float = 0.05
+    p_repeat_view: float = 0.25
+    p_tie_view_cart: float = 0.05
+    window_days: int = 14
+    pre_period_days: int = 90
+    signup_start: str = "2022-01-01"
+    signup_end: str = "2025-06-30"
+    personas: dict[str, Persona] = field(default_factory=lambda: dict(WORLD_PERSONAS))
+    experiments: tuple[Experiment, ...] = EXPERIMENTS
+
+
+WORLD = World()
+
+_DEMOGRAPHICS: dict[str, tuple[str, ...]] = {
+    "age_band": ("18-24", "25-34", "35-44", "45-54", "55-64", "65+"),
+    "gender": ("female", "male", "other"),
+    "region": ("north", "south", "east", "west", "capital"),
+    "income_band": ("low", "mid", "high"),
+}
+_DEMO_BASE: dict[str, tuple[float, ...]] = {
+    "age_band": (0.12, 0.22, 0.22, 0.18, 0.15, 0.11),
+    "gender": (0.5, 0.47, 0.03),
+    "region": (0.2, 0.2, 0.2, 0.2, 0.2),
+    "income_band": (0.3, 0.45, 0.25),
+}
+# Weak tilts (multiplicative) so that segments and personas really disagree.
+_DEMO_TILT: dict[str, dict[str, tuple[float, ...]]] = {
+    "loyal_app_regular": {"age_band": (1.3, 1.3, 1.1, 0.9, 0.7, 0.6)},
+    "assisted_shopper": {"age_band": (0.7, 0.8, 0.9, 1.1, 1.3, 1.5)},
+    "bargain_hunter": {"income_band": (1.3, 1.0, 0.7)},
+    "convenience_buyer": {"income_band": (0.8, 1.0, 1.3)},
+}
+
+THEMES: dict[str, dict[str, tuple[str, ...]]] = {
+    "delivery_delay": {
+        "neg": ("parcel arrived days late", "delivery was late again and nobody told me",
+                "still waiting for my order, tracking never updated",
+                "late delivery ruined the gift"),
+        "pos": ("delivery was quick this time",),
+    },
+    "checkout_friction": {
+        "neg": ("checkout kept failing at payment", "could not apply my voucher at checkout",
+                "payment page timed out twice", "too many steps to pay"),
+        "pos": ("checkout was simple",),
+    },
+    "app_usability": {
+        "neg": ("the app crashed when I tried to pay", "app checkout button does nothing",
+                "app logged me out at checkout", "app is slow and confusing at payment"),
+        "pos": ("love the app, quick and easy", "app reorder is so convenient"),
+    },
+    "price_value": {
+        "neg": ("prices went up, found it cheaper elsewhere", "discount was smaller than promised"),
+        "pos": ("great deal with the sale price", "good value with the coupon"),
+    },
+    "staff_helpful": {
+        "neg": ("waited 40 minutes on the phone", "agent could not solve my problem"),
+        "pos": ("staff in store were really helpful", "the agent sorted it out quickly"),
+    },
+    "product_range": {
+        "neg": ("could not find the model I compared online", "range is limited"),
+        "pos": ("great range and detailed reviews", "found exactly what I wanted"),
+    },
+}
+_FAKE_PII = ("My name is Alex Murphy and my email is alex.murphy@example.com",
+             "call me on +44 20 7946 0123", "I spoke to agent Priya about it",
+             "my customer number is C9912345")
+
+_EVENT_STAGE = {
+    "ad_impression": "awareness", "email_open": "awareness", "social_click": "awareness",
+    "visit": "discovery", "product_view": "discovery", "search": "consideration",
+    "compare": "consideration", "review_read": "consideration", "add_to_cart": "consideration",
+    "checkout": "purchase", "purchase": "purchase", "delivery_update": "delivery",
+    "delivery_late": "delivery", "support_contact": "delivery", "loyalty_login": "retention",
+}
+_INTRO_EVENT = {"email": "email_open", "social": "social_click"}  # others: ad_impression
+_EVENT_ORDER = {e: i for i, e in enumerate(
+    ["ad_impression", "email_open", "social_click", "visit", "product_view", "search",
+     "compare", "review_read", "add_to_cart", "checkout", "purchase", "delivery_update",
+     "delivery_late", "support_contact", "loyalty_login"])}
+
+_TS = pa.timestamp("us", tz="UTC")
+SCHEMAS: dict[str, pa.Schema] = {
+    "customers": pa.schema([("customer_id", pa.string()), ("signup_date", pa.date32()),
+                            ("age_band", pa.string()), ("gender", pa.string()),
+                            ("region", pa.string()), ("income_band", pa.string())]),
+    "events": pa.schema([("customer_id", pa.string()), ("ts", _TS), ("channel", pa.string()),
+                         ("event", pa.string()), ("stage", pa.string())]),
+    "orders": pa.schema([("order_id", pa.string()), ("customer_id", pa.string()), ("ts", _TS),
+                         ("channel", pa.string()), ("amount", pa.float64()),
+                         ("discount", pa.float64())]),
+    "feedback": pa.schema([("customer_id", pa.string()), ("ts", _TS), ("channel", pa.string()),
+                           ("event", pa.string()), ("nps", pa.int16()), ("csat", pa.int16()),
+                           ("effort", pa.int16()), ("comment", pa.string())]),
+    "assignments": pa.schema([("experiment_id", pa.string()), ("customer_id", pa.string()),
+                              ("variant", pa.string()), ("assigned_at", _TS)]),
+}
+TRUTH_SCHEMAS: dict[str, pa.Schema] = {
+    "personas": pa.schema([("customer_id", pa.string()), ("persona", pa.string())]),
+    "feedback_themes": pa.schema([("customer_id", pa.string()), ("ts", _TS),
+                                  ("event", pa.string()), ("theme", pa.string()),
+                                  ("sentiment", pa.string())]),
+}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _draw_categorical(rng: np.random.Generator, probs: np.ndarray) -> np.ndarray:
+    """One categorical draw per row of ``probs`` (rows sum to 1)."""
+    cum = np.cumsum(probs, axis=1)
+    u = rng.random(len(probs))[:, None]
+    return np.minimum((u > cum).sum(axis=1), probs.shape[1] - 1)
+
+
+def _dirichlet_rows(rng: np.random.Generator, base: np.ndarray, concentration: float
+                    ) -> np.ndarray:
+    """Per-row Dirichlet draws around ``base`` rows (zero shares stay zero)."""
+    alpha = base * concentration
+    g = np.where(alpha > 0, rng.gamma(np.maximum(alpha, 1e-9)), 0.0)
+    return g / g.sum(axis=1, keepdims=True)
+
+
+def _exp_us(rng: np.random.Generator, mean_hours: np.ndarray) -> np.ndarray:
+    return (rng.exponential(1.0, len(mean_hours)) * mean_hours * _HOUR_US).astype(np.int64)
+
+
+@dataclass
+class _Events:
+    """Columnar event rows being assembled for one chunk."""
+
+    cust: list[np.ndarray] = field(default_factory=list)
+    ts: list[np.ndarray] = field(default_factory=list)
+    channel: list[np.ndarray] = field(default_factory=list)
+    event: list[np.ndarray] = field(default_factory=list)
+
+    def add(self, cust: np.ndarray, ts: np.ndarray, channel: np.ndarray, event: str | np.ndarray
+            ) -> None:
+        self.cust.append(cust)
+        self.ts.append(ts)
+        self.channel.append(channel)
+        ev = np.full(len(cust), _EVENT_ORDER[event], np.int16) if isinstance(event, str) \
+            else event.astype(np.int16)
+        self.event.append(ev)
+
+
+# --------------------------------------------------------------------------- chunk
+
+
+def _chunk(rng: np.random.Generator, first_id: int, n: int, world: World
+           ) -> tuple[dict[str, pa.Table], dict[str, pa.Table]]:
+    names = list(world.personas)
+    P = [world.personas[p] for p in names]
+    weights = np.array([p.weight for p in P])
+    pid = rng.choice(len(P), n, p=weights / weights.sum())
+    ids = np.array([f"C{first_id + i:07d}" for i in range(n)], dtype=object)
+
+    # ---- customers: signup and weakly tilted demographics
+    s0 = pd.Timestamp(world.signup_start).value // _DAY_US // 1000
+    s1 = pd.Timestamp(world.signup_end).value // _DAY_US // 1000
+    signup_day = rng.integers(s0, s1 + 1, n)  # days since epoch
+    demo = {}
+    for col, values in _DEMOGRAPHICS.items():
+        base = np.array(_DEMO_BASE[col])
+        probs = np.tile(base, (len(P), 1))
+        for k, name in enumerate(names):
+            tilt = _DEMO_TILT.get(name, {}).get(col)
+            if tilt is not None:
+                probs[k] *= np.array(tilt)
+        probs /= probs.sum(axis=1, keepdims=True)
+        demo[col] = np.array(values, dtype=object)[_draw_categorical(rng, probs[pid])]
+
+    # ---- per-customer behaviour around the persona means
+    frailty = rng.gamma(world.frailty_shape, 1 / world.frailty_shape, n)
+    browse = _dirichlet_rows(rng, np.array([p.browse_channels for p in P])[pid], 40)
+    buy = _dirichlet_rows(rng, np.array([p.buy_channels for p in P])[pid], 40)
+    intro = _dirichlet_rows(rng, np.array([p.intro_channels for p in P])[pid], 40)
+    start_us = START.value // 1000
+    end_us = END.value // 1000
+    epoch_day0 = start_us // _DAY_US
+    active_from = np.maximum(signup_day - epoch_day0, 0).astype(float)  # days into 2025
+    active_days = _DAYS - active_from
+    rate = np.array([p.attempts_per_year for p in P])[pid] * frailty
+    n_att = rng.poisson(rate * active_days / _DAYS)
+
+    ev = _Events()
+    orders: list[tuple[np.ndarray, ...]] = []
+    fb: list[tuple[np.ndarray, ...]] = []
+
+    def funnel(att_c: np.ndarray, t0: np.ndarray, forced: bool) -> None:
+        """Journeys of customers ``att_c`` starting (first visit) at ``t0`` (us)."""
+        a = len(att_c)
+        if a == 0:
+            return
+        pa_ = pid[att_c]
+        gaps = np.array([p.gap_hours for p in P])[pa_]
+        pstep = np.array([p.p_step for p in P])[pa_]
+        # awareness touch before the visit
+        has_intro = (rng.random(a) < np.array([p.p_intro for p in P])[pa_]) & (not forced)
+        ich = _draw_categorical(rng, intro[att_c])
+        its = t0 - _exp_us(rng, np.full(a, 12.0))
+        ievent = np.array([_EVENT_ORDER[_INTRO_EVENT.get(CHANNELS[c], "ad_impression")]
+                           for c in range(len(CHANNELS))])[ich]
+        m = has_intro
+        ev.add(att_c[m], its[m], ich[m], ievent[m])
+        # visit -> product_view -> add_to_cart -> checkout
+        reached = np.ones(a, bool)
+        ts = t0.copy()
+        step_ts = [t0]
+        step_ch = [_draw_categorical(rng, browse[att_c])]
+        for k in range(3):
+            cont = rng.random(a) < pstep[:, k] if not forced else np.ones(a, bool)
+            reached = reached & cont
+            gap = _exp_us(rng, gaps[:, k] if not forced else np.full(a, 0.05))
+            if k == 1:  # occasional exact tie between product_view and add_to_cart
+                gap = np.where(rng.random(a) < world.p_tie_view_cart, 0, gap)
+            ts = ts + gap
+            step_ts.append(ts.copy())
+            step_ch.append(_draw_categorical(rng, buy[att_c]) if k == 2
+                           else _draw_categorical(rng, browse[att_c]))
+            if k == 0:
+                levels = [np.ones(a, bool), reached.copy()]
+            else:
+                levels.append(reached.copy())
+        # checkout -> purchase: the planted app pain point
+        chk_ch = step_ch[3]
+        p_buy = np.where(chk_ch == _CH["app"], world.p_purchase_after_checkout_app,
+                         world.p_purchase_after_checkout)
+        bought = levels[3] & ((rng.random(a) < p_buy) | forced)
+        pts = ts + _exp_us(rng, gaps[:, 3])
+        for k, name in enumerate(FUNNEL[:4]):
+            m = levels[k]
+            ev.add(att_c[m], step_ts[k][m], step_ch[k][m], name)
+        ev.add(att_c[bought], pts[bought], chk_ch[bought], "purchase")
+        # repeated product views and research events
+        rep = levels[1] & (rng.random(a) < world.p_repeat_view)
+        ev.add(att_c[rep], step_ts[1][rep] + _exp_us(rng, np.full(a, 0.1))[rep],
+               step_ch[1][rep], "product_view")
+        n_res = rng.poisson(np.array([p.research_events for p in P])[pa_] * levels[1])
+        if n_res.sum():
+            ri = np.repeat(np.arange(a), n_res)
+            span = np.maximum(step_ts[2][ri] - step_ts[1][ri], _HOUR_US)
+            rts = step_ts[1][ri] + (rng.random(len(ri)) * span).astype(np.int64)
+            rev = rng.choice([_EVENT_ORDER["search"], _EVENT_ORDER["compare"],
+                              _EVENT_ORDER["review_read"]], len(ri))
+            ev.add(att_c[ri], rts, step_ch[1][ri], rev)
+        # orders, delivery, support, feedback
+        oc = att_c[bought]
+        o = len(oc)
+        po = pid[oc]
+        gross = np.array([p.basket for p in P])[po] * rng.lognormal(0, 0.45, o)
+        disc = np.where(rng.random(o) < np.array([p.p_discount for p in P])[po],
+                        gross * np.array([p.discount_share for p in P])[po]
+                        * rng.uniform(0.5, 1.5, o), 0.0)
+        amount = np.round(gross - disc, 2)
+        orders.append((oc, pts[bought], chk_ch[bought], amount, np.round(disc, 2)))
+        dts = pts[bought] + (rng.uniform(1, 3, o) * _DAY_US).astype(np.int64)
+        ev.add(oc, dts, np.full(o, _CH["email"]), "delivery_update")
+        late = rng.random(o) < world.p_late_delivery
+        lts = dts + (rng.uniform(2, 5, o) * _DAY_US).astype(np.int64)
+        ev.add(oc[late], lts[late], np.full(late.sum(), _CH["email"]), "delivery_late")
+        p_sup = np.where(late, world.p_support_if_late,
+                         np.array([p.p_support_base for p in P])[po])
+        sup = rng.random(o) < p_sup
+        sch = np.array([_CH[p.support_channel] for p in P])[po]
+        sts = np.where(late, lts, dts) + _exp_us(rng, np.full(o, 12.0))
+        ev.add(oc[sup], sts[sup], sch[sup], "support_contact")
+        bad = late | sup
+        give = rng.random(o) < np.where(bad, world.p_feedback_bad, world.p_feedback_good)
+        fts = np.maximum(np.where(late, lts, dts), sts * sup) + _exp_us(rng, np.full(o, 24.0))
+        penalty = world.nps_penalty_late * late + world.nps_penalty_support * sup
+        theme = np.where(late, "delivery_delay",
+                         np.where(sup, "staff_helpful",
+                                  np.array(["price_value", "app_usability", "product_range",
+                                            "staff_helpful", "product_range"])[po]))
+        fb.append((oc[give], fts[give], chk_ch[bought][give], np.full(give.sum(), "delivery"),
+                   penalty[give], theme[give], bad[give]))
+        # abandoned checkouts give feedback too
+        ab = levels[3] & ~bought
+        give_ab = ab & (rng.random(a) < world.p_feedback_abandoned)
+        ab_theme = np.where(chk_ch == _CH["app"], "app_usability", "checkout_friction")
+        fb.append((att_c[give_ab], step_ts[3][give_ab] + _exp_us(rng, np.full(a, 6.0))[give_ab],
+                   chk_ch[give_ab], np.full(give_ab.sum(), "checkout"),
+                   np.full(give_ab.sum(), world.nps_penalty_abandoned), ab_theme[give_ab],
+                   np.ones(give_ab.sum(), bool)))
+
+    # ---- organic journeys over the year
+    att_c = np.repeat(np.arange(n), n_att)
+    t0 = (start_us + (active_from[att_c] + rng.random(len(att_c)) * active_days[att_c])
+          * _DAY_US).astype(np.int64)
+    funnel(att_c, t0, forced=False)
+
+    # ---- service contacts and loyalty logins unrelated to a journey
+    for attr, event in (("service_contacts_per_year", "support_contact"),
+                        ("logins_per_year", "loyalty_login")):
+        k = rng.poisson(np.array([getattr(p, attr) for p in P])[pid] * active_days / _DAYS
+                        * (frailty if event == "loyalty_login" else 1.0))
+        c = np.repeat(np.arange(n), k)
+        t = (start_us + (active_from[c] + rng.random(len(c)) * active_days[c]) * _DAY_US
+             ).astype(np.int64)
+        ch = (np.array([_CH[p.support_channel] for p in P])[pid[c]] if event == "support_contact"
+              else np.where(pid[c] == names.index("loyal_app_regular"), _CH["app"], _CH["web"]))
+        ev.add(c, t, ch, event)
+
+    # ---- experiments: assignment and planted effects
+    asg: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = []
+    for e in world.experiments:
+        eligible = np.flatnonzero(rng.random(n) < e.eligibility)
+        treat = rng.random(len(eligible)) < e.p_treatment
+        e0, e1 = pd.Timestamp(e.start, tz="UTC").value // 1000, \
+            pd.Timestamp(e.end, tz="UTC").value // 1000
+        at = (e0 + rng.random(len(eligible)) * (e1 - e0)).astype(np.int64)
+        at = at - at % 1_000_000
+        asg.append((e.experiment_id, eligible, treat, at))
+        responds = treat & (rng.random(len(eligible)) < e.effect)
+        if e.persona is not None:
+            responds &= pid[eligible] == names.index(e.persona)
+        if responds.any():
+            c = eligible[responds]
+            start = at[responds] + (rng.random(len(c)) * 10 * _DAY_US).astype(np.int64)
+            funnel(c, start, forced=True)
+
+    # ---- assemble events (cut at the end of the data, sorted for determinism)
+    cust = np.concatenate(ev.cust)
+    ts = np.concatenate(ev.ts)
+    ts = ts - ts % 1_000_000  # whole seconds: ties happen, as in real logs
+    chan = np.concatenate(ev.channel)
+    evt = np.concatenate(ev.event)
+    keep = (ts >= start_us) & (ts < end_us)
+    cust, ts, chan, evt = cust[keep], ts[keep], chan[keep], evt[keep]
+    order = np.lexsort((chan, evt, ts, cust))
+    cust, ts, chan, evt = cust[order], ts[order], chan[order], evt[order]
+    event_names = np.array(sorted(_EVENT_ORDER, key=_EVENT_ORDER.get), dtype=object)
+    ch_names = np.array(CHANNELS, dtype=object)
+    events = pa.table({
+        "customer_id": pa.array(ids[cust], pa.string()),
+        "ts": pa.array(ts, _TS),
+        "channel": pa.array(ch_names[chan], pa.string()),
+        "event": pa.array(event_names[evt], pa.string()),
+        "stage": pa.array(np.array([_EVENT_STAGE[e] for e in event_names], dtype=object)[evt],
+                          pa.string()),
+    }, schema=SCHEMAS["events"])
+
+    # ---- orders
+    oc, ots, och, oam, odi = (np.concatenate(x) for x in zip(*orders, strict=True))
+    ots = ots - ots % 1_000_000
+    keep = (ots >= start_us) & (ots < end_us)
+    oc, ots, och, oam, odi = oc[keep], ots[keep], och[keep], oam[keep], odi[keep]
+    order = np.lexsort((och, ots, oc))
+    oc, ots, och, oam, odi = oc[order], ots[order], och[order], oam[order], odi[order]
+    orders_t = pa.table({
+        "order_id": pa.array([f"O{first_id + c:07d}-{i:04d}" for i, c in
+                              enumerate(oc)], pa.string()),
+        "customer_id": pa.array(ids[oc], pa.string()),
+        "ts": pa.array(ots, _TS), "channel": pa.array(ch_names[och], pa.string()),
+        "amount": pa.array(oam, pa.float64()), "discount": pa.array(odi, pa.float64()),
+    }, schema=SCHEMAS["orders"])
+
+    # ---- feedback with scores driven by what happened, and themed comments
+    fc, fts, fch, fev, fpen, fth, fbad = (np.concatenate(x) for x in zip(*fb, strict=True))
+    fts = fts - fts % 1_000_000
+    keep = (fts >= start_us) & (fts < end_us)
+    fc, fts, fch, fev, fpen, fth, fbad = (x[keep] for x in (fc, fts, fch, fev, fpen, fth, fbad))
+    order = np.lexsort((fev, fts, fc))
+    fc, fts, fch, fev, fpen, fth, fbad = (x[order] for x in (fc, fts, fch, fev, fpen, fth, fbad))
+    f = len(fc)
+    nps_f = np.array([p.nps_base for p in P])[pid[fc]] - fpen + rng.normal(0, 1.3, f)
+    nps = np.clip(np.round(nps_f), 0, 10)
+    csat = np.clip(np.round(1 + (nps_f + rng.normal(0, 1.0, f)) * 0.42), 1, 5)
+    effort = np.clip(np.round(7 - (nps_f + rng.normal(0, 1.5, f)) * 0.55), 1, 7)
+    sentiment = np.where(fbad | (nps < 7), "neg", "pos")
+    comments = np.empty(f, dtype=object)
+    has_c = rng.random(f) < world.p_comment
+    pick = rng.random(f)
+    pii = rng.random(f) < world.p_pii_in_comment
+    pii_pick = rng.integers(0, len(_FAKE_PII), f)
+    for i in np.flatnonzero(has_c):
+        options = THEMES[fth[i]][sentiment[i]]
+        text = options[int(pick[i] * len(options))]
+        comments[i] = f"{text}. {_FAKE_PII[pii_pick[i]]}" if pii[i] else text
+    null_n = rng.random(f) < 0.15
+    null_c = rng.random(f) < 0.3
+    null_e = rng.random(f) < 0.5
+    feedback = pa.table({
+        "customer_id": pa.array(ids[fc], pa.string()), "ts": pa.array(fts, _TS),
+        "channel": pa.array(ch_names[fch], pa.string()), "event": pa.array(fev, pa.string()),
+        "nps": pa.array(nps.astype(np.int16), pa.int16(), mask=null_n),
+        "csat": pa.array(csat.astype(np.int16), pa.int16(), mask=null_c),
+        "effort": pa.array(effort.astype(np.int16), pa.int16(), mask=null_e),
+        "comment": pa.array(comments, pa.string()),
+    }, schema=SCHEMAS["feedback"])
+    themes = pa.table({
+        "customer_id": pa.array(ids[fc], pa.string()), "ts": pa.array(fts, _TS),
+        "event": pa.array(fev, pa.string()),
+        "theme": pa.array(np.where(has_c, fth, None), pa.string()),
+        "sentiment": pa.array(np.where(has_c, sentiment, None), pa.string()),
+    }, schema=TRUTH_SCHEMAS["feedback_themes"])
+
+    customers = pa.table({
+        "customer_id": pa.array(ids, pa.string()),
+        "signup_date": pa.array(signup_day.astype("datetime64[D]"), pa.date32()),
+        **{c: pa.array(v, pa.string()) for c, v in demo.items()},
+    }, schema=SCHEMAS["customers"])
+    assignments = pa.table({
+        "experiment_id": pa.array(np.concatenate([np.full(len(el), eid, dtype=object)
+                                                  for eid, el, _, _ in asg]), pa.string()),
+        "customer_id": pa.array(np.concatenate([ids[el] for _, el, _, _ in asg]), pa.string()),
+        "variant": pa.array(np.concatenate([np.where(tr, "treatment", "control")
+                                            for _, _, tr, _ in asg]), pa.string()),
+        "assigned_at": pa.array(np.concatenate([at for _, _, _, at in asg]), _TS),
+    }, schema=SCHEMAS["assignments"])
+    personas = pa.table({"customer_id": pa.array(ids, pa.string()),
+                         "persona": pa.array(np.array(names, dtype=object)[pid], pa.string())},
+                        schema=TRUTH_SCHEMAS["personas"])
+    return ({"customers": customers, "events": events, "orders": orders_t, "feedback": feedback,
+             "assignments": assignments},
+            {"personas": personas, "feedback_themes": themes})
+
+
+# --------------------------------------------------------------------------- truth
+
+
+def expected_conversion(world: World = WORLD) -> dict[str, dict[str, float]]:
+    """Expected 14-day conversion per persona without any experiment, in closed form.
+
+    Purchases of a customer form a Poisson process with rate ``lambda_p * g`` per day, where
+    ``lambda_p`` = attempts/365 x P(visit..checkout) x P(purchase | checkout channel) and
+    ``g ~ Gamma(k, 1/k)``, so ``P(no purchase in w days) = (1 + w lambda_p / k)^-k``.
+    """
+    out = {}
+    k, w = world.frailty_shape, world.window_days
+    for name, p in world.personas.items():
+        buy = np.array(p.buy_channels)
+        p_after = np.where(np.array(CHANNELS) == "app", world.p_purchase_after_checkout_app,
+                           world.p_purchase_after_checkout)
+        conv = float(np.prod(p.p_step) * (buy * p_after).sum())
+        lam = p.attempts_per_year / _DAYS * conv
+        p_none = (1 + w * lam / k) ** (-k)
+        out[name] = {"purchases_per_day": lam, "p_convert_window": 1 - p_none,
+                     "attempt_conversion": conv}
+    return out
+
+
+def experiment_truth(world: World = WORLD) -> dict[str, dict]:
+    """Planted effects with their expected absolute lift on 14-day conversion.
+
+    A responding treated customer gets one extra converting journey, so the lift for persona
+    ``p`` is ``effect x P(no organic purchase in the window)``. Approximate: it ignores extra
+    orders planted by overlapping experiments (which fall equally on both arms).
+    """
+    base = expected_conversion(world)
+    weights = {n: p.weight for n, p in world.personas.items()}
+    total = sum(weights.values())
+    out = {}
+    for e in world.experiments:
+        by_persona = {}
+        for name in world.personas:
+            affected = e.persona in (None, name)
+            by_persona[name] = e.effect * (1 - base[name]["p_convert_window"]) if affected else 0.0
+        control = sum(weights[n] / total * base[n]["p_convert_window"] for n in weights)
+        lift = sum(weights[n] / total * by_persona[n] for n in weights)
+        out[e.experiment_id] = {
+            **asdict(e),
+            "planned_split": {"control": 0.5, "treatment": 0.5},
+            "delivered_split": {"control": 1 - e.p_treatment, "treatment": e.p_treatment},
+            "srm": e.p_treatment != 0.5,
+            "expected_control_conversion": control,
+            "expected_abs_lift": lift,
+            "expected_abs_lift_by_persona": by_persona,
+            "metric": f"any order within {world.window_days} days after assigned_at",
+        }
+    return out
+
+
+def truth_dict(world: World = WORLD, n_customers: int | None = None, seed: int | None = None
+               ) -> dict:
+    """Everything that defines the world, as plain JSON."""
+    return {
+        "n_customers": n_customers,
+        "seed": seed,
+        "data_span": [START.isoformat(), (END - pd.Timedelta(seconds=1)).isoformat()],
+        "calibration_window": ["2025-01-01", "2025-09-30"],
+        "holdout_window": ["2025-10-01", "2025-12-31"],
+        "channels": list(CHANNELS),
+        "funnel": list(FUNNEL),
+        "event_stage": _EVENT_STAGE,
+        "personas": {n: asdict(p) for n, p in world.personas.items()},
+        "persona_channels": {n: {"browse": dict(zip(CHANNELS, p.browse_channels, strict=True)),
+                                 "buy": dict(zip(CHANNELS, p.buy_channels, strict=True))}
+                             for n, p in world.personas.items()},
+        "expected_conversion": expected_conversion(world),
+        "pain_points": [
+            {"kind": "funnel_step", "step": "checkout", "next_step": "purchase",
+             "channel": "app", "rate": world.p_purchase_after_checkout_app,
+             "rate_elsewhere": world.p_purchase_after_checkout,
+             "description": "checkout in the app completes far less often"},
+            {"kind": "late_delivery", "rate": world.p_late_delivery,
+             "p_support_if_late": world.p_support_if_late,
+             "nps_penalty": world.nps_penalty_late,
+             "description": "late deliveries drive support contacts and low NPS"},
+        ],
+        "channel_roles": {
+            "introducers": ["social", "email"],
+            "closers": ["web", "app", "store"],
+            "description": "awareness touches come from social and email; purchases close on "
+                           "web, app and store (store and call_centre for assisted shoppers)",
+        },
+        "themes": {t: {s: list(v) for s, v in d.items()} for t, d in THEMES.items()},
+        "experiments": experiment_truth(world),
+        "world": {k: v for k, v in asdict(world).items() if k not in ("personas", "experiments")},
+    }
+
+
+# --------------------------------------------------------------------------- writer
+
+
+def _atomic_writer(path: Path, schema: pa.Schema) -> tuple[pq.ParquetWriter, Path]:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    return pq.ParquetWriter(tmp, schema, compression="zstd"), tmp
+
+
+def generate(n_customers: int, seed: int, out: str | os.PathLike[str], chunk_size: int = 50_000,
+             progress: bool = False, world: World = WORLD) -> Path:
+    """Write the synthetic world to ``out`` and return the folder.
+
+    Parameters
+    ----------
+    n_customers : int
+        Number of customers (>= 1).
+    seed : int
+        Random seed; same seed and chunk size give byte-identical files.
+    out : path-like
+        Output folder (created); tables as ``NAME.parquet``, ground truth in ``truth/``.
+    chunk_size : int
+        Customers generated and written at a time; bounds memory.
+    progress : bool
+        Show a progress bar (tqdm).
+    world : World
+        The parameters of the world (default :data:`WORLD`).
+    """
+    if n_customers < 1:
+        raise ValueError("n_customers must be at least 1")
+    out = Path(out)
+    (out / "truth").mkdir(parents=True, exist_ok=True)
+    writers = {name: _atomic_writer(out / f"{name}.parquet", s) for name, s in SCHEMAS.items()}
+    twriters = {name: _atomic_writer(out / "truth" / f"{name}.parquet", s)
+                for name, s in TRUTH_SCHEMAS.items()}
+    starts = range(0, n_customers, chunk_size)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=n_customers, unit="customers", desc="synth")
+    try:
+        for chunk, first in enumerate(starts):
+            n = min(chunk_size, n_customers - first)
+            rng = np.random.default_rng([seed, chunk])
+            tables, truth = _chunk(rng, first, n, world)
+            for name, table in tables.items():
+                writers[name][0].write_table(table)
+            for name, table in truth.items():
+                twriters[name][0].write_table(table)
+            if bar is not None:
+                bar.update(n)
+    finally:
+        for w, _ in [*writers.values(), *twriters.values()]:
+            w.close()
+        if bar is not None:
+            bar.close()
+    for name, (_, tmp) in writers.items():
+        os.replace(tmp, out / f"{name}.parquet")
+    for name, (_, tmp) in twriters.items():
+        os.replace(tmp, out / "truth" / f"{name}.parquet")
+    experiments = pa.table({
+        "experiment_id": [e.experiment_id for e in world.experiments],
+        "name": [e.name for e in world.experiments],
+        "hypothesis": [e.hypothesis for e in world.experiments],
+        "control": ["control"] * len(world.experiments),
+        "start": pa.array([pd.Timestamp(e.start, tz="UTC") for e in world.experiments], _TS),
+        "end": pa.array([pd.Timestamp(e.end, tz="UTC") + pd.Timedelta(days=1)
+                         - pd.Timedelta(seconds=1) for e in world.experiments], _TS),
+        "planned_split": ["control:0.5,treatment:0.5"] * len(world.experiments),
+    })
+    pq.write_table(experiments, out / "experiments.parquet", compression="zstd")
+    (out / "truth" / "truth.json").write_text(
+        json.dumps(truth_dict(world, n_customers, seed), indent=2, sort_keys=False) + "\n")
+    return out
