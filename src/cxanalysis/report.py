@@ -350,7 +350,7 @@ def _run_one(path: Path, defaults: dict[str, Any], overrides: dict[str, Any], ou
         "source": str(src_path) if src_path else None,
         "source_fingerprint": fingerprint(src_path) if src_path and src_path.exists() else None,
         "package_version": cxanalysis.__version__,
-        "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "duration_s": round(duration, 2),
         "error": error,
         "results": published,
