@@ -49,7 +49,8 @@ def test_suppress_small_groups_blanks_every_figure_of_small_groups() -> None:
                           "rate": [0.2, 0.9, 0.3], "ok": [True, False, True]})
     out = suppress_small_groups(table, "customers", min_size=10)
     assert out["suppressed"].tolist() == [False, True, False]
-    assert math.isnan(out.loc[1, "rate"]) and math.isnan(out.loc[1, "customers"])
+    assert math.isnan(out.loc[1, "rate"]) and pd.isna(out.loc[1, "customers"])
+    assert str(out["customers"].dtype) == "Int64"
     assert out.loc[2, "rate"] == 0.3 and out.loc[0, "customers"] == 50
     assert out["group"].tolist() == ["a", "b", "c"]
     assert table.loc[1, "rate"] == 0.9  # input untouched

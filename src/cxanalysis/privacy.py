@@ -56,7 +56,8 @@ def suppress_small_groups(
     Returns
     -------
     DataFrame
-        A copy with suppressed cells set to NaN and a boolean ``suppressed`` column.
+        A copy with suppressed cells set to missing (integer columns become nullable
+        ``Int64``) and a boolean ``suppressed`` column.
     """
     out = table.copy()
     small = out[size_column].astype(float) < min_size
@@ -67,7 +68,10 @@ def suppress_small_groups(
     if size_column not in cols:
         cols.append(size_column)
     for c in cols:
-        out[c] = out[c].astype(float).where(~small)
+        col = out[c]
+        # Integer counts stay integers (nullable) so tables read naturally.
+        col = col.astype("Int64") if pd.api.types.is_integer_dtype(col) else col.astype(float)
+        out[c] = col.mask(small)
     out["suppressed"] = small.to_numpy()
     return out
 
