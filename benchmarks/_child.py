@@ -1,0 +1,33 @@
+"""Run a callable in a fresh Python process and report its wall time and peak RSS.
+
+Peak resident memory of a child process (``ru_maxrss``) is the honest figure for "how much
+memory does this take": it includes numpy, Arrow and DuckDB allocations that tracemalloc
+would miss.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+
+def measure(code: str, timeout: float = 3600) -> dict:
+    """Execute ``code`` (which must set a dict ``result``) in a child interpreter; return
+    ``result`` plus ``wall_s`` (time of ``code`` alone) and ``peak_rss_mb``."""
+    wrapper = textwrap.dedent("""
+        import json, resource, sys, time
+        result = {}
+        _t0 = time.perf_counter()
+        exec(compile(sys.argv[1], "<bench>", "exec"))
+        result["wall_s"] = time.perf_counter() - _t0
+        result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print("__RESULT__" + json.dumps(result))
+    """)
+    proc = subprocess.run([sys.executable, "-c", wrapper, textwrap.dedent(code)],
+                          capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark child failed:\n{proc.stderr[-3000:]}")
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("__RESULT__"))
+    return json.loads(line.removeprefix("__RESULT__"))
