@@ -1,0 +1,569 @@
+"""Ordered funnels with a conversion window, with ClickHouse ``windowFunnel`` semantics.
+
+Semantics (see ``../shared/README.md`` §3)
+-----------------------------------------
+Each customer's events are ordered by ``(ts, step index)``: at equal timestamps a later step
+counts as after an earlier one. With steps ``s1..sn`` and window ``W`` seconds:
+
+``ordered`` (default, ClickHouse's default mode)
+    The customer reaches step ``k`` iff there are events ``e1 < e2 < ... < ek`` matching steps
+    ``1..k`` with ``ts(ek) - ts(e1) <= W``. The window runs from step 1 (not between
+    consecutive steps); other events in between are ignored; a later step-1 event may start
+    a better attempt.
+``strict_order`` (ClickHouse's ``'strict_order'``)
+    As ``ordered``, but after the first step-1 event any event that is not a step, or a step
+    whose previous step has not been reached, ends the scan (no retry after that point).
+``strict_steps``
+    As ``strict_order`` but only step events can break the chain (other events are ignored):
+    what users usually mean by "strict".
+``unordered``
+    The customer reaches step ``k`` iff events of all of steps ``1..k`` occur, in any order,
+    within some ``W``-second span.
+
+Customers reaching step ``k`` = customers whose level is at least ``k``. A customer who has
+not converted and whose last step-1 event is less than ``W`` before the end of the data is
+*in progress*: counted at the step reached, but not as dropped.
+
+The *attempt* of a customer is the earliest attempt that reached the customer's level; its
+step events (the first event of each step in it) fix the breakdown values (first touch =
+channel of its step 1, last touch = channel of its last step reached), so a breakdown never
+splits a sequence.
+
+Implementation: an Ibis window recursion. For step ``k`` events, the attempt start is the
+latest valid step-``k-1`` start among preceding events (``max(...) over (... rows between
+unbounded preceding and 1 preceding)``), kept if within ``W`` — the same state ClickHouse
+keeps per level. It runs on any Ibis backend with window functions; the per-customer result
+is materialised as a temporary table on the source's connection.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import ibis
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from ibis import _
+from scipy import stats
+from statsmodels.stats.multitest import multipletests
+
+from cxanalysis.data import CXDataError, Source
+from cxanalysis.privacy import MIN_GROUP_SIZE, suppress_small_groups
+
+MODES = ("ordered", "strict_order", "strict_steps", "unordered")
+DEFAULT_WINDOW_SECONDS = 7 * 86_400
+_COUNTER = itertools.count()
+
+
+def wilson_interval(successes: np.ndarray | int, trials: np.ndarray | int, alpha: float = 0.05
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson score interval for a binomial proportion (NaN where ``trials == 0``)."""
+    x = np.asarray(successes, dtype=float)
+    n = np.asarray(trials, dtype=float)
+    z = stats.norm.isf(alpha / 2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = x / n
+        centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)
+        half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / (1 + z**2 / n)
+    return centre - half, centre + half
+
+
+def _check_steps(steps: Sequence[str], window_seconds: float, mode: str) -> list[str]:
+    steps = list(steps)
+    if len(steps) < 2:
+        raise CXDataError(f"a funnel needs at least two steps, got {steps!r}")
+    dupes = sorted({s for s in steps if steps.count(s) > 1})
+    if dupes:
+        raise CXDataError(f"duplicate step name(s) {dupes}: each step must be a distinct event")
+    if not window_seconds or window_seconds <= 0:
+        raise CXDataError(f"window_seconds must be positive, got {window_seconds!r}")
+    if mode not in MODES:
+        raise CXDataError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    return steps
+
+
+def _filter_dates(ev: ibis.Table, start: str | None, end: str | None) -> ibis.Table:
+    if start is not None:
+        ev = ev.filter(ev.ts >= pd.Timestamp(start, tz="UTC"))
+    if end is not None:
+        ev = ev.filter(ev.ts < pd.Timestamp(end, tz="UTC") + pd.Timedelta(days=1))
+    return ev
+
+
+def _levels_sequential(ev: ibis.Table, n: int, window: float, mode: str) -> ibis.Table:
+    """Per event: ``lvl`` (step reached validly by this event, else NULL) and ``att`` (start of
+    its attempt, epoch seconds); rows after a strict-mode break are dropped."""
+    w = ibis.window(group_by="customer_id", order_by=["sec", "step"], rows=(None, -1))
+    t = ev.mutate(s1=ibis.ifelse(ev.step == 1, ev.sec, None))
+    cand_cols = []
+    for k in range(2, n + 1):
+        prev = t[f"s{k - 1}"]
+        cand = ibis.ifelse(t.step == k, prev.max().over(w), None)
+        t = t.mutate(**{f"c{k}": cand})
+        t = t.mutate(**{f"s{k}": ibis.ifelse(t.sec - t[f"c{k}"] <= window, t[f"c{k}"], None)})
+        cand_cols.append(f"c{k}")
+    starts = [t[f"s{k}"] for k in range(1, n + 1)]
+    t = t.mutate(att=ibis.coalesce(*starts),
+                 lvl=ibis.cases(*[(t[f"s{k}"].notnull(), k) for k in range(n, 0, -1)],
+                                else_=None))
+    if mode in ("strict_order", "strict_steps"):
+        seen1 = (t.step == 1).cast("int8").max().over(w).fill_null(0) > 0
+        out_of_order = ibis.or_(*[(t.step == k) & t[f"c{k}"].isnull() for k in range(2, n + 1)])
+        breaking = out_of_order if mode == "strict_steps" else (out_of_order | (t.step == 0))
+        t = t.mutate(brk=seen1 & breaking)
+        # rank of each row in (sec, step) order; rows from the first break on are ignored
+        t = t.mutate(rn=ibis.row_number().over(
+            ibis.window(group_by="customer_id", order_by=["sec", "step"])))
+        t = t.mutate(first_brk=ibis.ifelse(t.brk, t.rn, None).min().over(
+            ibis.window(group_by="customer_id")))
+        t = t.filter(t.first_brk.isnull() | (t.rn < t.first_brk))
+    return t.filter(t.lvl.notnull()).select("customer_id", "ts", "sec", "channel", "step",
+                                            "lvl", "att")
+
+
+def _levels_unordered(ev: ibis.Table, n: int, window: float) -> ibis.Table:
+    """Per event as a window start: how many of steps 1..k occur within ``window`` after."""
+    w = ibis.window(group_by="customer_id", order_by="sec", range=(0, None))
+    t = ev.mutate(**{f"n{j}": ibis.ifelse(ev.step == j, ev.sec, None).min().over(w)
+                     for j in range(1, n + 1)})
+    present = [(t[f"n{j}"].notnull() & (t[f"n{j}"] - t.sec <= window)) for j in range(1, n + 1)]
+    cases = []
+    for k in range(n, 0, -1):
+        cases.append((ibis.and_(*present[:k]), k))
+    t = t.mutate(lvl=ibis.cases(*cases, else_=None), att=t.sec)
+    return t.filter(t.lvl.notnull()).select("customer_id", "ts", "sec", "channel", "step",
+                                            "lvl", "att")
+
+
+@dataclass
+class FunnelResult:
+    """A computed funnel: per-step figures, with the per-customer result kept in the engine.
+
+    Attributes
+    ----------
+    steps : list of str
+    window_seconds : float
+    mode : str
+    frame : DataFrame
+        One row per step (see :meth:`table`).
+    customers : ibis.Table
+        Per customer in the funnel: ``level``, ``start`` (attempt start, UTC),
+        ``first_channel``, ``last_channel``, ``in_progress``, and per step ``k`` the time
+        ``t{k}`` and channel ``ch{k}`` of the attempt's first step-``k`` event.
+    data_end : pandas.Timestamp
+        End of observation used for "in progress".
+    """
+
+    steps: list[str]
+    window_seconds: float
+    mode: str
+    frame: pd.DataFrame
+    customers: ibis.Table
+    data_end: pd.Timestamp
+    excluded_customers: int = 0
+    alpha: float = 0.05
+    notes: list[str] = field(default_factory=list)
+
+    def table(self) -> pd.DataFrame:
+        """Per step: customers reaching it, conversion from step 1 and from the previous
+        step with Wilson intervals, dropped and in-progress customers, and median / p90 hours
+        from the previous step and from step 1."""
+        return self.frame
+
+    @property
+    def entered(self) -> int:
+        return int(self.frame["customers"].iloc[0])
+
+    @property
+    def in_progress(self) -> int:
+        return int(self.frame["in_progress"].sum())
+
+    def summary(self) -> str:
+        f = self.frame
+        last = f.iloc[-1]
+        worst = f.iloc[1:].sort_values("step_conversion").iloc[0]
+        return (f"{self.entered:,} customers entered the funnel ({self.steps[0]}); "
+                f"{int(last.customers):,} reached {self.steps[-1]} within "
+                f"{self.window_seconds / 86400:g} days ({last.conversion_from_first:.1%}); "
+                f"{self.in_progress:,} are still in progress. The weakest step is "
+                f"{f.iloc[int(worst.name) - 1].event} -> {worst.event} "
+                f"({worst.step_conversion:.1%} continue). Mode: {self.mode}.")
+
+    def plot(self, ax: plt.Axes | None = None) -> plt.Axes:
+        ax = ax if ax is not None else plt.subplots(figsize=(8, 4))[1]
+        f = self.frame
+        y = np.arange(len(f))[::-1]
+        ax.barh(y, f["customers"], color="#1e88e5")
+        ax.barh(y, f["in_progress"], left=f["customers"] - f["in_progress"], color="#90caf9",
+                label="in progress")
+        for yi, row in zip(y, f.itertuples(), strict=True):
+            ax.text(row.customers, yi, f"  {row.customers:,} ({row.conversion_from_first:.0%})",
+                    va="center")
+        ax.set_yticks(y, f["event"])
+        ax.set_xlabel("customers")
+        ax.set_title(f"Funnel ({self.mode}, window {self.window_seconds / 86400:g} days)")
+        ax.legend(loc="lower right", frameon=False)
+        ax.set_xlim(0, f["customers"].max() * 1.25)
+        return ax
+
+    # ------------------------------------------------------------------ breakdowns
+
+    def breakdown(self, by: str | ibis.Table = "first_channel", column: str | None = None,
+                  min_group_size: int = MIN_GROUP_SIZE) -> Breakdown:
+        """Conversion (reaching the last step) by a per-customer group.
+
+        Parameters
+        ----------
+        by : str or ibis.Table
+            ``"first_channel"`` / ``"last_channel"`` (channel of the attempt's first / last
+            step), or a table with ``customer_id`` and ``column`` (customer attributes,
+            persona labels).
+        column : str, optional
+            The group column of a table ``by``.
+        """
+        c = self.customers
+        n = len(self.steps)
+        if isinstance(by, str):
+            if by not in ("first_channel", "last_channel"):
+                raise ValueError("by must be 'first_channel', 'last_channel' or a table")
+            grouped = c.mutate(group=c[by])
+            label = by
+        else:
+            if column is None or column not in by.columns:
+                raise ValueError("give the group column of the breakdown table")
+            labels = by.select(customer_id=by.customer_id.cast("string"),
+                               group=by[column].cast("string"))
+            grouped = c.left_join(labels, "customer_id").mutate(
+                group=_.group.fill_null("(unknown)"))
+            label = column
+        agg = (grouped.filter(~grouped.in_progress | (grouped.level == n))
+               .group_by("group").aggregate(customers=_.count(),
+                                            converted=(_.level == n).sum())
+               .order_by("group").execute())
+        agg["group"] = agg["group"].astype(str)
+        return Breakdown.from_counts(label, agg, self.alpha, min_group_size)
+
+    def over_time(self, freq: str = "week") -> pd.DataFrame:
+        """Conversion by period of the attempt's start (customers still in progress excluded)."""
+        unit = {"day": "D", "week": "W", "month": "M"}[freq]
+        c = self.customers
+        n = len(self.steps)
+        agg = (c.filter(~c.in_progress | (c.level == n))
+               .mutate(period=c.start.truncate(unit))
+               .group_by("period").aggregate(customers=_.count(), converted=(_.level == n).sum())
+               .order_by("period").execute())
+        agg["conversion"] = agg["converted"] / agg["customers"]
+        lo, hi = wilson_interval(agg["converted"], agg["customers"], self.alpha)
+        agg["ci_low"], agg["ci_high"] = lo, hi
+        return agg
+
+    def dropoff(self, by: str = "channel", labels: ibis.Table | None = None,
+                column: str | None = None, min_group_size: int = MIN_GROUP_SIZE
+                ) -> PainPoints:
+        """Drop-off at each step by the channel of the step event where customers stopped
+        (``by="channel"``) or by a customer group (``labels``/``column``), against the
+        overall drop-off rate of that step; see :class:`PainPoints`."""
+        c = self.customers
+        n = len(self.steps)
+        parts = []
+        for k in range(1, n):
+            at_risk = c.filter((c.level >= k) & ~((c.level == k) & c.in_progress))
+            if by == "channel":
+                at_risk = at_risk.mutate(group=at_risk[f"ch{k}"])
+            else:
+                lab = labels.select(customer_id=labels.customer_id.cast("string"),
+                                    group=labels[column].cast("string"))
+                at_risk = at_risk.left_join(lab, "customer_id").mutate(
+                    group=_.group.fill_null("(unknown)"))
+            agg = at_risk.group_by("group").aggregate(at_risk=_.count(),
+                                                      dropped=(_.level == k).sum())
+            parts.append(agg.mutate(step=k))
+        df = ibis.union(*parts).execute() if len(parts) > 1 else parts[0].execute()
+        df["event"] = [self.steps[k - 1] for k in df["step"]]
+        df["next_event"] = [self.steps[k] for k in df["step"]]
+        return PainPoints.from_counts(df, by if by == "channel" else column, self.alpha,
+                                      min_group_size)
+
+
+@dataclass
+class Breakdown:
+    """Conversion by group with Wilson intervals, a chi-square test across groups and
+    pairwise two-proportion z-tests with Holm correction (family: all pairs of this
+    breakdown)."""
+
+    by: str
+    frame: pd.DataFrame
+    chi2: float
+    p_value: float
+    dof: int
+    pairwise: pd.DataFrame
+
+    @classmethod
+    def from_counts(cls, by: str, agg: pd.DataFrame, alpha: float, min_group_size: int
+                    ) -> Breakdown:
+        agg = agg.copy()
+        agg["conversion"] = agg["converted"] / agg["customers"]
+        agg["ci_low"], agg["ci_high"] = wilson_interval(agg["converted"], agg["customers"],
+                                                        alpha)
+        big = agg[agg["customers"] >= min_group_size]
+        chi2 = p = np.nan
+        dof = 0
+        pair_rows = []
+        if len(big) >= 2:
+            table = np.column_stack([big["converted"], big["customers"] - big["converted"]])
+            if (table.sum(axis=0) > 0).all():
+                chi2, p, dof, _ = stats.chi2_contingency(table, correction=False)
+            for (_, a), (_, b) in itertools.combinations(big.iterrows(), 2):
+                z, pv = two_proportion_z(a.converted, a.customers, b.converted, b.customers)
+                pair_rows.append({"group_a": a.group, "group_b": b.group,
+                                  "diff": a.conversion - b.conversion, "z": z, "p_value": pv})
+        pairwise = pd.DataFrame(pair_rows, columns=["group_a", "group_b", "diff", "z",
+                                                    "p_value"])
+        if len(pairwise):
+            ok = pairwise["p_value"].notna()
+            adj = np.full(len(pairwise), np.nan)
+            adj[ok.to_numpy()] = multipletests(pairwise.loc[ok, "p_value"], method="holm")[1]
+            pairwise["p_holm"] = adj
+            pairwise["significant"] = pairwise["p_holm"] < alpha
+        frame = suppress_small_groups(agg, "customers", min_group_size)
+        return cls(by, frame, float(chi2), float(p), int(dof), pairwise)
+
+    def table(self) -> pd.DataFrame:
+        return self.frame
+
+    def plot(self, ax: plt.Axes | None = None) -> plt.Axes:
+        ax = ax if ax is not None else plt.subplots(figsize=(7, 3.5))[1]
+        f = self.frame.dropna(subset=["conversion"])
+        ax.errorbar(f["conversion"], f["group"], xerr=[f["conversion"] - f["ci_low"],
+                                                       f["ci_high"] - f["conversion"]],
+                    fmt="o", color="#1e88e5", capsize=3)
+        ax.set_xlabel("conversion (95% Wilson interval)")
+        ax.set_title(f"Conversion by {self.by}")
+        return ax
+
+    def summary(self) -> str:
+        return (f"Conversion differs across {self.by} groups: chi-square {self.chi2:.1f} on "
+                f"{self.dof} df, p = {self.p_value:.2g}.")
+
+
+def two_proportion_z(x1: float, n1: float, x2: float, n2: float) -> tuple[float, float]:
+    """Pooled two-proportion z-test, two-sided: (z, p). NaN when undefined."""
+    p = (x1 + x2) / (n1 + n2)
+    se = np.sqrt(p * (1 - p) * (1 / n1 + 1 / n2))
+    if se == 0:
+        return float("nan"), float("nan")
+    z = (x1 / n1 - x2 / n2) / se
+    return float(z), float(2 * stats.norm.sf(abs(z)))
+
+
+@dataclass
+class PainPoints:
+    """Drop-off by step and group against the step's overall rate, ranked by excess
+    customers lost (``dropped - at_risk x overall rate``). A cell is flagged when its rate is
+    significantly worse than the rest of its step (one-sided two-proportion z-test, Holm
+    across every cell of the table)."""
+
+    by: str
+    frame: pd.DataFrame
+
+    @classmethod
+    def from_counts(cls, df: pd.DataFrame, by: str, alpha: float, min_group_size: int
+                    ) -> PainPoints:
+        df = df.copy()
+        tot = df.groupby("step")[["at_risk", "dropped"]].transform("sum")
+        df["rate"] = df["dropped"] / df["at_risk"]
+        df["overall_rate"] = tot["dropped"] / tot["at_risk"]
+        df["excess_lost"] = df["dropped"] - df["at_risk"] * df["overall_rate"]
+        rest_n = tot["at_risk"] - df["at_risk"]
+        rest_x = tot["dropped"] - df["dropped"]
+        pvals = []
+        for row, rn, rx in zip(df.itertuples(), rest_n, rest_x, strict=True):
+            if rn <= 0 or row.at_risk < min_group_size:
+                pvals.append(np.nan)
+                continue
+            z, _ = two_proportion_z(row.dropped, row.at_risk, rx, rn)
+            pvals.append(float(stats.norm.sf(z)) if np.isfinite(z) else np.nan)
+        df["p_value"] = pvals
+        ok = df["p_value"].notna().to_numpy()
+        adj = np.full(len(df), np.nan)
+        if ok.any():
+            adj[ok] = multipletests(df.loc[ok, "p_value"], method="holm")[1]
+        df["p_holm"] = adj
+        df["worse"] = (df["p_holm"] < alpha) & (df["rate"] > df["overall_rate"])
+        df = df.rename(columns={"group": by})
+        df = df.sort_values(["excess_lost", "step", by], ascending=[False, True, True])
+        df = suppress_small_groups(df.reset_index(drop=True), "at_risk", min_group_size,
+                                   columns=["at_risk", "dropped", "rate", "excess_lost"])
+        cols = ["step", "event", "next_event", by, "at_risk", "dropped", "rate",
+                "overall_rate", "excess_lost", "p_holm", "worse", "suppressed"]
+        return cls(by, df[cols])
+
+    def table(self) -> pd.DataFrame:
+        return self.frame
+
+    @property
+    def biggest(self) -> pd.Series:
+        """The cell costing the most customers (among unsuppressed cells)."""
+        return self.frame[~self.frame["suppressed"]].iloc[0]
+
+    def summary(self) -> str:
+        b = self.biggest
+        return (f"The biggest leak is {b.event} -> {b.next_event} in {self.by} {b[self.by]}: "
+                f"{b.rate:.0%} of {int(b.at_risk):,} customers stop there against "
+                f"{b.overall_rate:.0%} overall, about {b.excess_lost:,.0f} customers more than "
+                "the step's usual rate.")
+
+    def plot(self, ax: plt.Axes | None = None, top: int = 10) -> plt.Axes:
+        ax = ax if ax is not None else plt.subplots(figsize=(8, 4))[1]
+        f = self.frame[~self.frame["suppressed"]].head(top).iloc[::-1]
+        labels = [f"{r.event}→{r.next_event} · {r[self.by]}" for _, r in f.iterrows()]
+        colors = ["#e53935" if w else "#90a4ae" for w in f["worse"]]
+        ax.barh(labels, f["excess_lost"], color=colors)
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set_xlabel("customers lost beyond the step's overall rate")
+        ax.set_title(f"Pain points by step × {self.by} (red: significantly worse, Holm)")
+        return ax
+
+
+def _step_events(source: Source | ibis.Table, steps: list[str], mode: str,
+                 start: str | None, end: str | None) -> tuple[ibis.Table, ibis.Table]:
+    events = source.table("events") if isinstance(source, Source) else source
+    for col in ("customer_id", "ts", "event", "channel"):
+        if col not in events.columns:
+            raise CXDataError(f"events has no column {col!r}")
+    events = _filter_dates(events, start, end)
+    step_of = ibis.cases(*[(events.event == s, i) for i, s in enumerate(steps, 1)], else_=0)
+    ev = events.mutate(step=step_of, sec=events.ts.epoch_seconds().cast("float64"))
+    if mode != "strict_order":
+        ev = ev.filter(ev.step > 0)
+    return events, ev.select("customer_id", "ts", "sec", "channel", "event", "step")
+
+
+def funnel(
+    source: Source | ibis.Table,
+    steps: Sequence[str],
+    window_seconds: float = DEFAULT_WINDOW_SECONDS,
+    mode: str = "ordered",
+    start: str | None = None,
+    end: str | None = None,
+    exclude: Sequence[str] = (),
+    alpha: float = 0.05,
+) -> FunnelResult:
+    """Compute an ordered funnel; see the module docstring for the exact semantics.
+
+    Parameters
+    ----------
+    source : Source or ibis.Table
+        A source (its ``events`` table) or an events table.
+    steps : sequence of str
+        Event names, in order (distinct, at least two).
+    window_seconds : float
+        Conversion window measured from step 1, in seconds (default 7 days).
+    mode : {"ordered", "strict_order", "strict_steps", "unordered"}
+    start, end : str, optional
+        First and last day (ISO dates, inclusive, UTC) of events considered.
+    exclude : sequence of str
+        Exclusion events: customers with such an event between the start of their attempt
+        and the last step it reached are removed.
+    alpha : float
+        For the Wilson intervals (1 - alpha coverage).
+    """
+    steps = _check_steps(steps, window_seconds, mode)
+    n = len(steps)
+    events, ev = _step_events(source, steps, mode, start, end)
+    present = set(events.filter(events.event.isin(steps)).select("event").distinct()
+                  .execute()["event"])
+    missing = [s for s in steps if s not in present]
+    if missing:
+        raise CXDataError(f"funnel step event(s) {missing} never occur in events"
+                          + (f" between {start} and {end}" if start or end else ""))
+    window = float(window_seconds)
+    lv = (_levels_unordered(ev, n, window) if mode == "unordered"
+          else _levels_sequential(ev, n, window, mode))
+    # The customer's level, and the earliest attempt that reached it.
+    best = lv.group_by("customer_id").aggregate(level=_.lvl.max())
+    top = lv.join(best, [lv.customer_id == best.customer_id, lv.lvl == best.level])
+    chosen = top.group_by("customer_id").aggregate(level=_.level.max(), att=_.att.min())
+    chain_src = lv.join(chosen, [lv.customer_id == chosen.customer_id, lv.att == chosen.att])
+    if mode == "unordered":
+        # the start event plus, per step, the first event of that step within the window
+        chain_src = ev.join(chosen, ev.customer_id == chosen.customer_id).filter(
+            lambda t: (t.sec >= t.att) & (t.sec - t.att <= window) & (t.step <= t.level))
+    aggs = {"level": _.level.max(), "att": _.att.min()}
+    for k in range(1, n + 1):
+        aggs[f"t{k}"] = ibis.ifelse(_.step == k, _.ts, None).min()
+        aggs[f"ch{k}"] = ibis.ifelse(_.step == k, _.channel, None).argmin(
+            ibis.ifelse(_.step == k, _.sec, None))
+    per = chain_src.group_by("customer_id").aggregate(**aggs)
+    last1 = ev.filter(ev.step == 1).group_by("customer_id").aggregate(last_step1=_.sec.max())
+    per = per.left_join(last1, "customer_id").drop("customer_id_right")
+    all_events = source.table("events") if isinstance(source, Source) else source
+    data_end_ts = pd.Timestamp(all_events.ts.max().execute())
+    if end is not None:
+        data_end_ts = min(data_end_ts, pd.Timestamp(end, tz="UTC") + pd.Timedelta(days=1))
+    data_end = data_end_ts.timestamp()
+    per = per.mutate(
+        start=ibis.cases(*[(per.level >= 1, per.t1)], else_=None) if mode != "unordered"
+        else per.att.cast("int64").as_timestamp("s").cast("timestamp('UTC')"),
+        in_progress=(per.level < n) & (per.last_step1 + window > data_end),
+        first_channel=per.ch1,
+        last_channel=ibis.cases(*[(per.level == k, per[f"ch{k}"]) for k in range(1, n + 1)]),
+    )
+    excluded = 0
+    if exclude:
+        ex = _filter_dates(events, start, end).filter(_.event.isin(list(exclude)))
+        ex = ex.select(xc=ex.customer_id, xs=ex.ts.epoch_seconds().cast("float64"))
+        last_t = ibis.cases(*[(per.level == k, per[f"t{k}"]) for k in range(1, n + 1)])
+        spans = per.select("customer_id", "att", lt=last_t.epoch_seconds().cast("float64"))
+        hit = spans.join(ex, spans.customer_id == ex.xc).filter(
+            lambda t: (t.xs > t.att) & (t.xs < t.lt)).select("customer_id").distinct()
+        excluded = int(hit.count().execute())
+        per = per.anti_join(hit, "customer_id")
+    name = f"__funnel_{next(_COUNTER)}"
+    con = all_events._find_backend()
+    customers = con.create_table(name, per, temp=True)
+    frame = _step_table(customers, steps, alpha)
+    return FunnelResult(steps, window, mode, frame, customers, data_end_ts, excluded, alpha)
+
+
+def _step_table(customers: ibis.Table, steps: list[str], alpha: float) -> pd.DataFrame:
+    n = len(steps)
+    c = customers
+    aggs = {}
+    for k in range(1, n + 1):
+        aggs[f"reach{k}"] = (c.level >= k).sum()
+        aggs[f"prog{k}"] = ((c.level == k) & c.in_progress).sum()
+        if k > 1:
+            gap = (c[f"t{k}"].epoch_seconds() - c[f"t{k - 1}"].epoch_seconds()) / 3600
+            tot = (c[f"t{k}"].epoch_seconds() - c.t1.epoch_seconds()) / 3600
+            aggs[f"gap_med{k}"] = gap.quantile(0.5)
+            aggs[f"gap_p90{k}"] = gap.quantile(0.9)
+            aggs[f"tot_med{k}"] = tot.quantile(0.5)
+            aggs[f"tot_p90{k}"] = tot.quantile(0.9)
+    r = c.aggregate(**aggs).execute().iloc[0]
+    rows = []
+    first = float(r["reach1"])
+    for k in range(1, n + 1):
+        reach = int(r[f"reach{k}"])
+        prev = int(r[f"reach{k - 1}"]) if k > 1 else reach
+        nxt = int(r[f"reach{k + 1}"]) if k < n else reach
+        prog = int(r[f"prog{k}"]) if k < n else 0
+        rows.append({
+            "step": k, "event": steps[k - 1], "customers": reach,
+            "conversion_from_first": reach / first if first else np.nan,
+            "step_conversion": reach / prev if prev else np.nan,
+            "dropped": reach - nxt - prog if k < n else 0,
+            "in_progress": prog,
+            "median_hours_from_previous": float(r[f"gap_med{k}"]) if k > 1 else np.nan,
+            "p90_hours_from_previous": float(r[f"gap_p90{k}"]) if k > 1 else np.nan,
+            "median_hours_from_first": float(r[f"tot_med{k}"]) if k > 1 else np.nan,
+            "p90_hours_from_first": float(r[f"tot_p90{k}"]) if k > 1 else np.nan,
+        })
+    f = pd.DataFrame(rows)
+    f["ci_low"], f["ci_high"] = wilson_interval(f["customers"], first, alpha)
+    prev = f["customers"].shift(1).fillna(f["customers"].iloc[0])
+    f["step_ci_low"], f["step_ci_high"] = wilson_interval(f["customers"], prev, alpha)
+    return f

@@ -1,0 +1,191 @@
+"""Funnel counts against an independent pure-Python implementation of the semantics."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import ibis
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from statsmodels.stats.proportion import proportion_confint
+
+from cxanalysis.data import CXDataError
+from cxanalysis.funnel import funnel, two_proportion_z, wilson_interval
+
+STEPS = ["a", "b", "c"]
+T0 = pd.Timestamp("2025-01-01", tz="UTC")
+_names = itertools.count()
+_CON = ibis.duckdb.connect()
+
+
+def reference_level(events: list[tuple[int, str]], steps: list[str], window: int, mode: str
+                    ) -> int:
+    """Port of ClickHouse's windowFunnel loop (plus our strict_steps and unordered modes)."""
+    n = len(steps)
+    if mode == "unordered":
+        best = 0
+        for t0, _ in events:
+            present = {e for t, e in events if t0 <= t <= t0 + window}
+            k = 0
+            while k < n and steps[k] in present:
+                k += 1
+            best = max(best, k)
+        return best
+    idx = {s: i + 1 for i, s in enumerate(steps)}
+    evs = sorted((t, idx.get(e, 0)) for t, e in events)
+    if mode != "strict_order":
+        evs = [x for x in evs if x[1] > 0]
+    start: list[int | None] = [None] * n
+    first = False
+    for t, k in evs:
+        i = k - 1
+        if k == 0:
+            if first:
+                break
+            continue
+        if i == 0:
+            start[0] = t
+            first = True
+        elif mode in ("strict_order", "strict_steps") and first and start[i - 1] is None:
+            break
+        elif start[i - 1] is not None and t <= start[i - 1] + window:
+            start[i] = start[i - 1]
+            if i == n - 1:
+                return n
+    return max([i + 1 for i in range(n) if start[i] is not None], default=0)
+
+
+def events_table(rows: list[tuple[str, int, str]], channel: str | list[str] = "web"
+                 ) -> ibis.Table:
+    df = pd.DataFrame(rows, columns=["customer_id", "sec", "event"])
+    df["ts"] = T0 + pd.to_timedelta(df.pop("sec"), unit="s")
+    df["channel"] = channel
+    name = f"ev{next(_names)}"
+    _CON.con.register(name, df)
+    return _CON.table(name)
+
+
+def levels(rows, window, mode, steps=STEPS) -> dict[str, int]:
+    """Levels per customer; a filler customer makes every step occur at least once."""
+    filler = [("ZZ", 0, s) for s in steps]
+    res = funnel(events_table(rows + filler), steps, window_seconds=window, mode=mode)
+    got = res.customers.select("customer_id", "level").execute()
+    return {c: int(v) for c, v in zip(got.customer_id, got.level, strict=True) if c != "ZZ"}
+
+
+CASES = [
+    # (events of one customer as (second, event), window, {mode: level})
+    ([(0, "a"), (1, "b"), (2, "c")], 10, {"ordered": 3, "strict_order": 3, "unordered": 3}),
+    ([(0, "a"), (1, "b"), (10, "c")], 10, {"ordered": 3}),  # exactly at the window edge
+    ([(0, "a"), (1, "b"), (11, "c")], 10, {"ordered": 2}),  # one second past it
+    ([(5, "b"), (5, "a")], 10, {"ordered": 2}),  # tie: the later step counts as after
+    ([(0, "b"), (1, "a")], 10, {"ordered": 1, "unordered": 2}),  # out of order
+    ([(0, "a"), (1, "b"), (100, "a"), (101, "b"), (102, "c")], 10, {"ordered": 3}),  # retry
+    ([(0, "a"), (1, "x"), (2, "b")], 10, {"ordered": 2, "strict_order": 1, "strict_steps": 2}),
+    ([(0, "a"), (1, "c"), (2, "b")], 10, {"ordered": 2, "strict_order": 1, "strict_steps": 1}),
+    ([(0, "a"), (1, "a"), (2, "b"), (3, "b")], 10, {"ordered": 2, "strict_order": 2}),
+    ([(0, "x"), (1, "a"), (2, "b"), (3, "c"), (4, "x")], 10, {"strict_order": 3}),
+    ([(0, "a"), (8, "a"), (12, "b"), (13, "c")], 5, {"ordered": 3}),  # later start wins
+]
+
+
+@pytest.mark.parametrize(("events", "window", "expected"), CASES)
+def test_hand_made_logs(events, window, expected) -> None:
+    rows = [("C1", t, e) for t, e in events]
+    for mode, level in expected.items():
+        assert reference_level(events, STEPS, window, mode) == level, ("reference", mode)
+        assert levels(rows, window, mode).get("C1", 0) == level, mode
+
+
+log = st.lists(st.tuples(st.sampled_from(["C1", "C2", "C3"]), st.integers(0, 30),
+                         st.sampled_from(["a", "b", "c", "x"])), min_size=1, max_size=30)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=log, window=st.sampled_from([1, 4, 10]),
+       mode=st.sampled_from(["ordered", "strict_order", "strict_steps", "unordered"]))
+def test_random_logs_match_the_reference(rows, window, mode) -> None:
+    got = levels(rows, window, mode)
+    for cust in {c for c, _, _ in rows}:
+        evs = [(t, e) for c, t, e in rows if c == cust]
+        assert got.get(cust, 0) == reference_level(evs, STEPS, window, mode), (cust, evs)
+
+
+def test_step_table_counts_in_progress_and_times() -> None:
+    rows = [("C1", 0, "a"), ("C1", 3600, "b"), ("C1", 7200, "c"),  # converts, 1 h per step
+            ("C2", 0, "a"), ("C2", 1800, "b"),  # stops at b, window closed by data end
+            ("C3", 0, "a"),  # stops at a
+            ("C4", 86_000, "a"), ("C5", 86_400, "z")]  # C4 still inside its window
+    res = funnel(events_table(rows), STEPS, window_seconds=10_000)
+    t = res.table().set_index("event")
+    assert t["customers"].tolist() == [4, 2, 1]
+    assert t.loc["a", "dropped"] == 1 and t.loc["a", "in_progress"] == 1
+    assert t.loc["b", "dropped"] == 1 and res.in_progress == 1
+    assert t.loc["c", "median_hours_from_previous"] == pytest.approx(1.0)
+    assert t.loc["c", "median_hours_from_first"] == pytest.approx(2.0)
+    assert t.loc["b", "median_hours_from_previous"] == pytest.approx(0.75)  # (1 h + 0.5 h)/2
+    assert t.loc["c", "conversion_from_first"] == pytest.approx(0.25)
+
+
+def test_first_touch_breakdown_never_splits_a_sequence() -> None:
+    rows = [("C1", 0, "a"), ("C1", 1, "b"), ("C1", 2, "c"),
+            ("C2", 0, "a"), ("C2", 1, "b")]
+    ev = events_table(rows, channel=["social", "app", "web", "email", "web"])
+    res = funnel(ev, STEPS, window_seconds=2)  # both windows closed by the end of the data
+    b = res.breakdown("first_channel", min_group_size=1).table().set_index("group")
+    assert b["customers"].to_dict() == {"email": 1, "social": 1}
+    assert b["converted"].to_dict() == {"email": 0, "social": 1}
+    last = res.breakdown("last_channel", min_group_size=1).table().set_index("group")
+    assert last["customers"].to_dict() == {"web": 2}
+
+
+def test_exclusion_steps_remove_customers() -> None:
+    rows = [("C1", 0, "a"), ("C1", 1, "oops"), ("C1", 2, "b"),
+            ("C2", 0, "a"), ("C2", 2, "b"), ("C2", 3, "oops")]
+    res = funnel(events_table(rows), ["a", "b"], window_seconds=10, exclude=["oops"])
+    assert res.excluded_customers == 1
+    assert res.customers.customer_id.execute().tolist() == ["C2"]
+
+
+def test_bad_input_is_named() -> None:
+    ev = events_table([("C1", 0, "a"), ("C1", 1, "b")])
+    with pytest.raises(CXDataError, match=r"never occur in events"):
+        funnel(ev, ["a", "nope"])
+    with pytest.raises(CXDataError, match="duplicate step"):
+        funnel(ev, ["a", "b", "a"])
+    with pytest.raises(CXDataError, match="window_seconds must be positive"):
+        funnel(ev, ["a", "b"], window_seconds=0)
+    with pytest.raises(CXDataError, match="mode must be one of"):
+        funnel(ev, ["a", "b"], mode="fast")
+    with pytest.raises(CXDataError, match="at least two steps"):
+        funnel(ev, ["a"])
+
+
+def test_wilson_and_z_against_statsmodels() -> None:
+    lo, hi = wilson_interval(np.array([0, 7, 50]), np.array([10, 30, 50]))
+    for x, n, a, b in zip([0, 7, 50], [10, 30, 50], lo, hi, strict=True):
+        ref = proportion_confint(x, n, alpha=0.05, method="wilson")
+        assert (a, b) == pytest.approx(ref, rel=1e-12, abs=1e-12)
+    from statsmodels.stats.proportion import proportions_ztest
+
+    z, p = two_proportion_z(30, 100, 45, 110)
+    zr, pr = proportions_ztest([30, 45], [100, 110])
+    assert (z, p) == pytest.approx((zr, pr), rel=1e-10)
+
+
+def test_demo_world_planted_pain_point_ranks_first(world, world_path: Path) -> None:
+    import json
+
+    truth = json.loads((world_path / "truth" / "truth.json").read_text())["pain_points"][0]
+    res = funnel(world, ["visit", "product_view", "add_to_cart", "checkout", "purchase"])
+    top = res.dropoff().biggest
+    assert (top.event, top["channel"], top.next_event) == (truth["step"], truth["channel"],
+                                                           truth["next_step"])
+    assert bool(top.worse)
+    # customer counts match an independent pandas computation on the same events
+    ev = pd.read_parquet(world_path / "events.parquet", columns=["customer_id", "event"])
+    assert res.table()["customers"].iloc[0] == ev[ev.event == "visit"].customer_id.nunique()
