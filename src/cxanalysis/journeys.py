@@ -1,0 +1,312 @@
+"""Journeys across channels: paths, transitions, flows and stage durations.
+
+A *journey* is a customer's run of pre-purchase touches (events of the stages awareness,
+discovery, consideration and purchase by default), ordered by time, that ends with a
+conversion event (``purchase``) or with ``inactivity_days`` without a touch. Its *path* is
+the sequence of channels touched, consecutive repeats of a channel collapsed
+(``social > web > web > app`` becomes ``social > web > app``).
+
+Sessionizing and path building run in the engine (Ibis window functions and an ordered
+``group_concat``); only the counts of distinct paths come back to pandas, which is all that
+path analysis and attribution (:mod:`cxanalysis.attribution`) need.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import ibis
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from ibis import _
+
+from cxanalysis.data import CXDataError, Source
+from cxanalysis.privacy import MIN_GROUP_SIZE
+from cxanalysis.schema import STAGES
+
+SEP = " > "
+START, CONVERSION, NULL = "(start)", "(conversion)", "(null)"
+PRE_PURCHASE_STAGES = ("awareness", "discovery", "consideration", "purchase")
+
+
+@dataclass
+class PathCounts:
+    """Distinct channel paths with how many journeys followed them and how many converted."""
+
+    frame: pd.DataFrame  # path, journeys, conversions
+    inactivity_days: float
+
+    def table(self, top: int | None = 15, min_group_size: int = MIN_GROUP_SIZE) -> pd.DataFrame:
+        """The most common paths (paths followed by fewer than ``min_group_size`` journeys
+        are left out), with their conversion rate."""
+        f = self.frame[self.frame["journeys"] >= min_group_size].copy()
+        f["conversion"] = f["conversions"] / f["journeys"]
+        f = f.sort_values(["journeys", "path"], ascending=[False, True])
+        return (f.head(top) if top else f).reset_index(drop=True)
+
+    @property
+    def journeys(self) -> int:
+        return int(self.frame["journeys"].sum())
+
+    @property
+    def conversions(self) -> int:
+        return int(self.frame["conversions"].sum())
+
+    @property
+    def channels(self) -> list[str]:
+        return sorted({c for p in self.frame["path"] for c in p.split(SEP)})
+
+    def summary(self) -> str:
+        top = self.table(top=1).iloc[0]
+        return (f"{self.journeys:,} journeys ({self.conversions:,} converted) over "
+                f"{len(self.frame):,} distinct channel paths; the most common is "
+                f"{top.path} ({int(top.journeys):,} journeys, {top.conversion:.0%} convert).")
+
+    def plot(self, ax: plt.Axes | None = None, top: int = 12) -> plt.Axes:
+        ax = ax if ax is not None else plt.subplots(figsize=(8, 4.5))[1]
+        f = self.table(top=top).iloc[::-1]
+        ax.barh(f["path"], f["journeys"], color="#90caf9", label="journeys")
+        ax.barh(f["path"], f["conversions"], color="#1e88e5", label="converted")
+        ax.set_xlabel("journeys")
+        ax.set_title("Top channel paths")
+        ax.legend(frameon=False, loc="lower right")
+        return ax
+
+    def combinations(self, min_group_size: int = MIN_GROUP_SIZE, top: int = 10) -> pd.DataFrame:
+        """Channel sets (order ignored) with journeys, conversions and conversion rate,
+        ranked by conversions: the combinations that precede conversion."""
+        f = self.frame.assign(channels=[" + ".join(sorted(set(p.split(SEP))))
+                                        for p in self.frame["path"]])
+        g = f.groupby("channels", as_index=False)[["journeys", "conversions"]].sum()
+        g = g[g["journeys"] >= min_group_size]
+        g["conversion"] = g["conversions"] / g["journeys"]
+        return g.sort_values(["conversions", "channels"], ascending=[False, True]).head(top) \
+            .reset_index(drop=True)
+
+    def transitions(self) -> pd.DataFrame:
+        """First-order transition counts between ``(start)``, channels, ``(conversion)`` and
+        ``(null)`` (journeys that ended without converting)."""
+        counts: dict[tuple[str, str], int] = {}
+        for path, n, conv in self.frame[["path", "journeys", "conversions"]].itertuples(
+                index=False):
+            states = [START, *path.split(SEP)]
+            for a, b in zip(states[:-1], states[1:], strict=True):
+                counts[(a, b)] = counts.get((a, b), 0) + int(n)
+            if conv:
+                counts[(states[-1], CONVERSION)] = counts.get((states[-1], CONVERSION), 0) + \
+                    int(conv)
+            if n - conv:
+                counts[(states[-1], NULL)] = counts.get((states[-1], NULL), 0) + int(n - conv)
+        s = pd.Series(counts, dtype=float)
+        s.index = pd.MultiIndex.from_tuples(s.index, names=["from", "to"])
+        states = [START, *self.channels]
+        return s.unstack(fill_value=0).reindex(index=states, columns=[*self.channels,
+                                                                       CONVERSION, NULL],
+                                               fill_value=0)
+
+    def transition_matrix(self) -> pd.DataFrame:
+        """Transition probabilities (rows sum to 1)."""
+        t = self.transitions()
+        return t.div(t.sum(axis=1).replace(0, np.nan), axis=0).fillna(0)
+
+    def plot_transitions(self, ax: plt.Axes | None = None) -> plt.Axes:
+        import seaborn as sns
+
+        ax = ax if ax is not None else plt.subplots(figsize=(8, 5))[1]
+        sns.heatmap(self.transition_matrix(), annot=True, fmt=".2f", cmap="Blues", ax=ax,
+                    cbar=False)
+        ax.set_title("Channel transition probabilities")
+        return ax
+
+    def plot_flow(self, ax: plt.Axes | None = None, depth: int = 3,
+                  min_group_size: int = MIN_GROUP_SIZE) -> plt.Axes:
+        """A Sankey-style flow: channel at touch 1..``depth`` then the outcome; band widths
+        are journeys (flows smaller than ``min_group_size`` journeys are not drawn)."""
+        ax = ax if ax is not None else plt.subplots(figsize=(10, 5))[1]
+        cols: list[dict[str, float]] = [dict() for _ in range(depth + 1)]
+        links: dict[tuple[int, str, str], float] = {}
+        for path, n, conv in self.frame[["path", "journeys", "conversions"]].itertuples(
+                index=False):
+            chans = path.split(SEP)[:depth]
+            for outcome, w in ((CONVERSION, conv), (NULL, n - conv)):
+                if w <= 0:
+                    continue
+                nodes = [*chans, outcome]
+                # pad short paths so the outcome sits in the last column
+                while len(nodes) < depth + 1:
+                    nodes.insert(-1, nodes[-2])
+                for i, node in enumerate(nodes):
+                    cols[i][node] = cols[i].get(node, 0) + w
+                for i in range(depth):
+                    key = (i, nodes[i], nodes[i + 1])
+                    links[key] = links.get(key, 0) + w
+        total = sum(cols[0].values())
+        gap = 0.02 * total
+        pos: list[dict[str, list[float]]] = []
+        palette = dict(zip(sorted({k for c in cols for k in c}), plt.cm.tab10.colors * 3,
+                           strict=False))
+        for i, col in enumerate(cols):
+            y = 0.0
+            pos.append({})
+            for node in sorted(col, key=lambda k: (-col[k], k)):
+                pos[i][node] = [y, y]  # [top, running offset for links]
+                ax.add_patch(plt.Rectangle((i - 0.04, y), 0.08, col[node],
+                                           color=palette[node]))
+                if col[node] >= min_group_size:
+                    ax.text(i + 0.06, y + col[node] / 2, node, va="center", fontsize=8)
+                y += col[node] + gap
+        out_off = {(i, k): v[0] for i, p in enumerate(pos) for k, v in p.items()}
+        in_off = dict(out_off)
+        for (i, a, b), w in sorted(links.items(), key=lambda kv: (kv[0][0], -kv[1])):
+            if w < min_group_size:
+                continue
+            y0, y1 = out_off[(i, a)], in_off[(i + 1, b)]
+            xs = np.linspace(i + 0.04, i + 0.96, 30)
+            s = (1 - np.cos(np.linspace(0, np.pi, 30))) / 2
+            ax.fill_between(xs, y0 + (y1 - y0) * s, y0 + w + (y1 - y0) * s,
+                            color=palette[a], alpha=0.35, linewidth=0)
+            out_off[(i, a)] += w
+            in_off[(i + 1, b)] += w
+        ax.set_xlim(-0.2, depth + 0.6)
+        ax.set_ylim(0, max(sum(c.values()) + gap * len(c) for c in cols))
+        ax.invert_yaxis()
+        ax.set_xticks(range(depth + 1), [f"touch {i + 1}" for i in range(depth)] + ["outcome"])
+        ax.set_yticks([])
+        ax.set_title("Flow of journeys across channels")
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+        return ax
+
+
+def _journey_events(source: Source | ibis.Table, start: str | None, end: str | None,
+                    stages: Sequence[str] | None) -> ibis.Table:
+    ev = source.table("events") if isinstance(source, Source) else source
+    if start is not None:
+        ev = ev.filter(ev.ts >= pd.Timestamp(start, tz="UTC"))
+    if end is not None:
+        ev = ev.filter(ev.ts < pd.Timestamp(end, tz="UTC") + pd.Timedelta(days=1))
+    if stages is not None:
+        if "stage" not in ev.columns:
+            raise CXDataError("events has no 'stage' column: pass stages=None to use every "
+                              "event as a journey touch")
+        ev = ev.filter(ev.stage.isin(list(stages)))
+    return ev
+
+
+def sessionize(source: Source | ibis.Table, start: str | None = None, end: str | None = None,
+               inactivity_days: float = 7, conversion_event: str = "purchase",
+               stages: Sequence[str] | None = PRE_PURCHASE_STAGES) -> ibis.Table:
+    """Per journey (an Ibis expression, nothing is executed): ``customer_id``, ``journey``
+    (number within the customer), ``path``, ``converted``, ``started``, ``ended``,
+    ``touches``."""
+    ev = _journey_events(source, start, end, stages)
+    is_conv = (ev.event == conversion_event).cast("int8")
+    ev = ev.mutate(is_conv=is_conv)
+    w = ibis.window(group_by="customer_id", order_by=["ts", "is_conv"])
+    ev = ev.mutate(prev_ts=ev.ts.lag().over(w), prev_conv=ev.is_conv.lag().over(w),
+                   prev_ch=ev.channel.lag().over(w))
+    gap = ev.ts.epoch_seconds() - ev.prev_ts.epoch_seconds()
+    new = ev.prev_ts.isnull() | (gap > inactivity_days * 86_400) | (ev.prev_conv == 1)
+    ev = ev.mutate(new=new.cast("int64"))
+    ev = ev.mutate(journey=ev.new.sum().over(
+        ibis.window(group_by="customer_id", order_by=["ts", "is_conv"], rows=(None, 0))),
+        keep=(ev.new == 1) | (ev.channel != ev.prev_ch))
+    return ev.group_by(["customer_id", "journey"]).aggregate(
+        path=_.channel.group_concat(SEP, where=_.keep, order_by=[_.ts, _.is_conv]),
+        converted=_.is_conv.max() == 1,
+        started=_.ts.min(), ended=_.ts.max(), touches=_.count())
+
+
+def journey_paths(source: Source | ibis.Table, start: str | None = None,
+                  end: str | None = None, inactivity_days: float = 7,
+                  conversion_event: str = "purchase",
+                  stages: Sequence[str] | None = PRE_PURCHASE_STAGES) -> PathCounts:
+    """Counts of journeys and conversions per distinct channel path (see the module
+    docstring for the journey definition).
+
+    Parameters
+    ----------
+    source : Source or ibis.Table
+    start, end : str, optional
+        First and last day (ISO dates, inclusive, UTC) of touches considered.
+    inactivity_days : float
+        A gap longer than this ends a journey without conversion.
+    conversion_event : str
+        The event that converts (and ends) a journey.
+    stages : sequence of str or None
+        Stages whose events are touches (None: every event).
+    """
+    j = sessionize(source, start, end, inactivity_days, conversion_event, stages)
+    paths = (j.group_by("path").aggregate(journeys=_.count(),
+                                          conversions=_.converted.cast("int64").sum())
+             .order_by([ibis.desc("journeys"), "path"]).execute())
+    if paths.empty:
+        raise CXDataError("no journeys: the events hold no touches in the chosen stages "
+                          "and dates")
+    paths["journeys"] = paths["journeys"].astype(int)
+    paths["conversions"] = paths["conversions"].astype(int)
+    return PathCounts(paths, inactivity_days)
+
+
+@dataclass
+class StageDurations:
+    """Hours from a customer's first event in a stage to the first event of the next stage
+    reached, by group (persona, channel, ...)."""
+
+    frame: pd.DataFrame
+
+    def table(self) -> pd.DataFrame:
+        return self.frame
+
+    def plot(self, ax: plt.Axes | None = None) -> plt.Axes:
+        ax = ax if ax is not None else plt.subplots(figsize=(8, 4))[1]
+        pivot = self.frame.pivot(index="stage", columns="group", values="median_hours")
+        pivot = pivot.reindex([s for s in STAGES if s in pivot.index])
+        pivot.plot.bar(ax=ax)
+        ax.set_ylabel("median hours to the next stage")
+        ax.set_title("Time spent in each stage")
+        ax.legend(frameon=False, fontsize=8, bbox_to_anchor=(1, 1))
+        return ax
+
+
+def stage_durations(source: Source, by: str | ibis.Table = "channel",
+                    column: str | None = None, start: str | None = None,
+                    end: str | None = None, inactivity_days: float = 7,
+                    min_group_size: int = MIN_GROUP_SIZE) -> StageDurations:
+    """Per stage: median and p90 hours from the journey's first event in that stage to its
+    first event in the next stage reached (journeys as in :func:`sessionize`, with every
+    stage through retention as touches), grouped by the channel of the stage's first event
+    (``by="channel"``) or by a per-customer label table ``by`` with ``column``."""
+    ev = _journey_events(source, start, end, stages=None)
+    if "stage" not in ev.columns:
+        raise CXDataError("events has no 'stage' column: stage durations need it")
+    order = ibis.cases(*[(ev.stage == s, i) for i, s in enumerate(STAGES)], else_=None)
+    ev = ev.filter(ev.stage.notnull()).mutate(stage_no=order)
+    w = ibis.window(group_by="customer_id", order_by="ts")
+    ev = ev.mutate(prev_ts=ev.ts.lag().over(w))
+    new = ev.prev_ts.isnull() | (ev.ts.epoch_seconds() - ev.prev_ts.epoch_seconds()
+                                 > inactivity_days * 86_400)
+    ev = ev.mutate(journey=new.cast("int64").sum().over(
+        ibis.window(group_by="customer_id", order_by="ts", rows=(None, 0))))
+    firsts = ev.group_by(["customer_id", "journey", "stage", "stage_no"]).aggregate(
+        first_ts=_.ts.min(), channel=_.channel.argmin(_.ts))
+    w2 = ibis.window(group_by=["customer_id", "journey"], order_by="stage_no")
+    firsts = firsts.mutate(next_ts=firsts.first_ts.lead().over(w2))
+    durs = firsts.filter(firsts.next_ts.notnull()).mutate(
+        hours=(_.next_ts.epoch_seconds() - _.first_ts.epoch_seconds()) / 3600)
+    if isinstance(by, str):
+        if by != "channel":
+            raise ValueError("by must be 'channel' or a per-customer label table")
+        durs = durs.mutate(group=durs.channel)
+    else:
+        lab = by.select(customer_id=by.customer_id.cast("string"),
+                        group=by[column].cast("string"))
+        durs = durs.join(lab, "customer_id")
+    agg = (durs.group_by(["stage", "stage_no", "group"])
+           .aggregate(journeys=_.count(), customers=_.customer_id.nunique(),
+                      median_hours=_.hours.quantile(0.5), p90_hours=_.hours.quantile(0.9))
+           .order_by(["stage_no", "group"]).execute())
+    agg = agg[agg["customers"] >= min_group_size].drop(columns="stage_no")
+    return StageDurations(agg.reset_index(drop=True))
