@@ -1,0 +1,167 @@
+"""Experiment statistics vs scipy / statsmodels on raw rows, and calibration by simulation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import statsmodels.api as sm
+from scipy import stats as sps
+from statsmodels.stats.proportion import confint_proportions_2indep, proportions_ztest
+
+from cxanalysis import stats as st
+
+REL = 1e-8
+
+
+def moments(y: np.ndarray, x: np.ndarray | None = None) -> st.Moments:
+    x = np.zeros_like(y) if x is None else x
+    return st.Moments(len(y), y.sum(), (y * y).sum(), x.sum(), (x * x).sum(), (x * y).sum())
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(11)
+    x_t, x_c = rng.gamma(2, 20, 900), rng.gamma(2, 20, 1100)
+    y_t = 0.6 * x_t + rng.normal(5, 15, 900)
+    y_c = 0.6 * x_c + rng.normal(3, 14, 1100)
+    b_t, b_c = (rng.random(900) < 0.32).astype(float), (rng.random(1100) < 0.27).astype(float)
+    return x_t, x_c, y_t, y_c, b_t, b_c
+
+
+def test_welch_matches_scipy(data) -> None:
+    _, _, y_t, y_c, _, _ = data
+    e = st.welch(moments(y_t), moments(y_c))
+    ref = sps.ttest_ind(y_t, y_c, equal_var=False)
+    ci = ref.confidence_interval(0.95)
+    assert e.p_value == pytest.approx(ref.pvalue, rel=REL)
+    assert e.abs_ci == pytest.approx((ci.low, ci.high), rel=REL)
+    assert e.df == pytest.approx(ref.df, rel=REL)
+    assert e.abs_diff == pytest.approx(y_t.mean() - y_c.mean(), rel=REL)
+
+
+def test_two_proportions_match_statsmodels(data) -> None:
+    *_, b_t, b_c = data
+    e = st.two_proportions(moments(b_t), moments(b_c))
+    _, p = proportions_ztest([b_t.sum(), b_c.sum()], [len(b_t), len(b_c)])
+    lo, hi = confint_proportions_2indep(b_t.sum(), len(b_t), b_c.sum(), len(b_c),
+                                        method="newcomb")
+    assert e.p_value == pytest.approx(p, rel=REL)
+    assert e.abs_ci == pytest.approx((lo, hi), rel=REL)
+
+
+def test_ratio_delta_method_matches_a_direct_computation(data) -> None:
+    x_t, x_c, y_t, y_c, _, _ = data
+    den_t, den_c = np.ceil(x_t / 20), np.ceil(x_c / 20)  # e.g. orders
+    e = st.ratio(moments(np.abs(y_t), den_t), moments(np.abs(y_c), den_c))
+    # direct: Var(Ybar/Dbar) by linearisation on the per-customer rows
+    def direct(y, d):
+        r = y.sum() / d.sum()
+        lin = (y - r * d) / d.mean()
+        return r, lin.var(ddof=1) / len(y)
+    rt, vt = direct(np.abs(y_t), den_t)
+    rc, vc = direct(np.abs(y_c), den_c)
+    assert e.abs_diff == pytest.approx(rt - rc, rel=REL)
+    assert e.se == pytest.approx(np.sqrt(vt + vc), rel=REL)
+    # and by bootstrap, roughly
+    rng = np.random.default_rng(0)
+    boots = []
+    for _ in range(400):
+        i, j = rng.integers(0, len(y_t), len(y_t)), rng.integers(0, len(y_c), len(y_c))
+        boots.append(np.abs(y_t)[i].sum() / den_t[i].sum() - np.abs(y_c)[j].sum() / den_c[j].sum())
+    assert np.std(boots) == pytest.approx(e.se, rel=0.12)
+
+
+def test_cuped_matches_welch_on_adjusted_rows_and_ols(data) -> None:
+    x_t, x_c, y_t, y_c, _, _ = data
+    res = st.cuped(moments(y_t, x_t), moments(y_c, x_c))
+    x = np.concatenate([x_t, x_c])
+    y = np.concatenate([y_t, y_c])
+    theta = np.cov(y, x, ddof=1)[0, 1] / x.var(ddof=1)
+    assert res.theta == pytest.approx(theta, rel=REL)
+    adj_t, adj_c = y_t - theta * (x_t - x.mean()), y_c - theta * (x_c - x.mean())
+    ref = sps.ttest_ind(adj_t, adj_c, equal_var=False)
+    assert res.effect.p_value == pytest.approx(ref.pvalue, rel=REL)
+    assert res.effect.abs_diff == pytest.approx(adj_t.mean() - adj_c.mean(), rel=REL)
+    # same point estimate as OLS with a treatment dummy and the centred covariate when the
+    # slope is pooled: OLS's slope is the within-arm slope, so compare with tolerance only
+    treat = np.r_[np.ones(len(y_t)), np.zeros(len(y_c))]
+    ols = sm.OLS(y, sm.add_constant(np.column_stack([treat, x - x.mean()]))).fit()
+    assert res.effect.abs_diff == pytest.approx(ols.params[1], rel=0.05)
+    assert res.variance_reduction == pytest.approx(res.correlation**2, abs=0.03)
+    assert res.variance_reduction > 0.3
+
+
+def test_relative_lift_delta_method_against_simulation() -> None:
+    rng = np.random.default_rng(5)
+    mt, mc = moments(rng.normal(11, 4, 2000)), moments(rng.normal(10, 4, 2000))
+    e = st.welch(mt, mc)
+    sims = rng.normal(11, 4 / np.sqrt(2000), 20000) / rng.normal(10, 4 / np.sqrt(2000), 20000) - 1
+    lo, hi = np.quantile(sims, [0.025, 0.975])
+    assert e.rel_ci[1] - e.rel_ci[0] == pytest.approx(hi - lo, rel=0.05)
+
+
+def test_srm_matches_scipy() -> None:
+    chi2, p = st.srm_test({"control": 1842, "treatment": 2154},
+                          {"control": 0.5, "treatment": 0.5})
+    ref = sps.chisquare([1842, 2154])
+    assert (chi2, p) == pytest.approx((ref.statistic, ref.pvalue), rel=REL)
+    assert p < 0.001
+
+
+def test_bayes_normal_against_monte_carlo() -> None:
+    p, loss_ship, _ = st.bayes_normal(0.5, 1.0)
+    d = np.random.default_rng(0).normal(0.5, 1.0, 400_000)
+    assert p == pytest.approx((d > 0).mean(), abs=0.003)
+    assert loss_ship == pytest.approx(np.maximum(-d, 0).mean(), abs=0.003)
+
+
+def test_power_formulas_round_trip() -> None:
+    n = st.sample_size_per_arm(var=0.25, effect=0.05)
+    assert st.mde(0.25, 0.25, n, n) == pytest.approx(0.05, rel=1e-12)
+
+
+# ------------------------------------------------------------------ calibration by simulation
+
+
+def _aa_pvalues(rng: np.random.Generator, sims: int = 600, n: int = 400):
+    out = {"z": [], "welch": [], "ratio": [], "cuped": []}
+    cover = []
+    for _ in range(sims):
+        b = (rng.random(2 * n) < 0.3).astype(float)
+        x = rng.gamma(2, 10, 2 * n)
+        y = 0.5 * x + rng.normal(0, 8, 2 * n)
+        d = rng.poisson(2, 2 * n) + 1.0
+        t, c = slice(0, n), slice(n, 2 * n)
+        out["z"].append(st.two_proportions(moments(b[t]), moments(b[c])).p_value)
+        out["welch"].append(st.welch(moments(y[t]), moments(y[c])).p_value)
+        out["ratio"].append(st.ratio(moments(np.abs(y[t]), d[t]),
+                                     moments(np.abs(y[c]), d[c])).p_value)
+        out["cuped"].append(st.cuped(moments(y[t], x[t]), moments(y[c], x[c])).effect.p_value)
+        # coverage of a known effect of +2 on the mean
+        e = st.welch(moments(y[t] + 2), moments(y[c]))
+        cover.append(e.abs_ci[0] <= 2 <= e.abs_ci[1])
+    return {k: np.array(v) for k, v in out.items()}, np.mean(cover)
+
+
+def test_false_positive_rates_and_coverage_are_calibrated() -> None:
+    pvals, coverage = _aa_pvalues(np.random.default_rng(2026))
+    for test, p in pvals.items():
+        assert 0.03 <= (p < 0.05).mean() <= 0.07, (test, (p < 0.05).mean())
+    assert coverage >= 0.93
+
+
+def test_msprt_keeps_its_error_rate_under_daily_peeking() -> None:
+    rng = np.random.default_rng(7)
+    sims, looks, per_look, sigma = 500, 30, 50, 1.0
+    rejected_msprt = rejected_naive = 0
+    for _ in range(sims):
+        yt = rng.normal(0, sigma, looks * per_look).reshape(looks, per_look).sum(axis=1)
+        yc = rng.normal(0, sigma, looks * per_look).reshape(looks, per_look).sum(axis=1)
+        n = per_look * np.arange(1, looks + 1)
+        diff = np.cumsum(yt) / n - np.cumsum(yc) / n
+        var = 2 * sigma**2 / n
+        p, lo, hi = st.msprt(diff, var, tau2=0.1**2)
+        rejected_msprt += (p < 0.05).any()
+        rejected_naive += (2 * sps.norm.sf(np.abs(diff / np.sqrt(var))) < 0.05).any()
+    assert rejected_msprt / sims <= 0.05
+    assert rejected_naive / sims > 0.15  # why an always-valid method is needed
