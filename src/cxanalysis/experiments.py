@@ -1,0 +1,1056 @@
+"""Experiment evaluation: metrics relative to assignment, sanity checks, effects, decision.
+
+Everything event- or order-level runs in the SQL engine: :func:`customer_metrics` builds one
+row per assigned customer (an Ibis expression, never materialised in pandas) and
+:func:`moments` aggregates it to per-variant sufficient statistics (count, sum, sum of
+squares, covariate sums and cross-products). The statistics of :mod:`cxanalysis.stats` are
+computed from those few numbers, so the code is the same for 2,000 or 20 million customers.
+
+Metric definitions (the single place they are declared: :data:`METRICS`)
+------------------------------------------------------------------------
+Each assigned customer is one unit. With ``t0`` = the customer's ``assigned_at`` (their first
+one), the *analysis window* is ``[t0, t0 + window_days)`` and the *pre-period* is
+``[t0 - pre_days, t0)``. Metrics whose window has not closed by the end of the data are not
+computed for that customer (the customer is excluded and counted in the checks).
+
+========================  ==========  ==========================================================
+metric                    kind        per customer (window)              covariate (pre-period)
+========================  ==========  ==========================================================
+conversion                proportion  1 if any order, else 0             same in the pre-period
+revenue                   mean        sum of order amounts               same in the pre-period
+orders                    mean        number of orders                   same in the pre-period
+revenue_per_order         ratio       sum amount / number of orders      (none; delta method)
+nps                       ratio       NPS points of answers: promoters   (none; delta method)
+                                      (9-10) +100, detractors (0-6) -100,
+                                      passives 0; per answer
+csat                      ratio       mean CSAT (1-5) per answer         (none; delta method)
+support_contacts          mean        ``support_contact`` events         same in the pre-period
+event:<name>              proportion  1 if the customer did event <name> same in the pre-period
+========================  ==========  ==========================================================
+
+Ratio metrics treat the customer as the unit (numerator and denominator summed per customer,
+delta-method variance), so customers with many orders or answers are not over-counted.
+
+Statistics, corrections and the decision rule are documented in :func:`analyze`.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ibis
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from ibis import _
+from statsmodels.stats.multitest import multipletests
+
+from cxanalysis import stats as st
+from cxanalysis.data import CXDataError, Source
+from cxanalysis.privacy import MIN_GROUP_SIZE
+
+SRM_ALPHA = 0.001
+#: Event names that count as a service contact (the demo world and most CX logs use one).
+SUPPORT_EVENTS = ("support_contact",)
+_COUNTER = itertools.count()
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """A metric: how it is computed per customer and how it is compared.
+
+    Attributes
+    ----------
+    name : str
+    kind : {"proportion", "mean", "ratio"}
+    y : str
+        Per-customer column of the value (the numerator for a ratio).
+    x : str or None
+        Pre-period covariate column (CUPED), or the denominator column of a ratio.
+    tables : tuple of str
+        Contract tables the metric needs.
+    description : str
+    """
+
+    name: str
+    kind: str
+    y: str
+    x: str | None
+    tables: tuple[str, ...]
+    description: str
+
+    @property
+    def has_covariate(self) -> bool:
+        return self.kind != "ratio" and self.x is not None
+
+
+METRICS: dict[str, MetricSpec] = {m.name: m for m in [
+    MetricSpec("conversion", "proportion", "converted", "pre_converted", ("orders",),
+               "share of customers with at least one order in the window"),
+    MetricSpec("revenue", "mean", "revenue", "pre_revenue", ("orders",),
+               "order amount per customer in the window (currency units)"),
+    MetricSpec("orders", "mean", "orders", "pre_orders", ("orders",),
+               "orders per customer in the window"),
+    MetricSpec("revenue_per_order", "ratio", "revenue", "orders", ("orders",),
+               "order amount per order (delta method, customers as units)"),
+    MetricSpec("nps", "ratio", "nps_points", "nps_answers", ("feedback",),
+               "Net Promoter Score of the answers given in the window (points, -100..100)"),
+    MetricSpec("csat", "ratio", "csat_sum", "csat_answers", ("feedback",),
+               "mean CSAT (1-5) of the answers given in the window"),
+    MetricSpec("support_contacts", "mean", "support", "pre_support", ("events",),
+               "service contacts (events named support_contact, any channel) per customer in the window"),
+]}
+
+
+def metric_spec(name: str) -> MetricSpec:
+    """The spec of ``name``: a registered metric or ``event:<event name>``."""
+    if name in METRICS:
+        return METRICS[name]
+    if name.startswith("event:") and len(name) > 6:
+        col = "ev_" + "".join(ch if ch.isalnum() else "_" for ch in name[6:])
+        return MetricSpec(name, "proportion", col, "pre_" + col, ("events",),
+                          f"share of customers with a {name[6:]!r} event in the window")
+    raise CXDataError(f"unknown metric {name!r}: use one of {', '.join(METRICS)} or "
+                      "'event:<event name>'")
+
+
+def metric_definitions() -> pd.DataFrame:
+    """The metric registry as a table (for reports)."""
+    return pd.DataFrame([{"metric": m.name, "kind": m.kind, "definition": m.description,
+                          "covariate": (m.x if m.has_covariate else None),
+                          "tables": ", ".join(m.tables)} for m in METRICS.values()])
+
+
+# --------------------------------------------------------------------------- engine side
+
+
+def _assignments(source: Source, experiment_id: str) -> ibis.Table:
+    source.require("assignments")
+    a = source.table("assignments").filter(_.experiment_id == experiment_id)
+    return a
+
+
+def _units(a: ibis.Table) -> ibis.Table:
+    """One row per customer with a single variant and an assignment time."""
+    per = a.group_by("customer_id").aggregate(
+        n_variants=_.variant.nunique(), variant=_.variant.min(),
+        assigned_at=_.assigned_at.min())
+    return per.filter((per.n_variants == 1) & per.assigned_at.notnull()).drop("n_variants")
+
+
+def customer_metrics(source: Source, experiment_id: str, metrics: Sequence[str],
+                     window_days: float = 14, pre_days: float = 90,
+                     data_end: pd.Timestamp | None = None) -> ibis.Table:
+    """Per assigned customer (Ibis expression): ``customer_id``, ``variant``,
+    ``assigned_at``, ``close_day`` (the day the analysis window closes) and every column the
+    ``metrics`` need (window values and pre-period covariates; missing activity is 0).
+
+    Customers in more than one variant or without an assignment time are left out, as are
+    customers whose window is still open at ``data_end`` (see :func:`analyze` checks).
+    """
+    specs = [metric_spec(m) for m in metrics]
+    needed = sorted({t for s in specs for t in s.tables})
+    source.require("assignments", *needed)
+    u = _units(_assignments(source, experiment_id))
+    win = ibis.interval(seconds=int(round(window_days * 86400)))
+    pre = ibis.interval(seconds=int(round(pre_days * 86400)))
+    u = u.mutate(w_end=u.assigned_at + win, p_start=u.assigned_at - pre)
+    if data_end is not None:
+        u = u.filter(u.w_end <= data_end.to_pydatetime())
+    keys = u.select("customer_id", "assigned_at", "w_end", "p_start")
+    parts: list[ibis.Table] = []
+
+    def windowed(t: ibis.Table) -> ibis.Table:
+        j = keys.join(t, keys.customer_id == t.customer_id)
+        j = j.filter((j.ts >= j.p_start) & (j.ts < j.w_end))
+        return j.mutate(post=j.ts >= j.assigned_at)
+
+    def cnt(cond: ibis.Value) -> ibis.Value:
+        return cond.cast("int64").sum()
+
+    if "orders" in needed:
+        o = windowed(source.table("orders"))
+        parts.append(o.group_by("customer_id").aggregate(
+            orders=cnt(o.post), revenue=ibis.ifelse(o.post, o.amount, 0.0).sum(),
+            pre_orders=cnt(~o.post), pre_revenue=ibis.ifelse(~o.post, o.amount, 0.0).sum()))
+    if "feedback" in needed:
+        f = windowed(source.table("feedback"))
+        cols = f.columns
+        aggs: dict[str, ibis.Value] = {}
+        if "nps" in cols:
+            pts = ibis.cases((f.nps >= 9, 100.0), (f.nps <= 6, -100.0), else_=0.0)
+            aggs.update(nps_points=ibis.ifelse(f.post & f.nps.notnull(), pts, 0.0).sum(),
+                        nps_answers=cnt(f.post & f.nps.notnull()))
+        if "csat" in cols:
+            aggs.update(csat_sum=ibis.ifelse(f.post & f.csat.notnull(),
+                                             f.csat.cast("float64"), 0.0).sum(),
+                        csat_answers=cnt(f.post & f.csat.notnull()))
+        for s in specs:
+            if "feedback" in s.tables and s.y not in aggs:
+                raise CXDataError(f"metric {s.name!r} needs feedback column "
+                                  f"{'nps' if s.name == 'nps' else 'csat'!r}, which the "
+                                  "feedback table lacks")
+        parts.append(f.group_by("customer_id").aggregate(**aggs))
+    if "events" in needed:
+        e = windowed(source.table("events"))
+        aggs = {}
+        if any(s.name == "support_contacts" for s in specs):
+            sup = e.event.isin(list(SUPPORT_EVENTS))
+            aggs.update(support=cnt(e.post & sup), pre_support=cnt(~e.post & sup))
+        for s in specs:
+            if s.name.startswith("event:"):
+                hit = e.event == s.name[6:]
+                aggs[s.y] = (cnt(e.post & hit) > 0).cast("int64")
+                aggs[s.x] = (cnt(~e.post & hit) > 0).cast("int64")
+        parts.append(e.group_by("customer_id").aggregate(**aggs))
+    out = u
+    for p in parts:
+        out = out.left_join(p, "customer_id").drop("customer_id_right")
+    fills = {c: 0 for p in parts for c in p.columns if c != "customer_id"}
+    out = out.fill_null(fills) if fills else out
+    if "orders" in needed:
+        out = out.mutate(converted=(out.orders > 0).cast("int64"),
+                         pre_converted=(out.pre_orders > 0).cast("int64"))
+    return out.mutate(close_day=out.w_end.date()).drop("w_end", "p_start")
+
+
+def moments(per_customer: ibis.Table, metrics: Sequence[str],
+            by: Sequence[str] = ("variant",)) -> pd.DataFrame:
+    """Per group (default: variant) sufficient statistics of every metric, computed in
+    the engine: ``n`` and, per metric ``m``, ``m__sy``, ``m__syy``, ``m__sx``, ``m__sxx``,
+    ``m__sxy`` (``x`` = covariate, or the denominator of a ratio; zero when none)."""
+    t = per_customer
+    aggs: dict[str, ibis.Value] = {"n": t.count()}
+    for name in metrics:
+        s = metric_spec(name)
+        y = t[s.y].cast("float64")
+        aggs[f"{name}__sy"] = y.sum()
+        aggs[f"{name}__syy"] = (y * y).sum()
+        if s.x is not None:
+            x = t[s.x].cast("float64")
+            aggs[f"{name}__sx"] = x.sum()
+            aggs[f"{name}__sxx"] = (x * x).sum()
+            aggs[f"{name}__sxy"] = (x * y).sum()
+    df = t.group_by(list(by)).aggregate(**aggs).execute()
+    return df.fillna(0.0).sort_values(list(by)).reset_index(drop=True)
+
+
+def _moments_of(row: Mapping[str, Any], name: str) -> st.Moments:
+    g = row.get
+    return st.Moments(float(row["n"]), float(g(f"{name}__sy", 0.0)),
+                      float(g(f"{name}__syy", 0.0)), float(g(f"{name}__sx", 0.0)),
+                      float(g(f"{name}__sxx", 0.0)), float(g(f"{name}__sxy", 0.0)))
+
+
+def compare(spec: MetricSpec, t: st.Moments, c: st.Moments, alpha: float = 0.05,
+            adjust: bool = False, theta: float | None = None
+            ) -> tuple[st.Effect, float]:
+    """Treatment versus control for one metric: (effect, variance reduction).
+
+    Proportions: pooled two-proportion z-test and Newcombe-Wilson interval; means: Welch;
+    ratios: delta method. ``adjust=True`` applies CUPED (Welch on adjusted values, theta
+    pooled across the arms compared, or ``theta`` when given)."""
+    if adjust:
+        if not spec.has_covariate:
+            raise ValueError(f"metric {spec.name!r} has no pre-period covariate")
+        ce = st.cuped(t, c, alpha, theta)
+        return ce.effect, ce.variance_reduction
+    if spec.kind == "proportion":
+        return st.two_proportions(t, c, alpha), 0.0
+    if spec.kind == "ratio":
+        return st.ratio(t, c, alpha), 0.0
+    return st.welch(t, c, alpha), 0.0
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class Sequential:
+    """Always-valid monitoring of the primary metric at daily looks.
+
+    A look on day ``d`` uses the customers whose analysis window had closed by ``d`` (what
+    a team looking that day could have analysed). The normal-mixture mSPRT with mixing
+    N(0, tau^2) gives an always-valid p-value and confidence sequence."""
+
+    metric: str
+    tau: float
+    alpha: float
+    frame: pd.DataFrame
+
+    def table(self) -> pd.DataFrame:
+        return self.frame
+
+    def first_significant_day(self, variant: str | None = None) -> str | None:
+        f = self.frame if variant is None else self.frame[self.frame.variant == variant]
+        hit = f[f["always_valid_p"] < self.alpha]
+        return None if hit.empty else str(hit["day"].iloc[0])
+
+    def plot(self, ax: plt.Axes | None = None) -> plt.Axes:
+        ax = ax if ax is not None else plt.subplots(figsize=(8, 3.5))[1]
+        for v, f in self.frame.groupby("variant", sort=False):
+            x = pd.to_datetime(f["day"])
+            ax.fill_between(x, f["cs_low"], f["cs_high"], alpha=0.25,
+                            label=f"{v}: always-valid {1 - self.alpha:.0%} sequence")
+            ax.plot(x, f["abs_diff"], marker=".", label=f"{v}: estimate")
+            ax.plot(x, f["ci_low"], ls=":", color="grey")
+            ax.plot(x, f["ci_high"], ls=":", color="grey")
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_ylabel(f"{self.metric}: treatment - control")
+        ax.set_title("Sequential monitoring (dotted: fixed-horizon interval, not valid "
+                     "under peeking)")
+        ax.legend(fontsize=8)
+        return ax
+
+
+@dataclass
+class Segmented:
+    """Effect of each treatment on one metric within the groups of a breakdown.
+
+    Cochran's Q tests whether the effect differs between groups (treatment x group
+    interaction); group p-values are Holm-corrected over all groups and treatments of the
+    breakdown. Groups with fewer than ``min_group_size`` customers in an arm are
+    suppressed (figures blanked)."""
+
+    by: str
+    metric: str
+    frame: pd.DataFrame
+    heterogeneity: pd.DataFrame
+
+    def table(self) -> pd.DataFrame:
+        return self.frame
+
+    def plot(self, ax: plt.Axes | None = None) -> plt.Axes:
+        f = self.frame.dropna(subset=["abs_diff"])
+        ax = ax if ax is not None else plt.subplots(figsize=(7, 0.45 * len(f) + 1.2))[1]
+        labels = [f"{g} ({v})" if self.frame.variant.nunique() > 1 else str(g)
+                  for g, v in zip(f["group"], f["variant"], strict=True)]
+        y = np.arange(len(f))[::-1]
+        ax.errorbar(f["abs_diff"], y, xerr=[f["abs_diff"] - f["ci_low"],
+                                           f["ci_high"] - f["abs_diff"]],
+                    fmt="o", capsize=3, color="#1e88e5")
+        ax.set_yticks(y, labels)
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_xlabel(f"{self.metric}: treatment - control")
+        ax.set_title(f"Effect by {self.by}")
+        return ax
+
+    def summary(self) -> str:
+        parts = []
+        for _i, h in self.heterogeneity.iterrows():
+            sig = self.frame[(self.frame.variant == h.variant) & self.frame.significant
+                             .fillna(False).astype(bool)]
+            parts.append(f"{h.variant}: Cochran's Q {h.q:.1f} on {int(h.df)} df, "
+                         f"p = {h.p_value:.2g}; significant after Holm in "
+                         f"{', '.join(map(str, sig.group)) or 'no group'}")
+        return f"Effect on {self.metric} by {self.by}: " + "; ".join(parts) + "."
+
+
+@dataclass
+class Decision:
+    verdict: str  # "ship", "don't ship" or "keep testing"
+    variant: str | None
+    reason: str
+
+
+@dataclass
+class ExperimentResult:
+    """The evaluation of one experiment (see :func:`analyze`)."""
+
+    experiment_id: str
+    name: str | None
+    hypothesis: str | None
+    control: str
+    variants: list[str]
+    primary_metric: str
+    alpha: float
+    correction: str
+    effects: pd.DataFrame
+    checks: pd.DataFrame
+    balance: pd.DataFrame
+    srm_chi2: float
+    srm_p_value: float
+    counts: dict[str, int]
+    planned_split: dict[str, float]
+    guardrails: pd.DataFrame
+    bayes: pd.DataFrame
+    planning: pd.DataFrame
+    decision: Decision
+    sequential: Sequential | None
+    data_end: pd.Timestamp
+    window_days: float
+    pre_days: float
+    notes: list[str] = field(default_factory=list)
+    _per_customer: ibis.Table | None = None
+    _min_group_size: int = MIN_GROUP_SIZE
+
+    @property
+    def srm_flagged(self) -> bool:
+        return bool(self.srm_p_value < SRM_ALPHA)
+
+    @property
+    def treatments(self) -> list[str]:
+        return [v for v in self.variants if v != self.control]
+
+    def table(self) -> pd.DataFrame:
+        """Every metric x treatment: means, absolute and relative differences with
+        intervals, p-values, corrected p-values (``p_adjusted``, within ``family``) and
+        whether the row is the reported one (``reported``: the CUPED row when variance
+        reduction is used, else the unadjusted one)."""
+        return self.effects
+
+    def reported(self) -> pd.DataFrame:
+        return self.effects[self.effects.reported].reset_index(drop=True)
+
+    def primary(self, variant: str | None = None) -> pd.Series:
+        r = self.reported()
+        r = r[r.role == "primary"]
+        if variant is not None:
+            r = r[r.variant == variant]
+        return r.sort_values("p_adjusted").iloc[0]
+
+    def summary(self) -> str:
+        d = self.decision
+        lines = [f"Decision for {self.experiment_id}: {d.verdict.upper()}"
+                 + (f" ({d.variant})" if d.variant and d.verdict == "ship" else "")
+                 + f". {d.reason}"]
+        if self.srm_flagged:
+            lines.insert(0, f"WARNING: sample ratio mismatch (p = {self.srm_p_value:.2g} < "
+                            f"{SRM_ALPHA}): assignment is broken and NO effect below can be "
+                            "trusted.")
+        return "\n".join(lines)
+
+    def plot(self, ax: plt.Axes | None = None) -> plt.Axes:
+        """Forest plot of relative lifts (reported rows) with their intervals."""
+        r = self.reported()
+        ax = ax if ax is not None else plt.subplots(figsize=(8, 0.45 * len(r) + 1.2))[1]
+        y = np.arange(len(r))[::-1]
+        labels = [f"{m} ({v})" if len(self.treatments) > 1 else m
+                  for m, v in zip(r.metric, r.variant, strict=True)]
+        colors = ["#d81b60" if s else "#1e88e5" for s in r.significant.fillna(False)]
+        ax.errorbar(r.rel_lift, y, xerr=[r.rel_lift - r.rel_ci_low, r.rel_ci_high - r.rel_lift],
+                    fmt="none", ecolor=colors, capsize=3)
+        ax.scatter(r.rel_lift, y, c=colors, zorder=3)
+        ax.set_yticks(y, labels)
+        ax.axvline(0, color="black", lw=0.8)
+        ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _p: f"{v:+.0%}"))
+        ax.set_xlabel(f"relative lift vs {self.control} ({1 - self.alpha:.0%} delta-method "
+                      "interval; red: significant after correction)")
+        ax.set_title(self.experiment_id)
+        return ax
+
+    def breakdown(self, by: str | pd.DataFrame, metric: str | None = None,
+                  source: Source | None = None) -> Segmented:
+        """Effects within groups: ``by`` is a column of ``customers`` (pass ``source``) or
+        a DataFrame with ``customer_id`` and one group column (e.g. personas)."""
+        metric = metric or self.primary_metric
+        spec = metric_spec(metric)
+        pc = self._per_customer
+        if pc is None:
+            raise ValueError("this result holds no per-customer table")
+        con = pc._find_backend()
+        if isinstance(by, str):
+            if source is None:
+                raise ValueError("pass source= to break down by a customers column")
+            cust = source.table("customers")
+            if by not in cust.columns:
+                raise CXDataError(f"customers has no column {by!r} to break down by "
+                                  f"(columns: {', '.join(cust.columns)})")
+            groups = cust.select("customer_id", group=cust[by].cast("string"))
+            label = by
+        else:
+            cols = [c for c in by.columns if c != "customer_id"]
+            if "customer_id" not in by.columns or len(cols) != 1:
+                raise ValueError("a breakdown DataFrame needs customer_id and one group column")
+            label = cols[0]
+            name = f"__groups_{next(_COUNTER)}"
+            con.con.register(name, by.rename(columns={label: "group"})
+                             .astype({"customer_id": str, "group": str}))
+            groups = con.table(name)
+        j = pc.left_join(groups, "customer_id").drop("customer_id_right")
+        j = j.mutate(group=j.group.fill_null("(unknown)"))
+        mom = moments(j, [metric], by=("group", "variant"))
+        rows = []
+        for g, f in mom.groupby("group", sort=True):
+            arms = {r.variant: r for _i, r in f.iterrows()}
+            c = arms.get(self.control)
+            for v in self.treatments:
+                t = arms.get(v)
+                n_c = int(c["n"]) if c is not None else 0
+                n_t = int(t["n"]) if t is not None else 0
+                row: dict[str, Any] = {"group": g, "variant": v, "n_control": n_c,
+                                       "n_treatment": n_t}
+                small = min(n_c, n_t) < self._min_group_size
+                if not small:
+                    try:
+                        e, _vr = compare(spec, _moments_of(t, metric), _moments_of(c, metric),
+                                         self.alpha)
+                        row.update(control_mean=e.control_mean, treatment_mean=e.treatment_mean,
+                                   abs_diff=e.abs_diff, se=e.se, ci_low=e.abs_ci[0],
+                                   ci_high=e.abs_ci[1], rel_lift=e.rel_lift, p_value=e.p_value)
+                    except ValueError:
+                        pass
+                row["suppressed"] = small
+                rows.append(row)
+        cols = ["group", "variant", "n_control", "n_treatment", "control_mean", "treatment_mean",
+                "abs_diff", "se", "ci_low", "ci_high", "rel_lift", "p_value"]
+        frame = pd.DataFrame(rows).reindex(columns=cols + ["suppressed"])
+        ok = frame.p_value.notna()
+        frame["p_holm"] = np.nan
+        if ok.any():
+            frame.loc[ok, "p_holm"] = multipletests(frame.loc[ok, "p_value"], method="holm")[1]
+        frame["significant"] = frame.p_holm < self.alpha
+        frame.loc[frame.suppressed, ["n_control", "n_treatment"]] = np.nan
+        frame[["n_control", "n_treatment"]] = frame[["n_control", "n_treatment"]].astype("Int64")
+        het = []
+        for v, f in frame[ok].groupby("variant", sort=False):
+            f = f[f.se > 0]
+            q, p, df = st.cochran_q(f.abs_diff.to_numpy(), f.se.to_numpy())
+            het.append({"variant": v, "groups": len(f), "q": q, "df": df, "p_value": p})
+        heterogeneity = pd.DataFrame(het, columns=["variant", "groups", "q", "df", "p_value"])
+        return Segmented(label, metric, frame, heterogeneity)
+
+    def results(self) -> dict[str, Any]:
+        """Headline figures for ``results.json``."""
+        many = len(self.treatments) > 1
+        metrics: dict[str, Any] = {}
+        for _i, r in self.reported().iterrows():
+            key = f"{r.base_metric}@{r.variant}" if many else r.base_metric
+            metrics[key] = {
+                "role": r.role, "estimate": r.metric, "method": r.method, "control_mean": r.control_mean,
+                "treatment_mean": r.treatment_mean, "abs_diff": r.abs_diff,
+                "abs_ci": [r.abs_ci_low, r.abs_ci_high], "rel_lift": r.rel_lift,
+                "rel_ci": [r.rel_ci_low, r.rel_ci_high], "p_value": r.p_value,
+                "p_adjusted": r.p_adjusted, "adjusted": bool(r.adjusted),
+                "variance_reduction": r.variance_reduction}
+        return {
+            "experiment_id": self.experiment_id, "control": self.control,
+            "variants": {v: self.counts.get(v, 0) for v in self.variants},
+            "srm_p_value": self.srm_p_value, "srm_flagged": self.srm_flagged,
+            "decision": self.decision.verdict, "decision_variant": self.decision.variant,
+            "reason": self.decision.reason, "primary_metric": self.primary_metric,
+            "correction": self.correction, "metrics": metrics,
+            "guardrails": {f"{g.metric}@{g.variant}" if many else g.metric: g.status
+                           for g in self.guardrails.itertuples()},
+        }
+
+
+# --------------------------------------------------------------------------- analysis
+
+
+def _planned_split(source: Source, experiment_id: str, variants: list[str]
+                   ) -> tuple[dict[str, float], dict[str, Any], list[str]]:
+    """Planned split, experiment row (name, hypothesis, control, start, end) and notes."""
+    notes: list[str] = []
+    info: dict[str, Any] = {}
+    if source.has("experiments"):
+        ex = source.table("experiments")
+        row = ex.filter(ex.experiment_id == experiment_id).limit(1).execute()
+        if len(row):
+            info = {k: (None if pd.isna(v) else v) for k, v in row.iloc[0].items()}
+    split: dict[str, float] = {}
+    text = info.get("planned_split")
+    if text:
+        try:
+            for part in str(text).split(","):
+                k, w = part.split(":")
+                split[k.strip()] = float(w)
+        except ValueError as err:
+            raise CXDataError(f"experiments.planned_split of {experiment_id!r} is {text!r}; "
+                              "expected 'variant:weight,...'") from err
+    if not split:
+        split = {v: 1.0 for v in variants}
+        notes.append("No planned split recorded: the SRM check assumes an equal split.")
+    return split, info, notes
+
+
+def _correct(p: pd.Series, method: str) -> np.ndarray:
+    ok = p.notna().to_numpy()
+    out = np.full(len(p), np.nan)
+    if ok.any():
+        out[ok] = multipletests(p[ok], method={"holm": "holm", "bh": "fdr_bh"}[method])[1]
+    return out
+
+
+def analyze(
+    source: Source,
+    experiment_id: str,
+    control: str | None = None,
+    primary_metric: str = "conversion",
+    secondary_metrics: Sequence[str] = ("revenue", "orders", "revenue_per_order", "nps"),
+    guardrails: Mapping[str, str] | None = None,
+    window_days: float = 14,
+    pre_days: float = 90,
+    alpha: float = 0.05,
+    power: float = 0.8,
+    mde: float = 0.05,
+    variance_reduction: bool = True,
+    correction: str = "holm",
+    sequential: bool = True,
+    bayesian: bool = True,
+    seed: int = 0,
+    min_group_size: int = MIN_GROUP_SIZE,
+) -> ExperimentResult:
+    """Evaluate one experiment.
+
+    Parameters
+    ----------
+    source : Source
+        Needs ``assignments`` and the tables of the metrics (``experiments`` optional).
+    experiment_id : str
+    control : str, optional
+        Control variant; default: ``experiments.control``, else ``"control"``.
+    primary_metric, secondary_metrics : str
+        Names from :data:`METRICS` or ``event:<name>``.
+    guardrails : mapping metric -> "increase" | "decrease"
+        The direction that is *bad*. Default ``{"support_contacts": "increase"}`` when the
+        source has events.
+    window_days, pre_days : float
+        Analysis window after ``assigned_at`` and pre-period before it, in days.
+    alpha, power : float
+        Two-sided significance level and power for planning.
+    mde : float
+        Smallest relative lift of the primary metric worth detecting (0.05 = +5 %); also
+        the mSPRT mixing scale (tau = mde x control mean).
+    variance_reduction : bool
+        CUPED with the pre-period value of each metric as covariate (one theta pooled
+        across all arms); reported beside the unadjusted result.
+    correction : {"holm", "bh"}
+        Multiple-comparison correction. Families: (1) the primary metric across all
+        treatments; (2) the secondary metrics across metrics and treatments. Guardrails are
+        not corrected (a harm signal should not be diluted).
+    sequential, bayesian : bool
+        Add always-valid monitoring and the Bayesian view of the primary metric.
+    seed : int
+        Seed of the Monte Carlo draws of the Bayesian view.
+    min_group_size : int
+        Breakdown groups with fewer customers in an arm are suppressed.
+
+    Decision rule
+    -------------
+    ``don't ship`` when the sample ratio mismatches (p < 0.001), a guardrail fails (harm
+    significant at ``alpha``, uncorrected) or the best treatment's primary effect is
+    significantly negative; ``ship`` (the treatment with the smallest corrected p) when its
+    primary effect is significantly positive; otherwise ``don't ship`` when the interval
+    already rules out a lift of ``mde``, else ``keep testing`` with the days needed.
+    """
+    if correction not in ("holm", "bh"):
+        raise ValueError("correction must be 'holm' or 'bh'")
+    source.require("assignments")
+    if guardrails is None:
+        guardrails = {"support_contacts": "increase"} if source.has("events") else {}
+    for m, d in guardrails.items():
+        if d not in ("increase", "decrease"):
+            raise ValueError(f"guardrail {m!r}: the bad direction must be 'increase' or "
+                             f"'decrease', not {d!r}")
+    secondary = [m for m in secondary_metrics if m != primary_metric]
+    guard = [m for m in guardrails if m not in secondary and m != primary_metric]
+    all_metrics = list(dict.fromkeys([primary_metric, *secondary, *guard]))
+    specs = {m: metric_spec(m) for m in all_metrics}
+
+    a = _assignments(source, experiment_id)
+    raw = a.aggregate(rows=_.count(), customers=_.customer_id.nunique(),
+                      no_time=_.assigned_at.isnull().cast("int64").sum()).execute().iloc[0]
+    if int(raw["rows"]) == 0:
+        known = source.table("assignments").experiment_id.value_counts().execute()
+        raise CXDataError(f"assignments has no rows for experiment {experiment_id!r} "
+                          f"(experiments present: {', '.join(map(str, known.iloc[:, 0]))})")
+    multi = a.group_by("customer_id").aggregate(k=_.variant.nunique()).filter(_.k > 1)
+    n_multi = int(multi.count().execute())
+    units = _units(a)
+    counts_df = units.group_by("variant").aggregate(n=_.count()).execute()
+    counts = {str(r.variant): int(r.n) for r in counts_df.itertuples()}
+    variants_seen = sorted(counts)
+    split, info, notes = _planned_split(source, experiment_id, variants_seen)
+    control = control or info.get("control") or "control"
+    if control not in counts:
+        raise CXDataError(f"control variant {control!r} has no customers in experiment "
+                          f"{experiment_id!r} (variants: {', '.join(variants_seen)})")
+    variants = [control] + [v for v in list(split) + variants_seen
+                            if v != control and v in counts]
+    variants = list(dict.fromkeys(variants))
+    if len(variants) < 2:
+        raise CXDataError(f"experiment {experiment_id!r} has only variant {control!r}")
+    unplanned = [v for v in variants_seen if v not in split]
+    if unplanned:
+        notes.append(f"Variants not in the planned split: {', '.join(unplanned)}.")
+        split = {**split, **{v: 0.0 for v in unplanned}}
+    srm_chi2, srm_p = st.srm_test({v: counts.get(v, 0) for v in split}, split) \
+        if all(w > 0 for w in split.values()) else (float("inf"), 0.0)
+
+    # end of observation: the last timestamp of the tables the metrics read
+    ends = [source.table(t).ts.max().execute() for t in
+            sorted({t for s in specs.values() for t in s.tables})]
+    data_end = max(pd.Timestamp(e) for e in ends if e is not None and not pd.isna(e))
+    win = pd.Timedelta(days=window_days)
+    open_n = int(units.filter(units.assigned_at + ibis.interval(
+        seconds=int(win.total_seconds())) > data_end.to_pydatetime()).count().execute())
+    outside = 0
+    start, end = info.get("start"), info.get("end")
+    if start is not None or end is not None:
+        cond = ibis.literal(False)
+        if start is not None:
+            cond = cond | (a.assigned_at < pd.Timestamp(start).to_pydatetime())
+        if end is not None:
+            cond = cond | (a.assigned_at > pd.Timestamp(end).to_pydatetime())
+        outside = int(a.filter(cond).count().execute())
+
+    pc = customer_metrics(source, experiment_id, all_metrics, window_days, pre_days, data_end)
+    name = f"__experiment_{next(_COUNTER)}"
+    con = pc._find_backend()
+    pc = con.create_table(name, pc, temp=True)
+    mom = moments(pc, all_metrics)
+    arm = {str(r["variant"]): r for _i, r in mom.iterrows()}
+    if control not in arm or len(arm) < 2:
+        raise CXDataError(f"experiment {experiment_id!r}: no customer's {window_days:g}-day "
+                          f"window has closed by the end of the data ({data_end:%Y-%m-%d})")
+    treatments = [v for v in variants if v != control and v in arm]
+
+    rows = []
+    for m in all_metrics:
+        s = specs[m]
+        role = ("primary" if m == primary_metric else "secondary" if m in secondary
+                else "guardrail")
+        c = _moments_of(arm[control], m)
+        theta = None
+        if s.has_covariate:
+            try:
+                theta = st.cuped_theta(*[_moments_of(arm[v], m) for v in [control, *treatments]])
+            except ValueError:
+                theta = None
+        for v in treatments:
+            t = _moments_of(arm[v], m)
+            for adj in ([False, True] if variance_reduction and theta is not None else [False]):
+                base = {"metric": f"{m}_cuped" if adj else m, "base_metric": m, "role": role,
+                        "variant": v, "kind": s.kind, "adjusted": adj,
+                        "n_control": int(c.n), "n_treatment": int(t.n)}
+                try:
+                    e, vr = compare(s, t, c, alpha, adjust=adj, theta=theta)
+                except ValueError as err:
+                    notes.append(f"{base['metric']} ({v}): {err}")
+                    rows.append({**base, "method": "not testable"})
+                    continue
+                rows.append({**base, "method": e.method, "control_mean": e.control_mean,
+                             "treatment_mean": e.treatment_mean, "abs_diff": e.abs_diff,
+                             "se": e.se, "abs_ci_low": e.abs_ci[0], "abs_ci_high": e.abs_ci[1],
+                             "rel_lift": e.rel_lift, "rel_ci_low": e.rel_ci[0],
+                             "rel_ci_high": e.rel_ci[1], "p_value": e.p_value,
+                             "variance_reduction": vr if adj else 0.0,
+                             "theta": theta if adj else np.nan})
+    effects = pd.DataFrame(rows)
+    for c in ["control_mean", "treatment_mean", "abs_diff", "se", "abs_ci_low", "abs_ci_high",
+              "rel_lift", "rel_ci_low", "rel_ci_high", "p_value", "variance_reduction",
+              "theta"]:
+        if c not in effects:
+            effects[c] = np.nan
+    # a relative lift against a base that is zero or negative (e.g. an NPS of -40) reads
+    # backwards; such rows keep only the absolute difference
+    neg = effects.control_mean <= 0
+    if neg.any():
+        effects.loc[neg, ["rel_lift", "rel_ci_low", "rel_ci_high"]] = np.nan
+        notes.append("Relative lifts are not shown for metrics whose control value is zero "
+                     "or negative: " + ", ".join(sorted(set(effects.loc[neg, "metric"]))) + ".")
+    has_adj = effects.groupby("base_metric")["adjusted"].transform("any")
+    effects["reported"] = effects["adjusted"] | ~has_adj
+    effects["family"] = np.where(effects.role == "primary", "primary",
+                                 np.where(effects.role == "secondary", "secondary", "guardrail"))
+    effects["p_adjusted"] = np.nan
+    for fam in ("primary", "secondary"):
+        sel = effects.reported & (effects.family == fam)
+        effects.loc[sel, "p_adjusted"] = _correct(effects.loc[sel, "p_value"], correction)
+    g = effects.reported & (effects.family == "guardrail")
+    effects.loc[g, "p_adjusted"] = effects.loc[g, "p_value"]
+    effects["significant"] = effects.p_adjusted < alpha
+
+    # guardrails: fail when the harm is significant (two-sided test at alpha, uncorrected)
+    grows = []
+    for m, bad in guardrails.items():
+        for _i, r in effects[effects.reported & (effects.base_metric == m)].iterrows():
+            harm = (r.abs_diff > 0) if bad == "increase" else (r.abs_diff < 0)
+            status = ("not testable" if pd.isna(r.p_value)
+                      else "fail" if (harm and r.p_value < alpha) else "pass")
+            grows.append({"metric": m, "variant": r.variant, "bad_direction": bad,
+                          "abs_diff": r.abs_diff, "abs_ci_low": r.abs_ci_low,
+                          "abs_ci_high": r.abs_ci_high, "p_value": r.p_value, "status": status})
+    guard_df = pd.DataFrame(grows, columns=["metric", "variant", "bad_direction", "abs_diff",
+                                            "abs_ci_low", "abs_ci_high", "p_value", "status"])
+
+    balance = _balance(arm, control, treatments, specs)
+    checks = _checks(raw, n_multi, outside, open_n, counts, split, srm_chi2, srm_p, balance,
+                     start, end, window_days, data_end)
+
+    prim = effects[effects.reported & (effects.role == "primary")]
+    c_prim = _moments_of(arm[control], primary_metric)
+    spec_p = specs[primary_metric]
+    bayes = _bayes(prim, arm, control, primary_metric, spec_p, seed) if bayesian else \
+        pd.DataFrame()
+    days_assigning = _assignment_days(units)
+    planning = _planning(prim, c_prim, spec_p, arm, control, treatments, alpha, power, mde,
+                         days_assigning, variance_reduction)
+    seq = None
+    if sequential:
+        seq = _sequential(pc, primary_metric, spec_p, control, treatments, alpha,
+                          tau=abs(mde * c_prim_mean(spec_p, c_prim)))
+    decision = _decide(prim, guard_df, srm_p, alpha, mde, planning)
+    return ExperimentResult(
+        experiment_id=experiment_id, name=info.get("name"), hypothesis=info.get("hypothesis"),
+        control=control, variants=variants, primary_metric=primary_metric, alpha=alpha,
+        correction=correction, effects=effects, checks=checks, balance=balance,
+        srm_chi2=srm_chi2, srm_p_value=srm_p, counts=counts, planned_split=split,
+        guardrails=guard_df, bayes=bayes, planning=planning, decision=decision,
+        sequential=seq, data_end=data_end, window_days=window_days, pre_days=pre_days,
+        notes=notes, _per_customer=pc, _min_group_size=min_group_size)
+
+
+def c_prim_mean(spec: MetricSpec, m: st.Moments) -> float:
+    """Control mean of a metric (the ratio of sums for ratio metrics)."""
+    if spec.kind == "ratio":
+        return m.sy / m.sx if m.sx else float("nan")
+    return m.mean
+
+
+def _assignment_days(units: ibis.Table) -> float:
+    r = units.aggregate(lo=_.assigned_at.min(), hi=_.assigned_at.max()).execute().iloc[0]
+    return max((pd.Timestamp(r.hi) - pd.Timestamp(r.lo)).total_seconds() / 86400, 1.0)
+
+
+def _balance(arm: Mapping[str, Any], control: str, treatments: list[str],
+             specs: Mapping[str, MetricSpec]) -> pd.DataFrame:
+    """A/A test on the pre-period covariates (Welch), Holm-corrected across them."""
+    rows = []
+    for m, s in specs.items():
+        if not s.has_covariate:
+            continue
+        c = _moments_of(arm[control], m)
+        for v in treatments:
+            t = _moments_of(arm[v], m)
+            tx, cx = st.Moments(t.n, t.sx, t.sxx), st.Moments(c.n, c.sx, c.sxx)
+            try:
+                e = st.welch(tx, cx)
+            except ValueError:
+                continue
+            rows.append({"covariate": s.x, "variant": v, "control_mean": e.control_mean,
+                         "treatment_mean": e.treatment_mean, "abs_diff": e.abs_diff,
+                         "p_value": e.p_value})
+    out = pd.DataFrame(rows, columns=["covariate", "variant", "control_mean", "treatment_mean",
+                                      "abs_diff", "p_value"]).drop_duplicates(
+        ["covariate", "variant"])
+    out["p_holm"] = _correct(out.p_value, "holm") if len(out) else []
+    return out.reset_index(drop=True)
+
+
+def _checks(raw: pd.Series, n_multi: int, outside: int, open_n: int, counts: dict[str, int],
+            split: dict[str, float], chi2: float, p: float, balance: pd.DataFrame,
+            start: Any, end: Any, window_days: float, data_end: pd.Timestamp) -> pd.DataFrame:
+    total_w = sum(split.values())
+    n = sum(counts.values())
+    obs = ", ".join(f"{v} {counts.get(v, 0):,} ({counts.get(v, 0) / n:.1%} vs planned "
+                    f"{w / total_w:.1%})" for v, w in split.items())
+    min_bal = balance.p_holm.min() if len(balance) else np.nan
+    rows = [
+        ("sample ratio mismatch", f"chi2 = {chi2:.2f}, p = {p:.2g}",
+         "FAIL" if p < SRM_ALPHA else "ok", obs + f"; flagged when p < {SRM_ALPHA}"),
+        ("customers in more than one variant", f"{n_multi:,}",
+         "warn" if n_multi else "ok", "excluded from the analysis"),
+        ("assignments without a time", f"{int(raw['no_time']):,}",
+         "warn" if int(raw["no_time"]) else "ok", "excluded (a customer with another, timed "
+                                                  "assignment keeps it)"),
+        ("assignments outside the experiment dates", f"{outside:,}",
+         "warn" if outside else "ok",
+         f"{start:%Y-%m-%d} to {end:%Y-%m-%d}" if start is not None and end is not None
+         else "no dates recorded"),
+        ("analysis window still open", f"{open_n:,}", "info" if open_n else "ok",
+         f"customers assigned less than {window_days:g} days before the end of the data "
+         f"({data_end:%Y-%m-%d}) are excluded"),
+        ("pre-period balance (A/A)", "n/a" if pd.isna(min_bal) else
+         f"smallest Holm p = {min_bal:.2g}",
+         "warn" if (not pd.isna(min_bal) and min_bal < 0.01) else "ok",
+         "Welch test of each pre-period covariate between arms"),
+    ]
+    return pd.DataFrame(rows, columns=["check", "value", "status", "detail"])
+
+
+def _bayes(prim: pd.DataFrame, arm: Mapping[str, Any], control: str, metric: str,
+           spec: MetricSpec, seed: int) -> pd.DataFrame:
+    rows = []
+    c = _moments_of(arm[control], metric)
+    for _i, r in prim.iterrows():
+        if pd.isna(r.abs_diff):
+            continue
+        if spec.kind == "proportion" and not r.adjusted:
+            pb, ls, lk = st.bayes_proportions(_moments_of(arm[r.variant], metric), c, seed=seed)
+            prior = "Beta(1, 1) on each arm's rate (uniform); 200,000 Monte Carlo draws"
+        else:
+            pb, ls, lk = st.bayes_normal(r.abs_diff, r.se)
+            prior = ("flat prior on the difference, normal likelihood of the "
+                     + ("CUPED-adjusted " if r.adjusted else "") + "estimate")
+        rows.append({"variant": r.variant, "metric": r.metric, "p_treatment_better": pb,
+                     "expected_loss_if_ship": ls, "expected_loss_if_keep": lk,
+                     "prior": prior})
+    return pd.DataFrame(rows)
+
+
+def _planning(prim: pd.DataFrame, c: st.Moments, spec: MetricSpec, arm: Mapping[str, Any],
+              control: str, treatments: list[str], alpha: float, power: float, mde: float,
+              days: float, variance_reduction: bool) -> pd.DataFrame:
+    """MDE reachable with the traffic seen, customers and days needed for ``mde``."""
+    base = c_prim_mean(spec, c)
+    if spec.kind == "ratio":
+        _r, var_mean = st.ratio_mean_var(c)
+        unit_var = var_mean * c.n
+    else:
+        unit_var = c.var
+    reduction = 0.0
+    if variance_reduction:
+        vr = prim["variance_reduction"].dropna()
+        reduction = float(vr.mean()) if len(vr) else 0.0
+    adj_var = unit_var * (1 - reduction)
+    rows = []
+    target = abs(mde * base)
+    for v in treatments:
+        nt = float(arm[v]["n"])
+        mde_abs = st.mde(adj_var, adj_var, nt, c.n, alpha, power)
+        need = st.sample_size_per_arm(adj_var, target, alpha, power) if target > 0 else np.nan
+        per_day = min(nt, c.n) / days
+        rows.append({"variant": v, "customers_per_arm": int(min(nt, c.n)),
+                     "control_mean": base, "variance_reduction": reduction,
+                     "mde_abs_now": mde_abs, "mde_rel_now": mde_abs / base if base else np.nan,
+                     "target_rel_mde": mde, "customers_per_arm_needed": math.ceil(need)
+                     if np.isfinite(need) else None,
+                     "customers_per_arm_per_day": per_day,
+                     "days_needed": need / per_day if per_day > 0 else np.nan})
+    return pd.DataFrame(rows)
+
+
+def _sequential(pc: ibis.Table, metric: str, spec: MetricSpec, control: str,
+                treatments: list[str], alpha: float, tau: float) -> Sequential:
+    daily = moments(pc, [metric], by=("close_day", "variant"))
+    cols = [c for c in daily.columns if c.startswith(f"{metric}__")] + ["n"]
+    rows = []
+    for v in treatments:
+        both = daily[daily.variant.isin([control, v])]
+        wide = both.pivot_table(index="close_day", columns="variant", values=cols,
+                                aggfunc="sum", fill_value=0.0).sort_index().cumsum()
+        for day, r in wide.iterrows():
+            def arm(name: str, r: pd.Series = r) -> st.Moments:
+                return _moments_of({c: r[(c, name)] if (c, name) in r.index else 0.0
+                                    for c in cols}, metric)
+            t, c = arm(v), arm(control)
+            if min(t.n, c.n) < 2:
+                continue
+            try:
+                e, _vr = compare(spec, t, c, alpha)
+            except (ValueError, ZeroDivisionError):
+                continue
+            rows.append({"variant": v, "day": str(pd.Timestamp(day).date()),
+                         "n_control": int(c.n), "n_treatment": int(t.n),
+                         "abs_diff": e.abs_diff, "se": e.se, "ci_low": e.abs_ci[0],
+                         "ci_high": e.abs_ci[1], "fixed_p": e.p_value})
+    frame = pd.DataFrame(rows)
+    if len(frame) and tau > 0:
+        parts = []
+        for _v, f in frame.groupby("variant", sort=False):
+            f = f[f.se > 0].copy()
+            p, lo, hi = st.msprt(f.abs_diff.to_numpy(), f.se.to_numpy() ** 2, tau**2, alpha)
+            f["always_valid_p"], f["cs_low"], f["cs_high"] = p, lo, hi
+            # a confidence sequence is intersected over time: it never widens again
+            f["cs_low"] = f["cs_low"].cummax()
+            f["cs_high"] = f["cs_high"].cummin()
+            parts.append(f)
+        frame = pd.concat(parts, ignore_index=True)
+    return Sequential(metric, tau, alpha, frame)
+
+
+def _decide(prim: pd.DataFrame, guard: pd.DataFrame, srm_p: float, alpha: float, mde: float,
+            planning: pd.DataFrame) -> Decision:
+    if srm_p < SRM_ALPHA:
+        return Decision("don't ship", None,
+                        f"Sample ratio mismatch (p = {srm_p:.2g}): the assignment is broken, so "
+                        "no effect can be trusted. Fix the assignment and re-run the test.")
+    failed = guard[guard.status == "fail"]
+    testable = prim.dropna(subset=["p_adjusted"])
+    if testable.empty:
+        return Decision("keep testing", None, "The primary metric could not be tested.")
+    best = testable.sort_values(["p_adjusted", "abs_diff"], ascending=[True, False]).iloc[0]
+    pos = testable[(testable.p_adjusted < alpha) & (testable.abs_diff > 0)]
+    effect = (f"{best.metric} {best.control_mean:.4g} -> {best.treatment_mean:.4g} "
+              f"({best.rel_lift:+.1%}, {1 - alpha:.0%} CI {best.rel_ci_low:+.1%} to "
+              f"{best.rel_ci_high:+.1%}; corrected p = {best.p_adjusted:.2g})")
+    if len(failed):
+        names = ", ".join(f"{g.metric} ({g.variant})" for g in failed.itertuples())
+        return Decision("don't ship", None, f"Guardrail failed: {names} moved in the bad "
+                                            f"direction significantly. Primary: {effect}.")
+    if len(pos):
+        win = pos.sort_values("abs_diff", ascending=False).iloc[0]
+        e = (f"{win.metric} {win.control_mean:.4g} -> {win.treatment_mean:.4g} "
+             f"({win.rel_lift:+.1%}, {1 - alpha:.0%} CI {win.rel_ci_low:+.1%} to "
+             f"{win.rel_ci_high:+.1%}; corrected p = {win.p_adjusted:.2g})")
+        return Decision("ship", str(win.variant), f"{win.variant} improves {e}; every "
+                                                  "guardrail passed.")
+    if best.p_adjusted < alpha and best.abs_diff < 0:
+        return Decision("don't ship", None, f"The treatment is significantly worse: {effect}.")
+    if best.rel_ci_high < mde:
+        return Decision("don't ship", None,
+                        f"No significant effect, and the interval rules out a lift of "
+                        f"{mde:+.0%} or more: {effect}.")
+    days = planning.loc[planning.variant == best.variant, "days_needed"]
+    more = (f" About {float(days.iloc[0]):,.0f} days of traffic in total would detect a "
+            f"{mde:+.0%} lift with the planned power." if len(days) and
+            np.isfinite(days.iloc[0]) else "")
+    return Decision("keep testing", None,
+                    f"Not significant, and the interval still allows a lift of {mde:+.0%}: "
+                    f"{effect}.{more}")
+
+
+# --------------------------------------------------------------------------- learning log
+
+LOG_COLUMNS = ["experiment_id", "name", "hypothesis", "decision", "variant", "primary_metric",
+               "abs_diff", "abs_ci_low", "abs_ci_high", "rel_lift", "rel_ci_low",
+               "rel_ci_high", "p_adjusted", "srm_p_value", "customers", "data_end", "reason"]
+
+
+def log_learning(result: ExperimentResult, path: str | Path) -> pd.DataFrame:
+    """Record the experiment in a CSV learning log, replacing an earlier row of the same
+    experiment (a re-run updates, never duplicates). The date logged is the end of the data
+    analysed, so re-running on the same data rewrites the same bytes. Written atomically.
+
+    Returns the whole log."""
+    from cxanalysis.report import atomic_write
+
+    path = Path(path)
+    p = result.primary(result.decision.variant) if result.decision.variant else result.primary()
+    row = {"experiment_id": result.experiment_id, "name": result.name,
+           "hypothesis": result.hypothesis, "decision": result.decision.verdict,
+           "variant": p.variant, "primary_metric": p.metric, "abs_diff": p.abs_diff,
+           "abs_ci_low": p.abs_ci_low, "abs_ci_high": p.abs_ci_high, "rel_lift": p.rel_lift,
+           "rel_ci_low": p.rel_ci_low, "rel_ci_high": p.rel_ci_high,
+           "p_adjusted": p.p_adjusted, "srm_p_value": result.srm_p_value,
+           "customers": sum(result.counts.values()),
+           "data_end": str(result.data_end.date()), "reason": result.decision.reason}
+    if path.exists():
+        log = pd.read_csv(path, dtype={"experiment_id": str})
+        log = log[log.experiment_id != result.experiment_id]
+    else:
+        log = pd.DataFrame(columns=LOG_COLUMNS)
+    new = pd.DataFrame([row], columns=LOG_COLUMNS)
+    log = new if log.empty else pd.concat([log.reindex(columns=LOG_COLUMNS), new],
+                                          ignore_index=True)
+    log = log.sort_values("experiment_id").reset_index(drop=True)
+    buf = io.StringIO()
+    log.to_csv(buf, index=False, float_format="%.6g")
+    atomic_write(path, buf.getvalue())
+    return log
+
+
+def experiment_ids(source: Source) -> list[str]:
+    """Experiments present in ``assignments``."""
+    source.require("assignments")
+    ids = source.table("assignments").experiment_id.value_counts().execute()
+    return sorted(map(str, ids.iloc[:, 0]))
+
