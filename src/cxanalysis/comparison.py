@@ -1,0 +1,251 @@
+"""Segments versus personas: agreement between groupings and which explains outcomes better.
+
+Fairness of the comparison
+--------------------------
+- Outcomes come from a *holdout window after* the calibration window the groups were built
+  on (no leakage): ``converted`` (any order), ``revenue`` (sum of amounts) and ``nps``
+  (mean answer, only customers who answered).
+- Out-of-sample fit by K-fold cross-validation (seeded): a grouping predicts each held-out
+  customer's outcome by its group's training mean (exactly the fitted values of a
+  one-hot logistic / linear model without intercept). Conversion is scored by AUC,
+  revenue and NPS by R². Groups with more levels cannot win by overfitting, because scores
+  are out of sample; likelihood-based AIC/BIC (statsmodels) add an explicit penalty.
+- Permutation baseline: the same score after shuffling the group labels (seeded); a
+  grouping must beat its baseline to explain anything.
+- Nested likelihood-ratio tests (statsmodels Logit / OLS): does adding personas to
+  segments (and segments to personas) improve the fit?
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import statsmodels.formula.api as smf
+from ibis import _
+from scipy import stats
+from sklearn.metrics import adjusted_mutual_info_score, adjusted_rand_score, r2_score, roc_auc_score
+from sklearn.model_selection import KFold, StratifiedKFold
+
+from cxanalysis.data import Source
+
+OUTCOMES = {"converted": "AUC", "revenue": "R²", "nps": "R²"}
+
+
+def holdout_outcomes(source: Source, start: str, end: str,
+                     customers: pd.Index | None = None) -> pd.DataFrame:
+    """Per customer, outcomes in ``[start, end]`` (ISO dates, inclusive): ``converted``
+    (0/1), ``revenue`` and ``nps`` (mean answer, NaN if none). Engine-side aggregates."""
+    t0 = pd.Timestamp(start, tz="UTC").to_pydatetime()
+    t1 = (pd.Timestamp(end, tz="UTC") + pd.Timedelta(days=1)).to_pydatetime()
+    idx = pd.Index(customers if customers is not None
+                   else source.table("customers").customer_id.execute(), name="customer_id")
+    out = pd.DataFrame(index=idx)
+    if source.has("orders"):
+        o = source.table("orders").filter((_.ts >= t0) & (_.ts < t1))
+        agg = o.group_by("customer_id").aggregate(n=_.count(), revenue=_.amount.sum()) \
+            .execute().set_index("customer_id")
+        out["converted"] = (agg["n"].reindex(idx).fillna(0) > 0).astype(int)
+        out["revenue"] = agg["revenue"].reindex(idx).fillna(0.0)
+    if source.has("feedback") and "nps" in source.table("feedback").columns:
+        f = source.table("feedback").filter((_.ts >= t0) & (_.ts < t1) & _.nps.notnull())
+        nps = f.group_by("customer_id").aggregate(nps=_.nps.mean()).execute() \
+            .set_index("customer_id")["nps"]
+        out["nps"] = nps.reindex(idx)
+    return out
+
+
+def cramers_v(a: pd.Series, b: pd.Series) -> float:
+    """Cramér's V of the crosstab of two groupings (no bias correction)."""
+    tab = pd.crosstab(a, b)
+    chi2 = stats.chi2_contingency(tab, correction=False)[0]
+    n = tab.to_numpy().sum()
+    return float(np.sqrt(chi2 / (n * (min(tab.shape) - 1))))
+
+
+def agreement(a: pd.Series, b: pd.Series) -> dict[str, float]:
+    """ARI, AMI and Cramér's V between two groupings on their common customers."""
+    common = a.index.intersection(b.index)
+    a, b = a.loc[common], b.loc[common]
+    return {"ari": float(adjusted_rand_score(a, b)),
+            "ami": float(adjusted_mutual_info_score(a, b)), "cramers_v": cramers_v(a, b),
+            "customers": int(len(common))}
+
+
+def _cv_score(groups: np.ndarray, y: np.ndarray, metric: str, folds: int, seed: int) -> float:
+    """K-fold score of predicting y by the training mean of the customer's group."""
+    splitter = (StratifiedKFold(folds, shuffle=True, random_state=seed) if metric == "AUC"
+                else KFold(folds, shuffle=True, random_state=seed))
+    pred = np.empty(len(y))
+    for tr, te in splitter.split(groups, y if metric == "AUC" else None):
+        means = pd.Series(y[tr]).groupby(groups[tr]).mean()
+        pred[te] = pd.Series(groups[te]).map(means).fillna(y[tr].mean()).to_numpy()
+    return float(roc_auc_score(y, pred) if metric == "AUC" else r2_score(y, pred))
+
+
+def _likelihood(groups: pd.Series, y: pd.Series, binary: bool) -> tuple[float, float, float]:
+    d = pd.DataFrame({"y": y.to_numpy(), "g": groups.astype(str).to_numpy()})
+    fit = (smf.logit("y ~ C(g)", d).fit(disp=0, method="bfgs", maxiter=500) if binary
+           else smf.ols("y ~ C(g)", d).fit())
+    return float(fit.llf), float(fit.aic), float(fit.bic)
+
+
+@dataclass
+class Comparison:
+    """Outcome fit of each grouping, agreement, nested tests and group differences."""
+
+    fit: pd.DataFrame
+    agreement: dict[str, float]
+    crosstab: pd.DataFrame
+    nested: pd.DataFrame
+    differences: pd.DataFrame
+
+    def table(self) -> pd.DataFrame:
+        return self.fit
+
+    def winner(self, outcome: str) -> str:
+        f = self.fit[self.fit.outcome == outcome]
+        return str(f.sort_values("cv_score", ascending=False).iloc[0]["grouping"])
+
+    def summary(self) -> str:
+        parts = []
+        for outcome, metric in OUTCOMES.items():
+            f = self.fit[self.fit.outcome == outcome]
+            if f.empty:
+                continue
+            txt = ", ".join(f"{r.grouping} {r.cv_score:.3f}" for r in f.itertuples())
+            parts.append(f"{outcome} ({metric}, {len(f)}-way): {txt} -> {self.winner(outcome)}")
+        return ("Out-of-sample fit in the holdout window: " + "; ".join(parts)
+                + f". Agreement of segments and personas: ARI {self.agreement['ari']:.3f}, "
+                f"AMI {self.agreement['ami']:.3f}, Cramér's V {self.agreement['cramers_v']:.2f}.")
+
+    def plot(self) -> plt.Figure:
+        outs = list(dict.fromkeys(self.fit.outcome))
+        fig, axes = plt.subplots(1, len(outs), figsize=(4.2 * len(outs), 3), squeeze=False)
+        for ax, o in zip(axes[0], outs, strict=True):
+            f = self.fit[self.fit.outcome == o]
+            y = np.arange(len(f))[::-1]
+            ax.barh(y, f.cv_score, color="#1e88e5", label="cross-validated")
+            ax.scatter(f.perm_p95, y, marker="|", s=300, color="black",
+                       label="permutation 95th pct")
+            ax.set_yticks(y, f.grouping)
+            ax.set_title(f"{o} ({OUTCOMES[o]})")
+        axes[0][0].legend(fontsize=7, loc="lower right")
+        fig.suptitle("Which grouping explains holdout outcomes better")
+        fig.tight_layout()
+        return fig
+
+    def plot_crosstab(self) -> plt.Axes:
+        import seaborn as sns
+
+        ax = plt.subplots(figsize=(7, 0.35 * len(self.crosstab) + 2))[1]
+        share = self.crosstab.div(self.crosstab.sum(axis=1), axis=0)
+        sns.heatmap(share, annot=True, fmt=".0%", cmap="Blues", cbar=False, ax=ax)
+        ax.set_title("Personas within each segment (row shares; small cells suppressed)")
+        return ax
+
+
+def compare_groupings(
+    groupings: Mapping[str, pd.Series],
+    outcomes: pd.DataFrame,
+    reference: tuple[str, str] | None = None,
+    folds: int = 5,
+    n_perm: int = 20,
+    seed: int = 0,
+    min_group_size: int = 10,
+) -> Comparison:
+    """Compare groupings (name -> labels indexed by customer_id) on ``outcomes``.
+
+    ``reference`` names the (segments, personas) pair used for agreement, crosstab and the
+    nested tests (default: the first two groupings). Only customers present in every
+    grouping are used, so all groupings are scored on the same people.
+    """
+    names = list(groupings)
+    common = outcomes.index
+    for g in groupings.values():
+        common = common.intersection(g.index)
+    seg_name, per_name = reference or (names[0], names[1])
+    rng = np.random.default_rng(seed)
+    rows = []
+    for outcome, metric in OUTCOMES.items():
+        if outcome not in outcomes:
+            continue
+        y = outcomes.loc[common, outcome]
+        ok = y.notna()
+        yv = y[ok].to_numpy(float)
+        if len(np.unique(yv)) < 2:
+            continue
+        for name in names:
+            g = groupings[name].loc[common][ok].astype(str).to_numpy()
+            score = _cv_score(g, yv, metric, folds, seed)
+            perm = [_cv_score(rng.permutation(g), yv, metric, folds, seed)
+                    for _i in range(n_perm)]
+            llf, aic, bic = _likelihood(pd.Series(g), pd.Series(yv), outcome == "converted")
+            rows.append({"outcome": outcome, "metric": metric, "grouping": name,
+                         "groups": int(len(np.unique(g))), "customers": int(len(g)),
+                         "cv_score": score, "perm_mean": float(np.mean(perm)),
+                         "perm_p95": float(np.quantile(perm, 0.95)),
+                         "beats_permutation": bool(score > np.quantile(perm, 0.95)),
+                         "aic": aic, "bic": bic})
+    fit = pd.DataFrame(rows)
+    a, b = groupings[seg_name].loc[common], groupings[per_name].loc[common]
+    agree = agreement(a, b)
+    tab = pd.crosstab(a.rename(seg_name), b.rename(per_name))
+    tab = tab.mask(tab < min_group_size)
+    nested = _nested(a, b, outcomes.loc[common], seg_name, per_name)
+    diffs = group_differences(b, outcomes.loc[common], per_name)
+    return Comparison(fit, agree, tab, nested, diffs)
+
+
+def _nested(a: pd.Series, b: pd.Series, out: pd.DataFrame, an: str, bn: str) -> pd.DataFrame:
+    rows = []
+    for outcome in ("converted", "revenue"):
+        if outcome not in out:
+            continue
+        d = pd.DataFrame({"y": out[outcome].to_numpy(float), "a": a.astype(str).to_numpy(),
+                          "b": b.astype(str).to_numpy()})
+        binary = outcome == "converted"
+
+        def fit(formula: str, d: pd.DataFrame = d, binary: bool = binary):
+            return (smf.logit(formula, d).fit(disp=0, method="bfgs", maxiter=1000) if binary
+                    else smf.ols(formula, d).fit())
+        fa, fb, fab = fit("y ~ C(a)"), fit("y ~ C(b)"), fit("y ~ C(a) + C(b)")
+        for added, base, name in ((bn, fa, f"{an} + {bn} vs {an}"),
+                                  (an, fb, f"{an} + {bn} vs {bn}")):
+            lr = 2 * (fab.llf - base.llf)
+            df = int(round(fab.df_model - base.df_model))
+            rows.append({"outcome": outcome, "test": name, "added": added, "lr_stat": lr,
+                         "df": df, "p_value": float(stats.chi2.sf(lr, df))})
+    return pd.DataFrame(rows)
+
+
+def group_differences(groups: pd.Series, outcomes: pd.DataFrame, name: str) -> pd.DataFrame:
+    """Do outcomes differ across groups? Chi-square with Cramér's V for conversion,
+    Kruskal-Wallis with epsilon² (H / (n - 1)) for revenue and NPS."""
+    rows = []
+    g = groups.astype(str)
+    if "converted" in outcomes:
+        tab = pd.crosstab(g, outcomes["converted"])
+        chi2, p, dof, _e = stats.chi2_contingency(tab, correction=False)
+        rows.append({"grouping": name, "outcome": "converted", "test": "chi-square",
+                     "statistic": chi2, "df": dof, "p_value": p,
+                     "effect_size": cramers_v(g, outcomes["converted"]),
+                     "effect_measure": "Cramér's V"})
+    for o in ("revenue", "nps"):
+        if o not in outcomes:
+            continue
+        y = outcomes[o]
+        ok = y.notna()
+        samples = [y[ok & (g == k)].to_numpy() for k in sorted(g[ok].unique())]
+        samples = [s for s in samples if len(s)]
+        if len(samples) < 2:
+            continue
+        h, p = stats.kruskal(*samples)
+        n = sum(len(s) for s in samples)
+        rows.append({"grouping": name, "outcome": o, "test": "Kruskal-Wallis", "statistic": h,
+                     "df": len(samples) - 1, "p_value": p, "effect_size": h / (n - 1),
+                     "effect_measure": "epsilon²"})
+    return pd.DataFrame(rows)
