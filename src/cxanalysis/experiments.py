@@ -442,9 +442,12 @@ class ExperimentResult:
         labels = [f"{m} ({v})" if len(self.treatments) > 1 else m
                   for m, v in zip(r.metric, r.variant, strict=True)]
         colors = ["#d81b60" if s else "#1e88e5" for s in r.significant.fillna(False)]
-        ax.errorbar(r.rel_lift, y, xerr=[r.rel_lift - r.rel_ci_low, r.rel_ci_high - r.rel_lift],
-                    fmt="none", ecolor=colors, capsize=3)
-        ax.scatter(r.rel_lift, y, c=colors, zorder=3)
+        for yi, (_i, row), col in zip(y, r.iterrows(), colors, strict=True):
+            if pd.isna(row.rel_lift):
+                continue
+            ax.errorbar([row.rel_lift], [yi], xerr=[[row.rel_lift - row.rel_ci_low],
+                                                    [row.rel_ci_high - row.rel_lift]],
+                        fmt="o", color=col, capsize=3)
         ax.set_yticks(y, labels)
         ax.axvline(0, color="black", lw=0.8)
         ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _p: f"{v:+.0%}"))
@@ -1061,3 +1064,36 @@ def experiment_ids(source: Source) -> list[str]:
     ids = source.table("assignments").experiment_id.value_counts().execute()
     return sorted(map(str, ids.iloc[:, 0]))
 
+
+
+def next_test(result: ExperimentResult, breakdowns: Sequence[Segmented] = ()) -> str:
+    """A suggestion for the next iteration, from the decision, the planning figures and
+    the breakdowns (a rule, stated in the text, not a model)."""
+    d = result.decision
+    plan = result.planning
+    lines = []
+    if result.srm_flagged:
+        return ("Fix the assignment (the split does not match the plan) and re-run the same "
+                "test before drawing any conclusion.")
+    hetero = [(s, h) for s in breakdowns for h in s.heterogeneity.itertuples()
+              if not pd.isna(h.p_value) and h.p_value < result.alpha]
+    if d.verdict == "ship":
+        lines.append(f"Ship {d.variant}, then test the next change on the same primary metric.")
+    elif d.verdict == "keep testing" and len(plan):
+        p = plan.iloc[0]
+        lines.append(f"Keep {result.experiment_id} running: with {p.customers_per_arm:,} "
+                     f"customers per arm the detectable lift is {p.mde_rel_now:+.1%}; "
+                     f"{p.customers_per_arm_needed:,} per arm (about {p.days_needed:,.0f} days "
+                     f"at the current traffic) are needed for {p.target_rel_mde:+.0%}"
+                     + (f", after a {p.variance_reduction:.0%} variance reduction."
+                        if p.variance_reduction > 0.005 else "."))
+    else:
+        lines.append("Drop this change; record the learning and test a different hypothesis.")
+    for s, h in hetero:
+        best = s.frame[(s.frame.variant == h.variant)].dropna(subset=["abs_diff"])
+        if len(best):
+            top = best.sort_values("abs_diff", ascending=False).iloc[0]
+            lines.append(f"The effect differs by {s.by} (Cochran's Q p = {h.p_value:.2g}); it "
+                         f"is largest for {top.group} ({top.abs_diff:+.3g}): a follow-up "
+                         f"targeted at that group is worth testing.")
+    return " ".join(lines)
