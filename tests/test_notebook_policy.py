@@ -44,3 +44,17 @@ def test_notebook_policy(path: Path) -> None:
         for out in cell.outputs:
             assert "image/png" not in out.get("data", {}), "no images in git"
     assert "publish(" in code[-1].source, "the last cell publishes the headline results"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_readme_documents_every_parameter(path: Path) -> None:
+    readme = (path.parents[1] / "README.md").read_text()
+    section = readme.split(f"### `notebooks/{path.stem}`", 1)
+    assert len(section) == 2, f"README has no parameter table for {path.stem}"
+    table = section[1].split("###", 1)[0].split("\n## ", 1)[0]
+    nb = nbformat.read(path, as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    for node in ast.parse(cell.source).body:
+        name = node.targets[0].id
+        default = ast.get_source_segment(cell.source, node.value)
+        assert f"| `{name}` | `{default}` |" in table, f"{name} = {default} not in README"
