@@ -298,3 +298,10 @@ def test_demo_world_is_valid(world_path: Path) -> None:
     assert report.ok, report.summary()
     assert set(report.row_counts) == {"customers", "events", "orders", "feedback",
                                       "assignments", "experiments"}
+
+
+def test_duckdb_memory_limit_from_the_environment(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("CX_DUCKDB_MEMORY_LIMIT", "1GB")
+    src = open_source(write_source(tmp_path / "s"), now=NOW)
+    got = src.sql("SELECT current_setting('memory_limit') AS m")["m"].iloc[0]
+    assert got.replace(" ", "").lower().startswith(("1gb", "953.6mib", "1000.0mib", "0.9gib"))
