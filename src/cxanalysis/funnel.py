@@ -50,7 +50,7 @@ from ibis import _
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
-from cxanalysis.data import CXDataError, Source
+from cxanalysis.data import CXDataError, Source, epoch_seconds
 from cxanalysis.privacy import MIN_GROUP_SIZE, suppress_small_groups
 
 MODES = ("ordered", "strict_order", "strict_steps", "unordered")
@@ -436,7 +436,7 @@ def _step_events(source: Source | ibis.Table, steps: list[str], mode: str,
             raise CXDataError(f"events has no column {col!r}")
     events = _filter_dates(events, start, end)
     step_of = ibis.cases(*[(events.event == s, i) for i, s in enumerate(steps, 1)], else_=0)
-    ev = events.mutate(step=step_of, sec=events.ts.epoch_seconds().cast("float64"))
+    ev = events.mutate(step=step_of, sec=epoch_seconds(events.ts))
     if mode != "strict_order":
         ev = ev.filter(ev.step > 0)
     return events, ev.select("customer_id", "ts", "sec", "channel", "event", "step")

@@ -52,7 +52,7 @@ from sklearn.metrics import (
 from sklearn.mixture import GaussianMixture
 from sklearn.preprocessing import StandardScaler
 
-from cxanalysis.data import CXDataError, Source
+from cxanalysis.data import CXDataError, Source, epoch_seconds
 from cxanalysis.privacy import MIN_GROUP_SIZE
 from cxanalysis.schema import CHANNELS
 
@@ -92,7 +92,8 @@ def behaviour_features(source: Source, start: str, end: str, min_events: int = 5
         raise CXDataError(f"calibration window {start} to {end} is empty")
     ev = source.table("events").filter((_.ts >= t0.to_pydatetime()) & (_.ts < t1.to_pydatetime()))
     w = ibis.window(group_by="customer_id", order_by="ts")
-    ev = ev.mutate(gap=(ev.ts.epoch_seconds() - ev.ts.lag().over(w).epoch_seconds()) / 3600.0)
+    ev = ev.mutate(sec=epoch_seconds(ev.ts))
+    ev = ev.mutate(gap=(ev.sec - ev.sec.lag().over(w)) / 3600.0)
     aggs: dict[str, ibis.Value] = {"n_events": _.count()}
     for c in CHANNELS:
         aggs[f"ch_{c}"] = (_.channel == c).cast("int64").sum()
