@@ -30,7 +30,7 @@ from scipy import stats
 from sklearn.metrics import adjusted_mutual_info_score, adjusted_rand_score, r2_score, roc_auc_score
 from sklearn.model_selection import KFold, StratifiedKFold
 
-from cxanalysis.data import Source
+from cxanalysis.data import Source, between_days
 
 OUTCOMES = {"converted": "AUC", "revenue": "R²", "nps": "R²"}
 
@@ -39,19 +39,17 @@ def holdout_outcomes(source: Source, start: str, end: str,
                      customers: pd.Index | None = None) -> pd.DataFrame:
     """Per customer, outcomes in ``[start, end]`` (ISO dates, inclusive): ``converted``
     (0/1), ``revenue`` and ``nps`` (mean answer, NaN if none). Engine-side aggregates."""
-    t0 = pd.Timestamp(start, tz="UTC").to_pydatetime()
-    t1 = (pd.Timestamp(end, tz="UTC") + pd.Timedelta(days=1)).to_pydatetime()
     idx = pd.Index(customers if customers is not None
                    else source.table("customers").customer_id.execute(), name="customer_id")
     out = pd.DataFrame(index=idx)
     if source.has("orders"):
-        o = source.table("orders").filter((_.ts >= t0) & (_.ts < t1))
+        o = between_days(source.table("orders"), start, end)
         agg = o.group_by("customer_id").aggregate(n=_.count(), revenue=_.amount.sum()) \
             .execute().set_index("customer_id")
         out["converted"] = (agg["n"].reindex(idx).fillna(0) > 0).astype(int)
         out["revenue"] = agg["revenue"].reindex(idx).fillna(0.0)
     if source.has("feedback") and "nps" in source.table("feedback").columns:
-        f = source.table("feedback").filter((_.ts >= t0) & (_.ts < t1) & _.nps.notnull())
+        f = between_days(source.table("feedback"), start, end).filter(_.nps.notnull())
         nps = f.group_by("customer_id").aggregate(nps=_.nps.mean()).execute() \
             .set_index("customer_id")["nps"]
         out["nps"] = nps.reindex(idx)

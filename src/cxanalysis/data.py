@@ -529,3 +529,18 @@ def epoch_seconds(ts: ibis.Value) -> ibis.Value:
     if backend == "duckdb":
         return _epoch_us(ts).cast("float64") / 1e6
     return ts.epoch_seconds().cast("float64")
+
+
+def window_end(end: str) -> pd.Timestamp:
+    """Exclusive end instant of the inclusive ISO day ``end`` (UTC)."""
+    return pd.Timestamp(end, tz="UTC") + pd.Timedelta(days=1)
+
+
+def between_days(table: ibis.Table, start: str | None, end: str | None) -> ibis.Table:
+    """Rows of ``table`` whose ``ts`` falls on the ISO days ``start`` to ``end`` (inclusive,
+    UTC); a missing bound is open."""
+    if start is not None:
+        table = table.filter(table.ts >= pd.Timestamp(start, tz="UTC"))
+    if end is not None:
+        table = table.filter(table.ts < window_end(end))
+    return table

@@ -50,7 +50,7 @@ from ibis import _
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
-from cxanalysis.data import CXDataError, Source, epoch_seconds
+from cxanalysis.data import CXDataError, Source, between_days, epoch_seconds
 from cxanalysis.privacy import MIN_GROUP_SIZE, suppress_small_groups
 
 MODES = ("ordered", "strict_order", "strict_steps", "unordered")
@@ -83,14 +83,6 @@ def _check_steps(steps: Sequence[str], window_seconds: float, mode: str) -> list
     if mode not in MODES:
         raise CXDataError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     return steps
-
-
-def _filter_dates(ev: ibis.Table, start: str | None, end: str | None) -> ibis.Table:
-    if start is not None:
-        ev = ev.filter(ev.ts >= pd.Timestamp(start, tz="UTC"))
-    if end is not None:
-        ev = ev.filter(ev.ts < pd.Timestamp(end, tz="UTC") + pd.Timedelta(days=1))
-    return ev
 
 
 def _levels_sequential(ev: ibis.Table, n: int, window: float, mode: str) -> ibis.Table:
@@ -434,7 +426,7 @@ def _step_events(source: Source | ibis.Table, steps: list[str], mode: str,
     for col in ("customer_id", "ts", "event", "channel"):
         if col not in events.columns:
             raise CXDataError(f"events has no column {col!r}")
-    events = _filter_dates(events, start, end)
+    events = between_days(events, start, end)
     step_of = ibis.cases(*[(events.event == s, i) for i, s in enumerate(steps, 1)], else_=0)
     ev = events.mutate(step=step_of, sec=epoch_seconds(events.ts))
     if mode != "strict_order":
@@ -514,7 +506,7 @@ def funnel(
     )
     excluded = 0
     if exclude:
-        ex = _filter_dates(events, start, end).filter(_.event.isin(list(exclude)))
+        ex = between_days(events, start, end).filter(_.event.isin(list(exclude)))
         ex = ex.select(xc=ex.customer_id, xs=ex.ts.epoch_seconds().cast("float64"))
         last_t = ibis.cases(*[(per.level == k, per[f"t{k}"]) for k in range(1, n + 1)])
         spans = per.select("customer_id", "att", lt=last_t.epoch_seconds().cast("float64"))

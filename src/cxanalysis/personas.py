@@ -52,7 +52,7 @@ from sklearn.metrics import (
 from sklearn.mixture import GaussianMixture
 from sklearn.preprocessing import StandardScaler
 
-from cxanalysis.data import CXDataError, Source, epoch_seconds
+from cxanalysis.data import CXDataError, Source, between_days, epoch_seconds, window_end
 from cxanalysis.privacy import MIN_GROUP_SIZE
 from cxanalysis.schema import CHANNELS
 
@@ -85,12 +85,20 @@ def behaviour_features(source: Source, start: str, end: str, min_events: int = 5
     """Feature matrix (index ``customer_id``, columns :data:`DEFAULT_FEATURES`) of customers
     with at least ``min_events`` events in ``[start, end]`` (ISO dates, inclusive, UTC),
     and the number of customers left out for too little activity."""
+    x, _revenue, inactive = _calibration(source, start, end, min_events)
+    return x, inactive
+
+
+def _calibration(source: Source, start: str, end: str, min_events: int
+                 ) -> tuple[pd.DataFrame, pd.Series, int]:
+    """Features, calibration-window revenue (both indexed by the active customers) and the
+    number of inactive customers, from one aggregate per table."""
     source.require("customers", "events")
     t0 = pd.Timestamp(start, tz="UTC")
-    t1 = pd.Timestamp(end, tz="UTC") + pd.Timedelta(days=1)
+    t1 = window_end(end)
     if t1 <= t0:
         raise CXDataError(f"calibration window {start} to {end} is empty")
-    ev = source.table("events").filter((_.ts >= t0.to_pydatetime()) & (_.ts < t1.to_pydatetime()))
+    ev = between_days(source.table("events"), start, end)
     w = ibis.window(group_by="customer_id", order_by="ts")
     ev = ev.mutate(sec=epoch_seconds(ev.ts))
     ev = ev.mutate(gap=(ev.sec - ev.sec.lag().over(w)) / 3600.0)
@@ -106,10 +114,10 @@ def behaviour_features(source: Source, start: str, end: str, min_events: int = 5
         aggs[name] = cond.cast("int64").sum()
     aggs["gap_hours"] = ibis.ifelse(_.gap < 168, (_.gap + 1).ln(), None).mean()
     aggs["last_ts"] = _.ts.max()
-    per = ev.group_by("customer_id").aggregate(**aggs).filter(_.n_events >= min_events)
-    o = source.table("orders").filter((_.ts >= t0.to_pydatetime()) & (_.ts < t1.to_pydatetime())) \
-        if source.has("orders") else None
-    if o is not None:
+    # every customer with an event: the inactive ones are counted, then dropped
+    per = ev.group_by("customer_id").aggregate(**aggs)
+    if source.has("orders"):
+        o = between_days(source.table("orders"), start, end)
         disc = o.discount.fill_null(0.0) if "discount" in o.columns else ibis.literal(0.0)
         o = o.mutate(disc=disc)
         oa = o.group_by("customer_id").aggregate(
@@ -117,16 +125,15 @@ def behaviour_features(source: Source, start: str, end: str, min_events: int = 5
             discount=_.disc.sum())
         per = per.left_join(oa, "customer_id").drop("customer_id_right")
     if source.has("feedback") and "nps" in source.table("feedback").columns:
-        f = source.table("feedback").filter((_.ts >= t0.to_pydatetime())
-                                            & (_.ts < t1.to_pydatetime()))
+        f = between_days(source.table("feedback"), start, end)
         fa = f.group_by("customer_id").aggregate(nps=_.nps.mean())
         per = per.left_join(fa, "customer_id").drop("customer_id_right")
     cust = source.table("customers").select("customer_id", "signup_date")
     per = per.left_join(cust, "customer_id").drop("customer_id_right")
     df = per.execute().set_index("customer_id").sort_index()
-    total = int(source.table("events").filter(
-        (_.ts >= t0.to_pydatetime()) & (_.ts < t1.to_pydatetime())).customer_id.nunique()
-        .execute())
+    active = df["n_events"] >= min_events
+    inactive = int((~active).sum())
+    df = df[active]
     if df.empty:
         raise CXDataError(f"no customer has {min_events} or more events between {start} and "
                           f"{end}: nothing to cluster")
@@ -154,7 +161,7 @@ def behaviour_features(source: Source, start: str, end: str, min_events: int = 5
     x["nps"] = nps.fillna(nps.mean() if nps.notna().any() else 0.0)
     x["recency_days"] = (t1 - pd.to_datetime(df["last_ts"], utc=True)).dt.total_seconds() / 86400
     x["tenure_days"] = (t1 - signup).dt.total_seconds() / 86400
-    return x.astype(float), max(total - len(x), 0)
+    return x.astype(float), df["revenue"].fillna(0.0).astype(float), inactive
 
 
 def _check_features(x: pd.DataFrame, features: Sequence[str]) -> list[str]:
@@ -457,7 +464,7 @@ def fit_personas(
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, not {method!r}")
-    x, inactive = behaviour_features(source, start, end, min_events)
+    x, value, inactive = _calibration(source, start, end, min_events)
     features = _check_features(x, features)
     if k is not None and (k < 2 or k * min_group_size > len(x)):
         raise CXDataError(f"k = {k} needs at least {max(k, 2) * min_group_size} active "
@@ -471,8 +478,9 @@ def fit_personas(
     model = _fit(z, k, method, seed)
     raw = model.predict(z)
     labels = _relabel_by_size(raw, k)
-    # stable numbering: map model's raw labels to the size order for predict()
-    perm = {int(r): int(lab) for r, lab in zip(raw, labels, strict=True)}
+    # stable numbering: map the model's raw labels to the size order for predict()
+    perm = np.arange(k)
+    perm[raw] = labels
     # stability on a seeded sample of at most 20,000 customers (enough for the Jaccard of
     # every persona of reasonable size, and bounded time with millions of customers)
     rng = np.random.default_rng(seed)
@@ -489,14 +497,8 @@ def fit_personas(
     prof.index = names
     pm = PersonaModel(features, method, k, seed, scaler, _PermutedModel(model, perm), names)
     assign = pd.Series(np.array(names, dtype=object)[labels], index=x.index, name="persona")
-    value = None
-    if source.has("orders"):
-        t0 = pd.Timestamp(start, tz="UTC")
-        t1 = pd.Timestamp(end, tz="UTC") + pd.Timedelta(days=1)
-        o = source.table("orders").filter((_.ts >= t0.to_pydatetime())
-                                          & (_.ts < t1.to_pydatetime()))
-        value = o.group_by("customer_id").aggregate(v=_.amount.sum()).execute() \
-            .set_index("customer_id")["v"]
+    if not source.has("orders"):
+        value = None
     return Personas(pm, assign, x[features], sweep, dict(zip(names, map(float, jac),
                                                               strict=True)),
                     seed_ari, inactive, prof, rule, min_group_size, value)
@@ -507,11 +509,10 @@ class _PermutedModel:
     """Wraps a fitted clusterer so that ``predict`` returns size-ordered labels."""
 
     inner: object
-    perm: dict[int, int]
+    perm: np.ndarray  # raw label -> size-ordered label
 
     def predict(self, z: np.ndarray) -> np.ndarray:
-        raw = self.inner.predict(z)
-        return np.array([self.perm.get(int(r), int(r)) for r in raw])
+        return self.perm[self.inner.predict(z)]
 
 
 def assign_personas(source: Source, start: str | None = None, end: str | None = None,

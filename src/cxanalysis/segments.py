@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from ibis import _
 
-from cxanalysis.data import CXDataError, Source
+from cxanalysis.data import CXDataError, Source, between_days, epoch_seconds, window_end
 
 TIERS = ("champions", "loyal", "at risk", "low value", "no purchase")
 
@@ -71,13 +71,11 @@ def rfm_scores(source: Source, start: str, end: str, bins: int = 5) -> pd.DataFr
     """Per customer with orders in ``[start, end]``: recency_days, frequency, monetary and
     their 1-``bins`` scores (engine-side ``ntile``)."""
     source.require("orders")
-    t0 = pd.Timestamp(start, tz="UTC")
-    t1 = pd.Timestamp(end, tz="UTC") + pd.Timedelta(days=1)
-    o = source.table("orders").filter((_.ts >= t0.to_pydatetime()) & (_.ts < t1.to_pydatetime()))
+    o = between_days(source.table("orders"), start, end)
     per = o.group_by("customer_id").aggregate(last=_.ts.max(), frequency=_.count(),
                                               monetary=_.amount.sum())
-    per = per.mutate(recency_days=(ibis.literal(t1.to_pydatetime()).epoch_seconds()
-                                   - per["last"].epoch_seconds()) / 86400.0)
+    per = per.mutate(recency_days=(window_end(end).timestamp() - epoch_seconds(per["last"]))
+                     / 86400.0)
 
     def score(col: str, ascending: bool) -> ibis.Value:
         key = per[col] if ascending else -per[col]
