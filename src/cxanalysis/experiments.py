@@ -131,9 +131,7 @@ def metric_definitions() -> pd.DataFrame:
 
 
 def _assignments(source: Source, experiment_id: str) -> ibis.Table:
-    source.require("assignments")
-    a = source.table("assignments").filter(_.experiment_id == experiment_id)
-    return a
+    return source.table("assignments").filter(_.experiment_id == experiment_id)
 
 
 def _per_customer_assignment(a: ibis.Table) -> ibis.Table:
@@ -518,9 +516,7 @@ class ExperimentResult:
                 "abs_diff", "se", "ci_low", "ci_high", "rel_lift", "p_value"]
         frame = pd.DataFrame(rows).reindex(columns=cols + ["suppressed"])
         ok = frame.p_value.notna()
-        frame["p_holm"] = np.nan
-        if ok.any():
-            frame.loc[ok, "p_holm"] = multipletests(frame.loc[ok, "p_value"], method="holm")[1]
+        frame["p_holm"] = _correct(frame.p_value, "holm")
         frame["significant"] = frame.p_holm < self.alpha
         frame.loc[frame.suppressed, ["n_control", "n_treatment"]] = np.nan
         frame[["n_control", "n_treatment"]] = frame[["n_control", "n_treatment"]].astype("Int64")
@@ -539,7 +535,8 @@ class ExperimentResult:
         for _i, r in self.reported().iterrows():
             key = f"{r.base_metric}@{r.variant}" if many else r.base_metric
             metrics[key] = {
-                "role": r.role, "estimate": r.metric, "method": r.method, "control_mean": r.control_mean,
+                "role": r.role, "estimate": r.metric, "method": r.method,
+                "control_mean": r.control_mean,
                 "treatment_mean": r.treatment_mean, "abs_diff": r.abs_diff,
                 "abs_ci": [r.abs_ci_low, r.abs_ci_high], "rel_lift": r.rel_lift,
                 "rel_ci": [r.rel_ci_low, r.rel_ci_high], "p_value": r.p_value,
@@ -674,9 +671,8 @@ def analyze(
     raw = a.aggregate(rows=_.count(),
                       no_time=_.assigned_at.isnull().cast("int64").sum()).execute().iloc[0]
     if int(raw["rows"]) == 0:
-        known = source.table("assignments").experiment_id.value_counts().execute()
         raise CXDataError(f"assignments has no rows for experiment {experiment_id!r} "
-                          f"(experiments present: {', '.join(map(str, known.iloc[:, 0]))})")
+                          f"(experiments present: {', '.join(experiment_ids(source))})")
     con = a._find_backend()
     # one pass over the assignments, materialised: every check below reads this table
     per_all = con.create_table(f"__assigned_{next(_COUNTER)}", _per_customer_assignment(a),
@@ -712,9 +708,8 @@ def analyze(
     ends = [source.table(t).ts.max().execute() for t in
             sorted({t for s in specs.values() for t in s.tables})]
     data_end = max(pd.Timestamp(e) for e in ends if e is not None and not pd.isna(e))
-    win = pd.Timedelta(days=window_days)
-    open_n = int(units.filter(units.assigned_at + ibis.interval(
-        seconds=int(win.total_seconds())) > data_end.to_pydatetime()).count().execute())
+    open_n = int(units.filter(units.t0 > data_end.timestamp() - round(window_days * 86400))
+                 .count().execute())
     outside = 0
     start, end = info.get("start"), info.get("end")
     if start is not None or end is not None:
@@ -781,8 +776,7 @@ def analyze(
                      "or negative: " + ", ".join(sorted(set(effects.loc[neg, "metric"]))) + ".")
     has_adj = effects.groupby("base_metric")["adjusted"].transform("any")
     effects["reported"] = effects["adjusted"] | ~has_adj
-    effects["family"] = np.where(effects.role == "primary", "primary",
-                                 np.where(effects.role == "secondary", "secondary", "guardrail"))
+    effects["family"] = effects.role
     effects["p_adjusted"] = np.nan
     for fam in ("primary", "secondary"):
         sel = effects.reported & (effects.family == fam)
@@ -818,7 +812,7 @@ def analyze(
     seq = None
     if sequential:
         seq = _sequential(pc, primary_metric, spec_p, control, treatments, alpha,
-                          tau=abs(mde * c_prim_mean(spec_p, c_prim)))
+                          tau=abs(mde * _control_level(spec_p, c_prim)))
     decision = _decide(prim, guard_df, srm_p, alpha, mde, planning)
     return ExperimentResult(
         experiment_id=experiment_id, name=info.get("name"), hypothesis=info.get("hypothesis"),
@@ -830,8 +824,8 @@ def analyze(
         notes=notes, _per_customer=pc, _min_group_size=min_group_size)
 
 
-def c_prim_mean(spec: MetricSpec, m: st.Moments) -> float:
-    """Control mean of a metric (the ratio of sums for ratio metrics)."""
+def _control_level(spec: MetricSpec, m: st.Moments) -> float:
+    """Level of a metric in one arm: its mean, or the ratio of sums for a ratio metric."""
     if spec.kind == "ratio":
         return m.sy / m.sx if m.sx else float("nan")
     return m.mean
@@ -856,10 +850,9 @@ def _balance(arm: Mapping[str, Any], control: str, treatments: list[str],
                          "treatment_mean": e.treatment_mean, "abs_diff": e.abs_diff,
                          "p_value": e.p_value})
     out = pd.DataFrame(rows, columns=["covariate", "variant", "control_mean", "treatment_mean",
-                                      "abs_diff", "p_value"]).drop_duplicates(
-        ["covariate", "variant"])
-    out["p_holm"] = _correct(out.p_value, "holm") if len(out) else []
-    return out.reset_index(drop=True)
+                                      "abs_diff", "p_value"])
+    out["p_holm"] = _correct(out.p_value, "holm")
+    return out
 
 
 def _checks(raw: pd.Series, n_multi: int, outside: int, open_n: int, counts: dict[str, int],
@@ -917,7 +910,7 @@ def _planning(prim: pd.DataFrame, c: st.Moments, spec: MetricSpec, arm: Mapping[
               control: str, treatments: list[str], alpha: float, power: float, mde: float,
               days: float, variance_reduction: bool) -> pd.DataFrame:
     """MDE reachable with the traffic seen, customers and days needed for ``mde``."""
-    base = c_prim_mean(spec, c)
+    base = _control_level(spec, c)
     if spec.kind == "ratio":
         _r, var_mean = st.ratio_mean_var(c)
         unit_var = var_mean * c.n
@@ -985,6 +978,13 @@ def _sequential(pc: ibis.Table, metric: str, spec: MetricSpec, control: str,
     return Sequential(metric, tau, alpha, frame)
 
 
+def _describe(r: pd.Series, alpha: float) -> str:
+    """One effect row in words: means, relative lift with interval, corrected p."""
+    return (f"{r.metric} {r.control_mean:.4g} -> {r.treatment_mean:.4g} "
+            f"({r.rel_lift:+.1%}, {1 - alpha:.0%} CI {r.rel_ci_low:+.1%} to "
+            f"{r.rel_ci_high:+.1%}; corrected p = {r.p_adjusted:.2g})")
+
+
 def _decide(prim: pd.DataFrame, guard: pd.DataFrame, srm_p: float, alpha: float, mde: float,
             planning: pd.DataFrame) -> Decision:
     if srm_p < SRM_ALPHA:
@@ -997,20 +997,16 @@ def _decide(prim: pd.DataFrame, guard: pd.DataFrame, srm_p: float, alpha: float,
         return Decision("keep testing", None, "The primary metric could not be tested.")
     best = testable.sort_values(["p_adjusted", "abs_diff"], ascending=[True, False]).iloc[0]
     pos = testable[(testable.p_adjusted < alpha) & (testable.abs_diff > 0)]
-    effect = (f"{best.metric} {best.control_mean:.4g} -> {best.treatment_mean:.4g} "
-              f"({best.rel_lift:+.1%}, {1 - alpha:.0%} CI {best.rel_ci_low:+.1%} to "
-              f"{best.rel_ci_high:+.1%}; corrected p = {best.p_adjusted:.2g})")
+    effect = _describe(best, alpha)
     if len(failed):
         names = ", ".join(f"{g.metric} ({g.variant})" for g in failed.itertuples())
         return Decision("don't ship", None, f"Guardrail failed: {names} moved in the bad "
                                             f"direction significantly. Primary: {effect}.")
     if len(pos):
         win = pos.sort_values("abs_diff", ascending=False).iloc[0]
-        e = (f"{win.metric} {win.control_mean:.4g} -> {win.treatment_mean:.4g} "
-             f"({win.rel_lift:+.1%}, {1 - alpha:.0%} CI {win.rel_ci_low:+.1%} to "
-             f"{win.rel_ci_high:+.1%}; corrected p = {win.p_adjusted:.2g})")
-        return Decision("ship", str(win.variant), f"{win.variant} improves {e}; every "
-                                                  "guardrail passed.")
+        return Decision("ship", str(win.variant), f"{win.variant} improves "
+                                                  f"{_describe(win, alpha)}; every guardrail "
+                                                  "passed.")
     if best.p_adjusted < alpha and best.abs_diff < 0:
         return Decision("don't ship", None, f"The treatment is significantly worse: {effect}.")
     if best.rel_ci_high < mde:
@@ -1069,9 +1065,8 @@ def log_learning(result: ExperimentResult, path: str | Path) -> pd.DataFrame:
 def experiment_ids(source: Source) -> list[str]:
     """Experiments present in ``assignments``."""
     source.require("assignments")
-    ids = source.table("assignments").experiment_id.value_counts().execute()
-    return sorted(map(str, ids.iloc[:, 0]))
-
+    ids = source.table("assignments").select("experiment_id").distinct().execute()
+    return sorted(map(str, ids.experiment_id))
 
 
 def next_test(result: ExperimentResult, breakdowns: Sequence[Segmented] = ()) -> str:
