@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 
 def measure(code: str, timeout: float = 3600) -> dict:
@@ -31,3 +32,18 @@ def measure(code: str, timeout: float = 3600) -> dict:
         raise RuntimeError(f"benchmark child failed:\n{proc.stderr[-3000:]}")
     line = next(x for x in proc.stdout.splitlines() if x.startswith("__RESULT__"))
     return json.loads(line.removeprefix("__RESULT__"))
+
+
+#: Generated benchmark data, cached between runs (git-ignored; delete to regenerate).
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / "data" / "bench"
+
+
+def cached(folder: Path, marker: str, generate_code: str) -> tuple[Path, dict | None]:
+    """``folder`` if ``folder / marker`` exists, else run ``generate_code`` (which writes the
+    folder) in a measured child; returns the folder and the generation figures (None when
+    cached)."""
+    if (folder / marker).exists():
+        return folder, None
+    return folder, measure(f"import sys\nsys.path.insert(0, {str(ROOT)!r})\n"
+                           + textwrap.dedent(generate_code))

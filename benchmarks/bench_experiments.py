@@ -33,11 +33,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from benchmarks._child import measure
+from benchmarks._child import CACHE, cached, measure
 
 TARGET_S = 5.0
-ROOT = Path(__file__).resolve().parents[1]
-CACHE = ROOT / "data" / "bench"
 CHUNK = 500_000
 SEED = 20251001
 LIFT = 0.15  # relative extra purchases of treatment customers inside their window
@@ -183,21 +181,15 @@ def generate(n: int, out: Path, seed: int = SEED, chunk: int = CHUNK) -> dict[st
 
 
 def world(n: int) -> tuple[Path, dict | None]:
-    """The cached folder for ``n`` customers, generating it (in a child, measured) if missing;
-    returns the folder and the generation figures (None when cached)."""
+    """The cached folder for ``n`` customers, generated in a measured child if missing."""
     folder = CACHE / f"experiments_{n}"
-    if (folder / "experiments.parquet").exists():
-        return folder, None
-    r = measure(f"""
-        import sys
-        sys.path.insert(0, {str(ROOT)!r})
+    return cached(folder, "experiments.parquet", f"""
         from pathlib import Path
         from benchmarks.bench_experiments import generate
         result.update(generate({n}, Path({str(folder)!r})))
         result["mb_on_disk"] = sum(p.stat().st_size for p in Path({str(folder)!r}).glob("*"))
         result["mb_on_disk"] /= 2**20
     """)
-    return folder, r
 
 
 ANALYZE = """

@@ -28,30 +28,25 @@ import os
 import time
 from pathlib import Path
 
-from benchmarks._child import measure
+from benchmarks._child import CACHE, cached, measure
 
 TARGET_S = 120.0
 TARGET_MB = 4096.0
 START, END = "2025-01-01", "2025-09-30"
 BUSY_LOAD = 1.5  # 1-minute load average above which the machine is flagged as busy
-ROOT = Path(__file__).resolve().parents[1]
-CACHE = ROOT / "data" / "bench"
 
 
 def world(n: int) -> tuple[Path, dict | None]:
-    """The cached synthetic world with ``n`` customers, generating it (in a child, measured)
-    if missing; returns the folder and the generation figures (None when cached)."""
+    """The cached synthetic world with ``n`` customers, generated in a measured child if
+    missing."""
     folder = CACHE / f"personas_{n}"
-    if (folder / "truth" / "truth.json").exists():
-        return folder, None
-    r = measure(f"""
+    return cached(folder, "truth/truth.json", f"""
         from pathlib import Path
         from cxanalysis.synth import generate
         generate({n}, seed=1, out={str(folder)!r}, chunk_size=50_000)
         result["mb_on_disk"] = sum(p.stat().st_size
                                    for p in Path({str(folder)!r}).rglob("*.parquet")) / 2**20
     """)
-    return folder, r
 
 
 FIT = """
