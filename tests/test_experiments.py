@@ -28,7 +28,7 @@ def checkout(world):
 
 @pytest.fixture(scope="module")
 def rows(world, checkout) -> pd.DataFrame:
-    return checkout._per_customer.execute()
+    return checkout.per_customer().execute()
 
 
 @pytest.fixture(scope="module")
@@ -319,3 +319,19 @@ def test_results_carry_the_documented_keys(checkout) -> None:
     assert {"control_mean", "treatment_mean", "abs_diff", "abs_ci", "rel_lift", "rel_ci",
             "p_value", "adjusted"} <= set(m)
     assert m["adjusted"] is True
+
+
+def test_sparse_moments_and_the_validated_shortcut_change_nothing(world_path: Path,
+                                                                   checkout) -> None:
+    # sums over the active customers only == sums over every unit with its zeros
+    dense = ex.moments(checkout.per_customer(), ALL)
+    sparse = ex.moments(checkout._units, ALL, activity=checkout._activity)
+    assert dense.n.sum() == sum(checkout.counts.values())
+    pd.testing.assert_frame_equal(dense, sparse[dense.columns], rtol=1e-12)
+    # without validation the per-customer assignment pass runs: same effects
+    raw = ex.analyze(open_source(world_path, validate=False), "exp_checkout_redesign",
+                     secondary_metrics=ALL[1:],
+                     guardrails={"support_contacts": "increase", "csat": "decrease"})
+    cols = ["metric", "variant", "n_control", "n_treatment", "abs_diff", "abs_ci_low",
+            "abs_ci_high", "p_value", "p_adjusted"]
+    pd.testing.assert_frame_equal(raw.table()[cols], checkout.table()[cols], rtol=1e-12)

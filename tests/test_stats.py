@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import statsmodels.api as sm
 from scipy import stats as sps
+from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import confint_proportions_2indep, proportions_ztest
 
 from cxanalysis import stats as st
@@ -165,3 +166,19 @@ def test_msprt_keeps_its_error_rate_under_daily_peeking() -> None:
         rejected_naive += (2 * sps.norm.sf(np.abs(diff / np.sqrt(var))) < 0.05).any()
     assert rejected_msprt / sims <= 0.05
     assert rejected_naive / sims > 0.15  # why an always-valid method is needed
+
+
+@pytest.mark.parametrize("method, sm", [("holm", "holm"), ("bh", "fdr_bh")])
+def test_adjusted_p_values_match_statsmodels(method, sm) -> None:
+    rng = np.random.default_rng(11)
+    for size in (1, 2, 7, 40):
+        p = rng.uniform(0, 1, size) ** 3
+        p[: size // 3] = p[0]  # ties
+        want = multipletests(p, method=sm)[1]
+        np.testing.assert_allclose(st.adjust_pvalues(p, method), want, rtol=1e-12)
+    with_nan = np.array([0.01, np.nan, 0.04, 0.03])
+    got = st.adjust_pvalues(with_nan, method)
+    assert np.isnan(got[1])
+    np.testing.assert_allclose(got[[0, 2, 3]], multipletests(with_nan[[0, 2, 3]], method=sm)[1],
+                               rtol=1e-12)
+    assert np.isnan(st.adjust_pvalues([np.nan], method)).all()

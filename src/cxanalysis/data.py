@@ -281,6 +281,8 @@ def _typed_expr(col: Column, raw_type: str) -> str:
             return "CAST(NULL AS TIMESTAMPTZ)"  # naive: rejected by validation
         return (f"CASE WHEN regexp_matches(trim(CAST({q} AS VARCHAR)), '{_TZ_SUFFIX}') "
                 f"THEN TRY_CAST(trim(CAST({q} AS VARCHAR)) AS TIMESTAMPTZ) END")
+    if raw_type == _TYPED_SQL[col.kind]:
+        return q  # already the contract type: a cast would still cost a pass over the values
     if col.kind == "int":
         return f"TRY_CAST(TRY_CAST({q} AS DOUBLE) AS BIGINT)"
     return f"TRY_CAST({q} AS {_TYPED_SQL[col.kind]})"
@@ -516,19 +518,31 @@ def _epoch_us(ts: idt.Timestamp(timezone="UTC")) -> idt.int64:  # type: ignore[e
     """DuckDB's builtin ``epoch_us``: microseconds since 1970-01-01 UTC of an instant."""
 
 
+def _on_duckdb(expr: ibis.Value) -> bool:
+    try:
+        return expr._find_backend().name == "duckdb"
+    except Exception:  # unbound expressions have no backend: stay portable
+        return False
+
+
 def epoch_seconds(ts: ibis.Value) -> ibis.Value:
     """Seconds since 1970-01-01 UTC (float64) of a UTC timestamp expression.
 
     On DuckDB this uses ``epoch_us`` directly: Ibis's ``epoch_seconds()`` compiles through a
     cast to a naive timestamp, a time-zone conversion per row that is several times slower on
     tens of millions of rows. Other backends get ``epoch_seconds()``."""
-    try:
-        backend = ts._find_backend().name
-    except Exception:  # unbound expressions have no backend: stay portable
-        backend = None
-    if backend == "duckdb":
+    if _on_duckdb(ts):
         return _epoch_us(ts).cast("float64") / 1e6
     return ts.epoch_seconds().cast("float64")
+
+
+def epoch_micros(ts: ibis.Value) -> ibis.Value:
+    """Microseconds since 1970-01-01 UTC (int64) of a UTC timestamp expression: exact, and
+    cheaper than float seconds to compare and join on (see :func:`epoch_seconds`). Other
+    backends get whole seconds x 10^6."""
+    if _on_duckdb(ts):
+        return _epoch_us(ts)
+    return ts.epoch_seconds().cast("int64") * 1_000_000
 
 
 def window_end(end: str) -> pd.Timestamp:

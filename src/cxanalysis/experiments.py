@@ -49,10 +49,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from ibis import _
-from statsmodels.stats.multitest import multipletests
 
 from cxanalysis import stats as st
-from cxanalysis.data import CXDataError, Source, epoch_seconds
+from cxanalysis.data import CXDataError, Source, epoch_micros
 from cxanalysis.privacy import MIN_GROUP_SIZE
 
 SRM_ALPHA = 0.001
@@ -134,6 +133,17 @@ def _assignments(source: Source, experiment_id: str) -> ibis.Table:
     return source.table("assignments").filter(_.experiment_id == experiment_id)
 
 
+def _epoch_us_of(t: Any) -> int:
+    """Epoch microseconds of an instant (a UTC timestamp)."""
+    return int(pd.Timestamp(t).value // 1000)
+
+
+def _keys_validated(source: Source) -> bool:
+    """Whether the source was validated on open, so the contract's keys are unique."""
+    v = source.validation
+    return v is not None and not v.errors
+
+
 def _per_customer_assignment(a: ibis.Table) -> ibis.Table:
     """One row per assigned customer: number of variants, variant, first assignment time."""
     # min != max instead of a distinct count: same answer, several times faster
@@ -149,95 +159,151 @@ def _units(a: ibis.Table, per: ibis.Table | None = None) -> ibis.Table:
     return per.filter((per.n_variants == 1) & per.assigned_at.notnull()).drop("n_variants")
 
 
+_US = 1_000_000  # microseconds per second
+_DAY_US = 86_400 * _US
+
+
+def _us(days: float) -> int:
+    """A duration in days as whole microseconds (window arithmetic is exact integer math)."""
+    return int(round(days * _DAY_US))
+
+
+def _with_window(u: ibis.Table, window_days: float) -> ibis.Table:
+    """Add ``t0`` (assignment, epoch microseconds) and ``close_day`` (the day the analysis
+    window closes, as days since 1970-01-01 UTC)."""
+    u = u.mutate(t0=epoch_micros(u.assigned_at)) if "t0" not in u.columns else u
+    return u.mutate(close_day=((u.t0 + _us(window_days)) // _DAY_US).cast("int32"))
+
+
+_ORDERS, _FEEDBACK, _EVENTS = 0, 1, 2  # table codes of the metric rows
+
+
+def _metric_rows(source: Source, specs: Sequence[MetricSpec]) -> ibis.Table:
+    """The rows of every table the metrics read, as one narrow union: ``customer_id``,
+    ``te`` (epoch seconds), ``src`` (table code), ``v1``/``v2`` (orders: amount; feedback:
+    NPS points and CSAT, NULL when not answered) and, when an events metric is asked for,
+    ``ev`` (the event name). One join with the units then serves every metric; keeping
+    the rows narrow is what keeps that join cheap at millions of rows."""
+    needed = {t for s in specs for t in s.tables}
+    names = {s.name for s in specs}
+    with_events = "events" in needed
+    parts = []
+
+    def part(t: ibis.Table, code: int, v1: ibis.Value | None = None,
+             v2: ibis.Value | None = None, ev: ibis.Value | None = None) -> ibis.Table:
+        null = ibis.null().cast("float64")
+        cols = dict(customer_id=t.customer_id, te=epoch_micros(t.ts),
+                    src=ibis.literal(code, type="int8"),
+                    v1=null if v1 is None else v1.cast("float64"),
+                    v2=null if v2 is None else v2.cast("float64"))
+        if with_events:
+            cols["ev"] = ibis.null().cast("string") if ev is None else ev.cast("string")
+        return t.select(**cols)
+
+    if "orders" in needed:
+        o = source.table("orders")
+        parts.append(part(o, _ORDERS, v1=o.amount))
+    if "feedback" in needed:
+        f = source.table("feedback")
+        for s in specs:
+            if "feedback" in s.tables and s.name not in f.columns:
+                raise CXDataError(f"metric {s.name!r} needs feedback column {s.name!r}, which "
+                                  "the feedback table lacks")
+        nps = (ibis.cases((f.nps >= 9, 100.0), (f.nps <= 6, -100.0), (f.nps.notnull(), 0.0),
+                          else_=None) if "nps" in names else None)
+        parts.append(part(f, _FEEDBACK, v1=nps, v2=f.csat if "csat" in names else None))
+    if with_events:
+        e = source.table("events")
+        parts.append(part(e, _EVENTS, ev=e.event))
+    return ibis.union(*parts) if len(parts) > 1 else parts[0]
+
+
+def _activity(source: Source, units: ibis.Table, metrics: Sequence[str], window_days: float,
+              pre_days: float, t0_span: tuple[float, float] | None = None) -> ibis.Table:
+    """Per unit with at least one row of the metric tables in its pre-period or window:
+    ``customer_id``, ``variant``, ``close_day`` and every metric column. Units absent from
+    it have every metric column equal to 0, which is what makes the moments sparse: their
+    sums are 0 and they only add to the counts (see :func:`moments`).
+
+    ``t0_span`` (first and last assignment, epoch microseconds) lets rows that no unit can count
+    be dropped before the join (the history before the first pre-period and after the
+    last window).
+    """
+    specs = [metric_spec(m) for m in metrics]
+    source.require(*sorted({t for s in specs for t in s.tables}))
+    names = {s.name for s in specs}
+    win, pre = _us(window_days), _us(pre_days)
+    rows = _metric_rows(source, specs)
+    if t0_span is not None:
+        rows = rows.filter((rows.te >= t0_span[0] - pre) & (rows.te < t0_span[1] + win))
+    keys = units.select("customer_id", "variant", "t0", "close_day")
+    j = keys.join(rows, keys.customer_id == rows.customer_id)
+    j = j.filter((j.te >= j.t0 - pre) & (j.te < j.t0 + win))
+    post, before = j.te >= j.t0, j.te < j.t0
+    is_order, is_fb, is_ev = j.src == _ORDERS, j.src == _FEEDBACK, j.src == _EVENTS
+
+    aggs: dict[str, ibis.Value] = {}
+    if "orders" in {t for s in specs for t in s.tables}:
+        aggs.update(orders=j.src.count(where=is_order & post),
+                    pre_orders=j.src.count(where=is_order & before),
+                    revenue=j.v1.sum(where=is_order & post).fill_null(0.0),
+                    pre_revenue=j.v1.sum(where=is_order & before).fill_null(0.0))
+    if "nps" in names:
+        aggs.update(nps_points=j.v1.sum(where=is_fb & post).fill_null(0.0),
+                    nps_answers=j.v1.count(where=is_fb & post))
+    if "csat" in names:
+        aggs.update(csat_sum=j.v2.sum(where=is_fb & post).fill_null(0.0),
+                    csat_answers=j.v2.count(where=is_fb & post))
+    if "support_contacts" in names:
+        sup = is_ev & j.ev.isin(list(SUPPORT_EVENTS))
+        aggs.update(support=j.src.count(where=sup & post),
+                    pre_support=j.src.count(where=sup & before))
+    for s in specs:
+        if s.name.startswith("event:"):
+            hit = is_ev & (j.ev == s.name[6:])
+            aggs.update({s.y: j.src.count(where=hit & post), s.x: j.src.count(where=hit & before)})
+    act = j.group_by(["customer_id", "variant", "close_day"]).aggregate(**aggs)
+    flags = {}
+    if "orders" in aggs:
+        flags.update(converted=(act.orders > 0).cast("int64"),
+                     pre_converted=(act.pre_orders > 0).cast("int64"))
+    for s in specs:
+        if s.name.startswith("event:"):
+            flags.update({s.y: (act[s.y] > 0).cast("int64"), s.x: (act[s.x] > 0).cast("int64")})
+    return act.mutate(**flags) if flags else act
+
+
 def customer_metrics(source: Source, experiment_id: str, metrics: Sequence[str],
                      window_days: float = 14, pre_days: float = 90,
                      data_end: pd.Timestamp | None = None,
                      units: ibis.Table | None = None) -> ibis.Table:
     """Per assigned customer (Ibis expression): ``customer_id``, ``variant``,
     ``assigned_at``, ``close_day`` (the day the analysis window closes, as days since
-    1970-01-01 UTC) and every column the
-    ``metrics`` need (window values and pre-period covariates; missing activity is 0).
+    1970-01-01 UTC) and every column the ``metrics`` need (window values and pre-period
+    covariates; missing activity is 0).
 
     Customers in more than one variant or without an assignment time are left out, as are
     customers whose window is still open at ``data_end`` (see :func:`analyze` checks).
+    :func:`analyze` never builds this table (it aggregates the sparse activity instead); it
+    is the per-customer view for inspection and for independent recomputation.
     """
-    specs = [metric_spec(m) for m in metrics]
-    needed = sorted({t for s in specs for t in s.tables})
-    source.require("assignments", *needed)
+    source.require("assignments")
     u = _units(_assignments(source, experiment_id)) if units is None else units
-    # Window arithmetic on epoch seconds: adding an interval to a timestamp with time zone
-    # is calendar arithmetic per row and dominated the run time at 10M customers.
-    win = float(round(window_days * 86400))
-    pre = float(round(pre_days * 86400))
-    u = u.mutate(t0=epoch_seconds(u.assigned_at)) if "t0" not in u.columns else u
+    u = _with_window(u, window_days)
     if data_end is not None:
-        u = u.filter(u.t0 <= data_end.timestamp() - win)
-    keys = u.select("customer_id", "t0")
-    parts: list[ibis.Table] = []
-
-    def windowed(t: ibis.Table) -> ibis.Table:
-        t = t.mutate(te=epoch_seconds(t.ts))
-        j = keys.join(t, keys.customer_id == t.customer_id)
-        j = j.filter((j.te >= j.t0 - pre) & (j.te < j.t0 + win))
-        return j.mutate(post=j.te >= j.t0)
-
-    def cnt(cond: ibis.Value) -> ibis.Value:
-        return cond.cast("int64").sum()
-
-    if "orders" in needed:
-        o = windowed(source.table("orders"))
-        parts.append(o.group_by("customer_id").aggregate(
-            orders=cnt(o.post), revenue=ibis.ifelse(o.post, o.amount, 0.0).sum(),
-            pre_orders=cnt(~o.post), pre_revenue=ibis.ifelse(~o.post, o.amount, 0.0).sum()))
-    if "feedback" in needed:
-        f = windowed(source.table("feedback"))
-        cols = f.columns
-        aggs: dict[str, ibis.Value] = {}
-        if "nps" in cols:
-            pts = ibis.cases((f.nps >= 9, 100.0), (f.nps <= 6, -100.0), else_=0.0)
-            aggs.update(nps_points=ibis.ifelse(f.post & f.nps.notnull(), pts, 0.0).sum(),
-                        nps_answers=cnt(f.post & f.nps.notnull()))
-        if "csat" in cols:
-            aggs.update(csat_sum=ibis.ifelse(f.post & f.csat.notnull(),
-                                             f.csat.cast("float64"), 0.0).sum(),
-                        csat_answers=cnt(f.post & f.csat.notnull()))
-        for s in specs:
-            if "feedback" in s.tables and s.y not in aggs:
-                raise CXDataError(f"metric {s.name!r} needs feedback column "
-                                  f"{'nps' if s.name == 'nps' else 'csat'!r}, which the "
-                                  "feedback table lacks")
-        parts.append(f.group_by("customer_id").aggregate(**aggs))
-    if "events" in needed:
-        e = windowed(source.table("events"))
-        aggs = {}
-        if any(s.name == "support_contacts" for s in specs):
-            sup = e.event.isin(list(SUPPORT_EVENTS))
-            aggs.update(support=cnt(e.post & sup), pre_support=cnt(~e.post & sup))
-        for s in specs:
-            if s.name.startswith("event:"):
-                hit = e.event == s.name[6:]
-                aggs[s.y] = (cnt(e.post & hit) > 0).cast("int64")
-                aggs[s.x] = (cnt(~e.post & hit) > 0).cast("int64")
-        parts.append(e.group_by("customer_id").aggregate(**aggs))
-    out = u
-    for p in parts:
-        out = out.left_join(p, "customer_id").drop("customer_id_right")
-    fills = {c: 0 for p in parts for c in p.columns if c != "customer_id"}
-    out = out.fill_null(fills) if fills else out
-    if "orders" in needed:
-        out = out.mutate(converted=(out.orders > 0).cast("int64"),
-                         pre_converted=(out.pre_orders > 0).cast("int64"))
-    # the day (days since 1970-01-01, UTC) on which the customer's window closes
-    return out.mutate(close_day=((out.t0 + win) / 86400.0).floor().cast("int32")).drop("t0")
+        u = u.filter(u.t0 <= _epoch_us_of(data_end) - _us(window_days))
+    return _all_units(u, _activity(source, u, metrics, window_days, pre_days))
 
 
-def moments(per_customer: ibis.Table, metrics: Sequence[str],
-            by: Sequence[str] = ("variant",)) -> pd.DataFrame:
-    """Per group (default: variant) sufficient statistics of every metric, computed in
-    the engine: ``n`` and, per metric ``m``, ``m__sy``, ``m__syy``, ``m__sx``, ``m__sxx``,
-    ``m__sxy`` (``x`` = covariate, or the denominator of a ratio; zero when none)."""
-    t = per_customer
-    aggs: dict[str, ibis.Value] = {"n": t.count()}
+def _all_units(units: ibis.Table, activity: ibis.Table) -> ibis.Table:
+    """Every unit with its metric columns: the sparse activity joined on, zeros elsewhere."""
+    vals = [c for c in activity.columns if c not in ("customer_id", "variant", "close_day")]
+    out = units.left_join(activity.select("customer_id", *vals), "customer_id")
+    return out.drop("customer_id_right").fill_null(dict.fromkeys(vals, 0)).drop("t0")
+
+
+def _moment_aggs(t: ibis.Table, metrics: Sequence[str]) -> dict[str, ibis.Value]:
+    aggs: dict[str, ibis.Value] = {}
     for name in metrics:
         s = metric_spec(name)
         y = t[s.y].cast("float64")
@@ -248,8 +314,36 @@ def moments(per_customer: ibis.Table, metrics: Sequence[str],
             aggs[f"{name}__sx"] = x.sum()
             aggs[f"{name}__sxx"] = (x * x).sum()
             aggs[f"{name}__sxy"] = (x * y).sum()
-    df = t.group_by(list(by)).aggregate(**aggs).execute()
-    return df.fillna(0.0).sort_values(list(by)).reset_index(drop=True)
+    return aggs
+
+
+def moments(per_customer: ibis.Table, metrics: Sequence[str],
+            by: Sequence[str] = ("variant",), activity: ibis.Table | None = None
+            ) -> pd.DataFrame:
+    """Per group (default: variant) sufficient statistics of every metric, computed in
+    the engine: ``n`` and, per metric ``m``, ``m__sy``, ``m__syy``, ``m__sx``, ``m__sxx``,
+    ``m__sxy`` (``x`` = covariate, or the denominator of a ratio; zero when none).
+
+    With ``activity`` (the sparse per-customer table of :func:`_activity`, carrying the
+    ``by`` columns), ``per_customer`` only supplies the counts and every sum is taken over
+    the active customers: a customer without activity contributes 0 to every sum, so the
+    result is the same without joining all units to their metrics.
+    """
+    by = list(by)
+    t = per_customer
+    if activity is None:
+        df = t.group_by(by).aggregate(n=t.count(), **_moment_aggs(t, metrics)).execute()
+        return df.fillna(0.0).sort_values(by).reset_index(drop=True)
+    return _with_sums(t.group_by(by).aggregate(n=t.count()).execute(), activity, metrics, by)
+
+
+def _with_sums(counts: pd.DataFrame, activity: ibis.Table, metrics: Sequence[str],
+               by: list[str]) -> pd.DataFrame:
+    """Counts per group (a DataFrame with the ``by`` columns and ``n``) completed with the
+    metric sums of the active customers of each group."""
+    sums = activity.group_by(by).aggregate(**_moment_aggs(activity, metrics)).execute()
+    df = counts.merge(sums, on=by, how="left")
+    return df.fillna(0.0).sort_values(by).reset_index(drop=True)
 
 
 def _moments_of(row: Mapping[str, Any], name: str) -> st.Moments:
@@ -398,7 +492,8 @@ class ExperimentResult:
     window_days: float
     pre_days: float
     notes: list[str] = field(default_factory=list)
-    _per_customer: ibis.Table | None = None
+    _units: ibis.Table | None = None
+    _activity: ibis.Table | None = None
     _min_group_size: int = MIN_GROUP_SIZE
 
     @property
@@ -465,10 +560,10 @@ class ExperimentResult:
         a DataFrame with ``customer_id`` and one group column (e.g. personas)."""
         metric = metric or self.primary_metric
         spec = metric_spec(metric)
-        pc = self._per_customer
-        if pc is None:
-            raise ValueError("this result holds no per-customer table")
-        con = pc._find_backend()
+        units, activity = self._units, self._activity
+        if units is None or activity is None:
+            raise ValueError("this result holds no per-customer tables")
+        con = units._find_backend()
         if isinstance(by, str):
             if source is None:
                 raise ValueError("pass source= to break down by a customers column")
@@ -487,9 +582,13 @@ class ExperimentResult:
             con.con.register(name, by.rename(columns={label: "group"})
                              .astype({"customer_id": str, "group": str}))
             groups = con.table(name)
-        j = pc.left_join(groups, "customer_id").drop("customer_id_right")
-        j = j.mutate(group=j.group.fill_null("(unknown)"))
-        mom = moments(j, [metric], by=("group", "variant"))
+
+        def grouped(t: ibis.Table) -> ibis.Table:
+            j = t.left_join(groups, "customer_id").drop("customer_id_right")
+            return j.mutate(group=j.group.fill_null("(unknown)"))
+
+        mom = moments(grouped(units), [metric], by=("group", "variant"),
+                      activity=grouped(activity))
         rows = []
         for g, f in mom.groupby("group", sort=True):
             arms = {r.variant: r for _i, r in f.iterrows()}
@@ -527,6 +626,14 @@ class ExperimentResult:
             het.append({"variant": v, "groups": len(f), "q": q, "df": df, "p_value": p})
         heterogeneity = pd.DataFrame(het, columns=["variant", "groups", "q", "df", "p_value"])
         return Segmented(label, metric, frame, heterogeneity)
+
+    def per_customer(self) -> ibis.Table:
+        """The analysed customers, one row each with every metric column (an Ibis
+        expression over all units: inspect or sample it; :func:`analyze` itself only
+        aggregates the active customers)."""
+        if self._units is None or self._activity is None:
+            raise ValueError("this result holds no per-customer tables")
+        return _all_units(self._units, self._activity)
 
     def results(self) -> dict[str, Any]:
         """Headline figures for ``results.json``."""
@@ -584,11 +691,7 @@ def _planned_split(source: Source, experiment_id: str, variants: list[str]
 
 
 def _correct(p: pd.Series, method: str) -> np.ndarray:
-    ok = p.notna().to_numpy()
-    out = np.full(len(p), np.nan)
-    if ok.any():
-        out[ok] = multipletests(p[ok], method={"holm": "holm", "bh": "fdr_bh"}[method])[1]
-    return out
+    return st.adjust_pvalues(p.to_numpy(dtype=float), method)
 
 
 def analyze(
@@ -668,23 +771,54 @@ def analyze(
     specs = {m: metric_spec(m) for m in all_metrics}
 
     a = _assignments(source, experiment_id)
-    raw = a.aggregate(rows=_.count(),
-                      no_time=_.assigned_at.isnull().cast("int64").sum()).execute().iloc[0]
-    if int(raw["rows"]) == 0:
+    # end of observation: the last timestamp of the tables the metrics read
+    ends = [source.table(t).ts.max().execute() for t in
+            sorted({t for s in specs.values() for t in s.tables})]
+    ends = [pd.Timestamp(e) for e in ends if e is not None and not pd.isna(e)]
+    if not ends:
+        raise CXDataError("the tables the metrics read ("
+                          + ", ".join(sorted({t for s in specs.values() for t in s.tables}))
+                          + ") have no rows with a time")
+    data_end = max(ends)
+    cutoff = _epoch_us_of(data_end) - _us(window_days)  # a later t0: window still open
+
+    def count_per_day(units: ibis.Table) -> pd.DataFrame:
+        """Counts per variant and closing day, open windows among them, assignment span."""
+        return units.group_by(["close_day", "variant"]).aggregate(
+            n_all=_.count(), n_open=(_.t0 > cutoff).cast("int64").sum(),
+            lo=_.assigned_at.min(), hi=_.assigned_at.max()).execute()
+
+    con = a._find_backend()
+    if _keys_validated(source):
+        # The contract's key (experiment_id, customer_id) was checked on open: one row per
+        # customer, so nobody is in two variants and no per-customer pass is needed. One
+        # scan counts everything; rows without a time form the group without a close_day.
+        n_multi = 0
+        units = _with_window(a.select("customer_id", "variant", "assigned_at"), window_days)
+        per_day = count_per_day(units)
+        untimed = per_day.close_day.isna()
+        raw = {"rows": int(per_day.n_all.sum()), "no_time": int(per_day.n_all[untimed].sum())}
+        per_day = per_day[~untimed].reset_index(drop=True)
+        units = units.filter(units.assigned_at.notnull())
+    else:
+        raw = a.aggregate(rows=_.count(),
+                          no_time=_.assigned_at.isnull().cast("int64").sum()).execute().iloc[0]
+        raw = {k: int(raw[k]) for k in ("rows", "no_time")}
+    if raw["rows"] == 0:
         raise CXDataError(f"assignments has no rows for experiment {experiment_id!r} "
                           f"(experiments present: {', '.join(experiment_ids(source))})")
-    con = a._find_backend()
-    # one pass over the assignments, materialised: every check below reads this table
-    per_all = con.create_table(f"__assigned_{next(_COUNTER)}", _per_customer_assignment(a),
-                               temp=True)
-    n_multi = int(per_all.filter(per_all.n_variants > 1).count().execute())
-    units = _units(a, per_all)
-    units = con.create_table(f"__units_{next(_COUNTER)}",
-                             units.mutate(t0=epoch_seconds(units.assigned_at)), temp=True)
-    counts_df = units.group_by("variant").aggregate(
-        n=_.count(), lo=_.assigned_at.min(), hi=_.assigned_at.max()).execute()
-    counts = {str(r.variant): int(r.n) for r in counts_df.itertuples()}
-    days_assigning = max((pd.Timestamp(counts_df.hi.max()) - pd.Timestamp(counts_df.lo.min()))
+    if not _keys_validated(source):
+        # one pass over the assignments, materialised: every check below reads this table
+        per_all = con.create_table(f"__assigned_{next(_COUNTER)}",
+                                   _per_customer_assignment(a), temp=True)
+        n_multi = int(per_all.filter(per_all.n_variants > 1).count().execute())
+        units = con.create_table(f"__units_{next(_COUNTER)}",
+                                 _with_window(_units(a, per_all), window_days), temp=True)
+        per_day = count_per_day(units)
+    per_day["n"] = per_day.n_all - per_day.n_open
+    counts = {str(v): int(n) for v, n in per_day.groupby("variant").n_all.sum().items()}
+    open_n = int(per_day.n_open.sum())
+    days_assigning = max((pd.Timestamp(per_day.hi.max()) - pd.Timestamp(per_day.lo.min()))
                          .total_seconds() / 86400, 1.0)
     variants_seen = sorted(counts)
     split, info, notes = _planned_split(source, experiment_id, variants_seen)
@@ -704,12 +838,6 @@ def analyze(
     srm_chi2, srm_p = st.srm_test({v: counts.get(v, 0) for v in split}, split) \
         if all(w > 0 for w in split.values()) else (float("inf"), 0.0)
 
-    # end of observation: the last timestamp of the tables the metrics read
-    ends = [source.table(t).ts.max().execute() for t in
-            sorted({t for s in specs.values() for t in s.tables})]
-    data_end = max(pd.Timestamp(e) for e in ends if e is not None and not pd.isna(e))
-    open_n = int(units.filter(units.t0 > data_end.timestamp() - round(window_days * 86400))
-                 .count().execute())
     outside = 0
     start, end = info.get("start"), info.get("end")
     if start is not None or end is not None:
@@ -720,10 +848,13 @@ def analyze(
             cond = cond | (a.assigned_at > pd.Timestamp(end).to_pydatetime())
         outside = int(a.filter(cond).count().execute())
 
-    pc = customer_metrics(source, experiment_id, all_metrics, window_days, pre_days, data_end,
-                          units=units)
-    pc = con.create_table(f"__experiment_{next(_COUNTER)}", pc, temp=True)
-    mom = moments(pc, all_metrics)
+    closed = units.filter(units.t0 <= cutoff)
+    span = (_epoch_us_of(per_day.lo.min()), _epoch_us_of(per_day.hi.max()))
+    activity = _activity(source, closed, all_metrics, window_days, pre_days, t0_span=span)
+    # one aggregation of the metrics, per closing day and variant; the totals are its sums
+    by = ["close_day", "variant"]
+    daily = _with_sums(per_day.loc[per_day.n > 0, [*by, "n"]], activity, all_metrics, by)
+    mom = daily.drop(columns="close_day").groupby("variant", as_index=False).sum()
     arm = {str(r["variant"]): r for _i, r in mom.iterrows()}
     if control not in arm or len(arm) < 2:
         raise CXDataError(f"experiment {experiment_id!r}: no customer's {window_days:g}-day "
@@ -811,7 +942,7 @@ def analyze(
                          days_assigning, variance_reduction)
     seq = None
     if sequential:
-        seq = _sequential(pc, primary_metric, spec_p, control, treatments, alpha,
+        seq = _sequential(daily, primary_metric, spec_p, control, treatments, alpha,
                           tau=abs(mde * _control_level(spec_p, c_prim)))
     decision = _decide(prim, guard_df, srm_p, alpha, mde, planning)
     return ExperimentResult(
@@ -821,7 +952,7 @@ def analyze(
         srm_chi2=srm_chi2, srm_p_value=srm_p, counts=counts, planned_split=split,
         guardrails=guard_df, bayes=bayes, planning=planning, decision=decision,
         sequential=seq, data_end=data_end, window_days=window_days, pre_days=pre_days,
-        notes=notes, _per_customer=pc, _min_group_size=min_group_size)
+        notes=notes, _units=closed, _activity=activity, _min_group_size=min_group_size)
 
 
 def _control_level(spec: MetricSpec, m: st.Moments) -> float:
@@ -855,7 +986,7 @@ def _balance(arm: Mapping[str, Any], control: str, treatments: list[str],
     return out
 
 
-def _checks(raw: pd.Series, n_multi: int, outside: int, open_n: int, counts: dict[str, int],
+def _checks(raw: Mapping[str, int], n_multi: int, outside: int, open_n: int, counts: dict[str, int],
             split: dict[str, float], chi2: float, p: float, balance: pd.DataFrame,
             start: Any, end: Any, window_days: float, data_end: pd.Timestamp) -> pd.DataFrame:
     total_w = sum(split.values())
@@ -868,8 +999,8 @@ def _checks(raw: pd.Series, n_multi: int, outside: int, open_n: int, counts: dic
          "FAIL" if p < SRM_ALPHA else "ok", obs + f"; flagged when p < {SRM_ALPHA}"),
         ("customers in more than one variant", f"{n_multi:,}",
          "warn" if n_multi else "ok", "excluded from the analysis"),
-        ("assignments without a time", f"{int(raw['no_time']):,}",
-         "warn" if int(raw["no_time"]) else "ok", "excluded (a customer with another, timed "
+        ("assignments without a time", f"{raw['no_time']:,}",
+         "warn" if raw["no_time"] else "ok", "excluded (a customer with another, timed "
                                                   "assignment keeps it)"),
         ("assignments outside the experiment dates", f"{outside:,}",
          "warn" if outside else "ok",
@@ -938,9 +1069,9 @@ def _planning(prim: pd.DataFrame, c: st.Moments, spec: MetricSpec, arm: Mapping[
     return pd.DataFrame(rows)
 
 
-def _sequential(pc: ibis.Table, metric: str, spec: MetricSpec, control: str,
+def _sequential(daily: pd.DataFrame, metric: str, spec: MetricSpec, control: str,
                 treatments: list[str], alpha: float, tau: float) -> Sequential:
-    daily = moments(pc, [metric], by=("close_day", "variant"))
+    """mSPRT at each closing day; ``daily`` holds the moments by close_day and variant."""
     cols = [c for c in daily.columns if c.startswith(f"{metric}__")] + ["n"]
     rows = []
     for v in treatments:

@@ -48,10 +48,10 @@ import numpy as np
 import pandas as pd
 from ibis import _
 from scipy import stats
-from statsmodels.stats.multitest import multipletests
 
 from cxanalysis.data import CXDataError, Source, between_days, epoch_seconds
 from cxanalysis.privacy import MIN_GROUP_SIZE, suppress_small_groups
+from cxanalysis.stats import adjust_pvalues
 
 MODES = ("ordered", "strict_order", "strict_steps", "unordered")
 DEFAULT_WINDOW_SECONDS = 7 * 86_400
@@ -315,10 +315,7 @@ class Breakdown:
         pairwise = pd.DataFrame(pair_rows, columns=["group_a", "group_b", "diff", "z",
                                                     "p_value"])
         if len(pairwise):
-            ok = pairwise["p_value"].notna()
-            adj = np.full(len(pairwise), np.nan)
-            adj[ok.to_numpy()] = multipletests(pairwise.loc[ok, "p_value"], method="holm")[1]
-            pairwise["p_holm"] = adj
+            pairwise["p_holm"] = adjust_pvalues(pairwise["p_value"].to_numpy(float), "holm")
             pairwise["significant"] = pairwise["p_holm"] < alpha
         frame = suppress_small_groups(agg, "customers", min_group_size)
         return cls(by, frame, float(chi2), float(p), int(dof), pairwise)
@@ -379,11 +376,7 @@ class PainPoints:
             z, _ = two_proportion_z(row.dropped, row.at_risk, rx, rn)
             pvals.append(float(stats.norm.sf(z)) if np.isfinite(z) else np.nan)
         df["p_value"] = pvals
-        ok = df["p_value"].notna().to_numpy()
-        adj = np.full(len(df), np.nan)
-        if ok.any():
-            adj[ok] = multipletests(df.loc[ok, "p_value"], method="holm")[1]
-        df["p_holm"] = adj
+        df["p_holm"] = adjust_pvalues(df["p_value"].to_numpy(float), "holm")
         df["worse"] = (df["p_holm"] < alpha) & (df["rate"] > df["overall_rate"])
         df = df.rename(columns={"group": by})
         df = df.sort_values(["excess_lost", "step", by], ascending=[False, True, True])
