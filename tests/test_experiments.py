@@ -321,14 +321,14 @@ def test_results_carry_the_documented_keys(checkout) -> None:
     assert m["adjusted"] is True
 
 
-def test_sparse_moments_and_the_validated_shortcut_change_nothing(world_path: Path,
+def test_sparse_moments_and_the_key_shortcut_change_nothing(world_path: Path,
                                                                    checkout) -> None:
     # sums over the active customers only == sums over every unit with its zeros
     dense = ex.moments(checkout.per_customer(), ALL)
     sparse = ex.moments(checkout._units, ALL, activity=checkout._activity)
     assert dense.n.sum() == sum(checkout.counts.values())
     pd.testing.assert_frame_equal(dense, sparse[dense.columns], rtol=1e-12)
-    # without validation the per-customer assignment pass runs: same effects
+    # without validation the key is checked by a distinct count instead: same effects
     raw = ex.analyze(open_source(world_path, validate=False), "exp_checkout_redesign",
                      secondary_metrics=ALL[1:],
                      guardrails={"support_contacts": "increase", "csat": "decrease"})

@@ -789,10 +789,17 @@ def analyze(
             lo=_.assigned_at.min(), hi=_.assigned_at.max()).execute()
 
     con = a._find_backend()
-    if _keys_validated(source):
-        # The contract's key (experiment_id, customer_id) was checked on open: one row per
-        # customer, so nobody is in two variants and no per-customer pass is needed. One
-        # scan counts everything; rows without a time form the group without a close_day.
+    # One row per customer is what the contract's key (experiment_id, customer_id) promises;
+    # a validated source has had it checked on open, otherwise one distinct count checks it.
+    unique = _keys_validated(source)
+    if not unique:
+        raw = a.aggregate(rows=_.count(), customers=_.customer_id.nunique(),
+                          no_time=_.assigned_at.isnull().cast("int64").sum()).execute().iloc[0]
+        raw = {k: int(raw[k]) for k in ("rows", "customers", "no_time")}
+        unique = raw["rows"] == raw["customers"]
+    if unique:
+        # nobody can be in two variants and no per-customer pass is needed: one scan counts
+        # everything (rows without a time form the group without a close_day)
         n_multi = 0
         units = _with_window(a.select("customer_id", "variant", "assigned_at"), window_days)
         per_day = count_per_day(units)
@@ -800,14 +807,10 @@ def analyze(
         raw = {"rows": int(per_day.n_all.sum()), "no_time": int(per_day.n_all[untimed].sum())}
         per_day = per_day[~untimed].reset_index(drop=True)
         units = units.filter(units.assigned_at.notnull())
-    else:
-        raw = a.aggregate(rows=_.count(),
-                          no_time=_.assigned_at.isnull().cast("int64").sum()).execute().iloc[0]
-        raw = {k: int(raw[k]) for k in ("rows", "no_time")}
     if raw["rows"] == 0:
         raise CXDataError(f"assignments has no rows for experiment {experiment_id!r} "
                           f"(experiments present: {', '.join(experiment_ids(source))})")
-    if not _keys_validated(source):
+    if not unique:
         # one pass over the assignments, materialised: every check below reads this table
         per_all = con.create_table(f"__assigned_{next(_COUNTER)}",
                                    _per_customer_assignment(a), temp=True)
