@@ -1,10 +1,13 @@
 """Experiment evaluation: metrics relative to assignment, sanity checks, effects, decision.
 
-Everything event- or order-level runs in the SQL engine: :func:`customer_metrics` builds one
-row per assigned customer (an Ibis expression, never materialised in pandas) and
-:func:`moments` aggregates it to per-variant sufficient statistics (count, sum, sum of
-squares, covariate sums and cross-products). The statistics of :mod:`cxanalysis.stats` are
-computed from those few numbers, so the code is the same for 2,000 or 20 million customers.
+Everything event- or order-level runs in the SQL engine, and only per-variant sufficient
+statistics (count, sum, sum of squares, covariate sums and cross-products) come back: the
+statistics of :mod:`cxanalysis.stats` are computed from those few numbers, so the code is the
+same for 2,000 or 20 million customers. The rows of every table the metrics read are joined
+once to the assigned customers and summed per customer; customers without any row have all
+metrics 0, so they add to the counts and nothing to the sums, and the moments are taken over
+the active customers only (:func:`moments` with ``activity``). :func:`customer_metrics` gives
+the same per-customer table with every unit, for inspection and independent checks.
 
 Metric definitions (the single place they are declared: :data:`METRICS`)
 ------------------------------------------------------------------------
