@@ -32,8 +32,11 @@ splits a sequence.
 Implementation: an Ibis window recursion. For step ``k`` events, the attempt start is the
 latest valid step-``k-1`` start among preceding events (``max(...) over (... rows between
 unbounded preceding and 1 preceding)``), kept if within ``W`` — the same state ClickHouse
-keeps per level. It runs on any Ibis backend with window functions; the per-customer result
-is materialised as a temporary table on the source's connection.
+keeps per level. In ``ordered`` mode each level's pass reads only the valid step-``k-1``
+events and the step-``k`` events of the customers who have one, so later passes shrink;
+the strict modes need every event in one pass per level. It runs on any Ibis backend with
+window functions; the per-customer result is materialised as a temporary table on the
+source's connection.
 """
 
 from __future__ import annotations
@@ -114,6 +117,28 @@ def _levels_sequential(ev: ibis.Table, n: int, window: float, mode: str) -> ibis
         t = t.filter(t.first_brk.isnull() | (t.rn < t.first_brk))
     return t.filter(t.lvl.notnull()).select("customer_id", "ts", "sec", "channel", "step",
                                             "lvl", "att")
+
+
+def _levels_ordered(ev: ibis.Table, n: int, window: float) -> ibis.Table:
+    """``ordered`` mode, same output as :func:`_levels_sequential`, computed level by level
+    on shrinking inputs: the valid step-``k`` events are found among the step-``k`` events
+    of customers with a valid step-``k-1`` event, each with the latest valid step-``k-1``
+    start before it. Each pass sorts only those two kinds of rows, not the whole log."""
+    w = ibis.window(group_by="customer_id", order_by=["sec", "step"], rows=(None, -1))
+    cols = ["customer_id", "ts", "sec", "channel", "step"]
+    valid = ev.filter(ev.step == 1).select(*cols, lvl=ibis.literal(1, type="int64"),
+                                           att=ev.sec)
+    parts = [valid]
+    for k in range(2, n + 1):
+        prev = valid.select(*cols, s=valid.att)
+        steps_k = ev.filter(ev.step == k).semi_join(prev.select("customer_id"), "customer_id")
+        both = ibis.union(prev, steps_k.select(*cols, s=ibis.null().cast("float64")))
+        both = both.mutate(c=both.s.max().over(w))
+        valid = both.filter((both.step == k) & both.c.notnull()
+                            & (both.sec - both.c <= window)).select(
+            *cols, lvl=ibis.literal(k, type="int64"), att=_.c)
+        parts.append(valid)
+    return ibis.union(*parts)
 
 
 def _levels_unordered(ev: ibis.Table, n: int, window: float) -> ibis.Table:
@@ -467,6 +492,7 @@ def funnel(
                           + (f" between {start} and {end}" if start or end else ""))
     window = float(window_seconds)
     lv = (_levels_unordered(ev, n, window) if mode == "unordered"
+          else _levels_ordered(ev, n, window) if mode == "ordered"
           else _levels_sequential(ev, n, window, mode))
     # The customer's level, and the earliest attempt that reached it.
     best = lv.group_by("customer_id").aggregate(level=_.lvl.max())
