@@ -174,7 +174,7 @@ def _us(days: float) -> int:
 def _with_window(u: ibis.Table, window_days: float) -> ibis.Table:
     """Add ``t0`` (assignment, epoch microseconds) and ``close_day`` (the day the analysis
     window closes, as days since 1970-01-01 UTC)."""
-    u = u.mutate(t0=epoch_micros(u.assigned_at)) if "t0" not in u.columns else u
+    u = u.mutate(t0=epoch_micros(u.assigned_at))
     return u.mutate(close_day=((u.t0 + _us(window_days)) // _DAY_US).cast("int32"))
 
 
@@ -183,7 +183,7 @@ _ORDERS, _FEEDBACK, _EVENTS = 0, 1, 2  # table codes of the metric rows
 
 def _metric_rows(source: Source, specs: Sequence[MetricSpec]) -> ibis.Table:
     """The rows of every table the metrics read, as one narrow union: ``customer_id``,
-    ``te`` (epoch seconds), ``src`` (table code), ``v1``/``v2`` (orders: amount; feedback:
+    ``te`` (epoch microseconds), ``src`` (table code), ``v1``/``v2`` (orders: amount; feedback:
     NPS points and CSAT, NULL when not answered) and, when an events metric is asked for,
     ``ev`` (the event name). One join with the units then serves every metric; keeping
     the rows narrow is what keeps that join cheap at millions of rows."""
@@ -222,18 +222,19 @@ def _metric_rows(source: Source, specs: Sequence[MetricSpec]) -> ibis.Table:
 
 
 def _activity(source: Source, units: ibis.Table, metrics: Sequence[str], window_days: float,
-              pre_days: float, t0_span: tuple[float, float] | None = None) -> ibis.Table:
+              pre_days: float, t0_span: tuple[int, int] | None = None) -> ibis.Table:
     """Per unit with at least one row of the metric tables in its pre-period or window:
     ``customer_id``, ``variant``, ``close_day`` and every metric column. Units absent from
     it have every metric column equal to 0, which is what makes the moments sparse: their
     sums are 0 and they only add to the counts (see :func:`moments`).
 
-    ``t0_span`` (first and last assignment, epoch microseconds) lets rows that no unit can count
-    be dropped before the join (the history before the first pre-period and after the
+    ``t0_span`` (first and last assignment, epoch microseconds) lets rows that no unit can
+    count be dropped before the join (the history before the first pre-period and after the
     last window).
     """
     specs = [metric_spec(m) for m in metrics]
-    source.require(*sorted({t for s in specs for t in s.tables}))
+    needed = {t for s in specs for t in s.tables}
+    source.require(*sorted(needed))
     names = {s.name for s in specs}
     win, pre = _us(window_days), _us(pre_days)
     rows = _metric_rows(source, specs)
@@ -246,7 +247,7 @@ def _activity(source: Source, units: ibis.Table, metrics: Sequence[str], window_
     is_order, is_fb, is_ev = j.src == _ORDERS, j.src == _FEEDBACK, j.src == _EVENTS
 
     aggs: dict[str, ibis.Value] = {}
-    if "orders" in {t for s in specs for t in s.tables}:
+    if "orders" in needed:
         aggs.update(orders=j.src.count(where=is_order & post),
                     pre_orders=j.src.count(where=is_order & before),
                     revenue=j.v1.sum(where=is_order & post).fill_null(0.0),
@@ -264,16 +265,13 @@ def _activity(source: Source, units: ibis.Table, metrics: Sequence[str], window_
     for s in specs:
         if s.name.startswith("event:"):
             hit = is_ev & (j.ev == s.name[6:])
-            aggs.update({s.y: j.src.count(where=hit & post), s.x: j.src.count(where=hit & before)})
+            aggs.update({s.y: (j.src.count(where=hit & post) > 0).cast("int64"),
+                         s.x: (j.src.count(where=hit & before) > 0).cast("int64")})
     act = j.group_by(["customer_id", "variant", "close_day"]).aggregate(**aggs)
-    flags = {}
-    if "orders" in aggs:
-        flags.update(converted=(act.orders > 0).cast("int64"),
-                     pre_converted=(act.pre_orders > 0).cast("int64"))
-    for s in specs:
-        if s.name.startswith("event:"):
-            flags.update({s.y: (act[s.y] > 0).cast("int64"), s.x: (act[s.x] > 0).cast("int64")})
-    return act.mutate(**flags) if flags else act
+    if "orders" in needed:
+        act = act.mutate(converted=(act.orders > 0).cast("int64"),
+                         pre_converted=(act.pre_orders > 0).cast("int64"))
+    return act
 
 
 def customer_metrics(source: Source, experiment_id: str, metrics: Sequence[str],
@@ -810,10 +808,7 @@ def analyze(
         raw = {"rows": int(per_day.n_all.sum()), "no_time": int(per_day.n_all[untimed].sum())}
         per_day = per_day[~untimed].reset_index(drop=True)
         units = units.filter(units.assigned_at.notnull())
-    if raw["rows"] == 0:
-        raise CXDataError(f"assignments has no rows for experiment {experiment_id!r} "
-                          f"(experiments present: {', '.join(experiment_ids(source))})")
-    if not unique:
+    elif raw["rows"]:
         # one pass over the assignments, materialised: every check below reads this table
         per_all = con.create_table(f"__assigned_{next(_COUNTER)}",
                                    _per_customer_assignment(a), temp=True)
@@ -821,6 +816,9 @@ def analyze(
         units = con.create_table(f"__units_{next(_COUNTER)}",
                                  _with_window(_units(a, per_all), window_days), temp=True)
         per_day = count_per_day(units)
+    if raw["rows"] == 0:
+        raise CXDataError(f"assignments has no rows for experiment {experiment_id!r} "
+                          f"(experiments present: {', '.join(experiment_ids(source))})")
     per_day["n"] = per_day.n_all - per_day.n_open
     counts = {str(v): int(n) for v, n in per_day.groupby("variant").n_all.sum().items()}
     open_n = int(per_day.n_open.sum())
