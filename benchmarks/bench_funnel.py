@@ -15,6 +15,13 @@ What is timed: in a fresh child process, from ``ibis.duckdb.connect()`` and
 imports are excluded from that figure (they are in ``wall``). The pandas figure likewise runs
 from ``read_parquet`` to the per-step counts. Peak RSS is the whole child's.
 
+The engine's floor is measured beside it (see ``FLOOR_CODE``): DuckDB alone, in raw SQL, reading
+the step events, grouping them by customer once, and bringing order into each customer's events
+in the cheapest ways available (a window pass, an ASOF join, a hash join of event pairs, sorted
+per-customer lists). Every exact ``windowFunnel`` plan needs at least one of those order-aware
+passes, so when the cheapest of them alone exceeds the target, the target is below what this
+engine can do on this machine, whatever the funnel code does.
+
 Data: seeded (``np.random.default_rng(0)``), ~10 events per customer (n / 10 customers) spread
 over 21 days from a start uniform over 2025 (step j drifts j x 1.5 days later, so some customers
 convert), events drawn from the five steps plus ``search`` and ``support_contact``, four
@@ -146,6 +153,68 @@ result["pandas_s"] = time.perf_counter() - t0
 """
 
 
+# The engine's floor: what DuckDB itself takes on this machine for the passes any exact
+# windowFunnel needs, timed one by one in the same kind of child. Reading the step events is
+# unavoidable; a per-customer result needs at least one group-by on customer; and the level
+# depends on the order of each customer's events, so at least one order-aware pass is needed
+# (the first level: for each step-2 event, the latest step-1 event before it). Three ways
+# to get that first level are timed (a window pass, an ASOF join, a hash join of pairs), and
+# the sorted per-customer lists a one-pass list_reduce plan would start from. Each figure
+# includes its own read of the file.
+FLOOR_CODE = """
+import time
+import duckdb
+con = duckdb.connect()
+queries = {queries!r}
+for name, sql in queries.items():
+    t0 = time.perf_counter()
+    result[name + "_rows"] = con.sql(sql).fetchone()[0]
+    result[name + "_s"] = time.perf_counter() - t0
+result["threads"] = con.sql("SELECT current_setting('threads')").fetchone()[0]
+"""
+FLOOR_LABELS = {
+    "read": "read + filter the step events",
+    "group_by": "one group-by on customer",
+    "window": "one ordered window pass",
+    "asof": "first level by ASOF join",
+    "pairs": "first level by hash join of pairs",
+    "lists": "sorted per-customer lists (input of a list_reduce scan)",
+}
+
+
+def floor_queries(path: Path) -> dict[str, str]:
+    """SQL for each floor pass over the events file at ``path`` (counts, so nothing big is
+    fetched)."""
+    step = ("CASE event " + " ".join(f"WHEN '{s}' THEN {i}" for i, s in enumerate(STEPS, 1))
+            + " END")
+    ev = (f"(SELECT customer_id, epoch_us(ts) AS t, channel, {step} AS step "
+          f"FROM read_parquet('{path}') WHERE event IN ({', '.join(repr(s) for s in STEPS)}))")
+    window_us = WINDOW_S * 10**6
+    return {
+        "read": f"SELECT count(*) + max(t) * 0 + length(max(customer_id)) * 0 "
+                f"+ length(max(channel)) * 0 FROM {ev}",
+        "group_by": f"SELECT count(*) FROM (SELECT customer_id, min(t) FROM {ev} "
+                    "GROUP BY customer_id)",
+        "window": "SELECT count(s1) FROM (SELECT max(t) FILTER (WHERE step = 1) OVER ("
+                  "PARTITION BY customer_id ORDER BY t, step ROWS BETWEEN UNBOUNDED PRECEDING "
+                  f"AND 1 PRECEDING) AS s1 FROM {ev}) WHERE s1 IS NOT NULL",
+        "asof": f"SELECT count(*) FROM (SELECT customer_id, t FROM {ev} WHERE step = 2) b "
+                f"ASOF JOIN (SELECT customer_id, t AS t1 FROM {ev} WHERE step = 1) a "
+                f"ON a.customer_id = b.customer_id AND a.t1 <= b.t WHERE b.t - a.t1 <= {window_us}",
+        # every (step-1, step-2) pair of a customer within the window: no sort, but the
+        # rows grow with the square of a customer's events, so it is a floor, not a plan
+        "pairs": f"SELECT count(*) FROM (SELECT b.customer_id, b.t, max(a.t1) FROM "
+                 f"(SELECT customer_id, t FROM {ev} WHERE step = 2) b JOIN "
+                 f"(SELECT customer_id, t AS t1 FROM {ev} WHERE step = 1) a "
+                 f"ON a.customer_id = b.customer_id AND a.t1 <= b.t AND b.t - a.t1 <= {window_us} "
+                 "GROUP BY b.customer_id, b.t)",
+        # a single-pass plan would scan each customer's sorted events with list_reduce;
+        # building those lists alone:
+        "lists": f"SELECT sum(len(l)) FROM (SELECT customer_id, list_sort(list(t * 8 + step)) "
+                 f"AS l FROM {ev} GROUP BY customer_id)",
+    }
+
+
 def _fmt_target(seconds: float, target: float | None) -> str:
     if target is None:
         return "no target at this size"
@@ -183,6 +252,18 @@ def run(sizes: tuple[int, ...] = (10_000_000, 100_000_000)) -> list[dict]:
         print("        customers per step: "
               + " > ".join(f"{s} {c:,}" for s, c in zip(STEPS, r["counts"], strict=True)),
               flush=True)
+
+        f = measure(FLOOR_CODE.format(queries=floor_queries(path)))
+        floor_s = {k: f[f"{k}_s"] for k in FLOOR_LABELS}
+        row.update(floor_s=floor_s, floor_peak_rss_mb=f["peak_rss_mb"])
+        print(f"floor   {n:>11,} events (DuckDB alone, threads {f['threads']}): "
+              + "; ".join(f"{label} {floor_s[k]:.2f} s" for k, label in FLOOR_LABELS.items()),
+              flush=True)
+        if target:
+            first = min(floor_s[k] for k in ("window", "asof", "pairs", "lists"))
+            print(f"        the cheapest order-aware pass alone: {first:.2f} s "
+                  f"(x{first / target:.2f} of the {target:g} s target), before the other "
+                  "levels, the chosen attempt and the per-step table", flush=True)
 
         if n <= PANDAS_MAX_EVENTS:
             p = measure(PANDAS_CODE.format(path=str(path), steps=STEPS, window=WINDOW_S))
