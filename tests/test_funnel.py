@@ -163,6 +163,18 @@ def test_bad_input_is_named() -> None:
         funnel(ev, ["a", "b"], mode="fast")
     with pytest.raises(CXDataError, match="at least two steps"):
         funnel(ev, ["a"])
+    # events without a time are named, not dropped (a date filter would drop them silently)
+    no_time = events_table([("C1", 0, "a"), ("C1", np.nan, "b"), ("C2", 5, "a"),
+                            ("C2", np.nan, "b"), ("C2", 6, "b"), ("C3", np.nan, "x")])
+    for kw in ({}, {"start": "2020-01-01", "end": "2030-12-31"}):
+        with pytest.raises(CXDataError, match=r"events: 2 row\(s\) of the funnel's step events "
+                                              r"\(b\) have no time in column 'ts'"):
+            funnel(no_time, ["a", "b"], **kw)
+    # strict_order reads every event (any event can break a sequence), so "x" counts there
+    with pytest.raises(CXDataError, match=r"3 row\(s\) of the funnel's events \(b, x\)"):
+        funnel(no_time, ["a", "b"], mode="strict_order")
+    only_other = events_table([("C1", 0, "a"), ("C1", 1, "b"), ("C3", np.nan, "x")])
+    assert funnel(only_other, ["a", "b"]).table()["customers"].tolist() == [1, 1]
 
 
 def test_wilson_and_z_against_statsmodels() -> None:

@@ -52,7 +52,7 @@ import pandas as pd
 from ibis import _
 from scipy import stats
 
-from cxanalysis.data import CXDataError, Source, between_days, epoch_seconds
+from cxanalysis.data import CXDataError, Source, between_days, epoch_seconds, window_end
 from cxanalysis.privacy import MIN_GROUP_SIZE, suppress_small_groups
 from cxanalysis.stats import adjust_pvalues
 
@@ -452,6 +452,36 @@ def _step_events(source: Source | ibis.Table, steps: list[str], mode: str,
     return events, ev.select("customer_id", "ts", "sec", "channel", "event", "step")
 
 
+def _check_step_events(source: Source | ibis.Table, steps: list[str], mode: str,
+                       start: str | None, end: str | None) -> None:
+    """One pass over the events the funnel reads: every step must occur in the date range,
+    and no such event may lack a timestamp (it could be neither ordered nor windowed, and a
+    date filter would drop it silently). ``strict_order`` reads every event, since any event
+    can break a sequence; the other modes read only the step events."""
+    events = source.table("events") if isinstance(source, Source) else source
+    scope = events if mode == "strict_order" else events.filter(events.event.isin(steps))
+    in_range = _.ts.notnull()
+    if start is not None:
+        in_range &= _.ts >= pd.Timestamp(start, tz="UTC")
+    if end is not None:
+        in_range &= _.ts < window_end(end)
+    counts = scope.group_by("event").aggregate(
+        in_range=in_range.cast("int64").sum(), no_ts=_.ts.isnull().cast("int64").sum()
+    ).execute()
+    no_ts = int(counts["no_ts"].sum())
+    if no_ts:
+        which = "events" if mode == "strict_order" else "step events"
+        names = ", ".join(sorted(map(str, counts.event[counts.no_ts > 0])))
+        raise CXDataError(f"events: {no_ts:,} row(s) of the funnel's {which} ({names}) have no "
+                          "time in column 'ts'; give every event a time, or filter those rows "
+                          "out first")
+    present = set(counts.event[counts.in_range > 0])
+    missing = [s for s in steps if s not in present]
+    if missing:
+        raise CXDataError(f"funnel step event(s) {missing} never occur in events"
+                          + (f" between {start} and {end}" if start or end else ""))
+
+
 def funnel(
     source: Source | ibis.Table,
     steps: Sequence[str],
@@ -484,12 +514,7 @@ def funnel(
     steps = _check_steps(steps, window_seconds, mode)
     n = len(steps)
     events, ev = _step_events(source, steps, mode, start, end)
-    present = set(events.filter(events.event.isin(steps)).select("event").distinct()
-                  .execute()["event"])
-    missing = [s for s in steps if s not in present]
-    if missing:
-        raise CXDataError(f"funnel step event(s) {missing} never occur in events"
-                          + (f" between {start} and {end}" if start or end else ""))
+    _check_step_events(source, steps, mode, start, end)
     window = float(window_seconds)
     lv = (_levels_unordered(ev, n, window) if mode == "unordered"
           else _levels_ordered(ev, n, window) if mode == "ordered"
