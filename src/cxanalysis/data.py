@@ -550,11 +550,20 @@ def window_end(end: str) -> pd.Timestamp:
     return pd.Timestamp(end, tz="UTC") + pd.Timedelta(days=1)
 
 
+def in_days(ts: ibis.Value, start: str | None, end: str | None) -> ibis.Value:
+    """Whether ``ts`` falls on the ISO days ``start`` to ``end`` (inclusive, UTC); a missing
+    bound is open (NULL for a NULL ``ts`` when a bound is given, true otherwise)."""
+    cond = ibis.literal(True)
+    if start is not None:
+        cond &= ts >= pd.Timestamp(start, tz="UTC")
+    if end is not None:
+        cond &= ts < window_end(end)
+    return cond
+
+
 def between_days(table: ibis.Table, start: str | None, end: str | None) -> ibis.Table:
     """Rows of ``table`` whose ``ts`` falls on the ISO days ``start`` to ``end`` (inclusive,
     UTC); a missing bound is open."""
-    if start is not None:
-        table = table.filter(table.ts >= pd.Timestamp(start, tz="UTC"))
-    if end is not None:
-        table = table.filter(table.ts < window_end(end))
-    return table
+    if start is None and end is None:
+        return table
+    return table.filter(in_days(table.ts, start, end))

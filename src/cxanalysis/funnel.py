@@ -52,7 +52,14 @@ import pandas as pd
 from ibis import _
 from scipy import stats
 
-from cxanalysis.data import CXDataError, Source, between_days, epoch_seconds, window_end
+from cxanalysis.data import (
+    CXDataError,
+    Source,
+    between_days,
+    epoch_seconds,
+    in_days,
+    window_end,
+)
 from cxanalysis.privacy import MIN_GROUP_SIZE, suppress_small_groups
 from cxanalysis.stats import adjust_pvalues
 
@@ -438,9 +445,8 @@ class PainPoints:
         return ax
 
 
-def _step_events(source: Source | ibis.Table, steps: list[str], mode: str,
+def _step_events(events: ibis.Table, steps: list[str], mode: str,
                  start: str | None, end: str | None) -> tuple[ibis.Table, ibis.Table]:
-    events = source.table("events") if isinstance(source, Source) else source
     for col in ("customer_id", "ts", "event", "channel"):
         if col not in events.columns:
             raise CXDataError(f"events has no column {col!r}")
@@ -452,21 +458,16 @@ def _step_events(source: Source | ibis.Table, steps: list[str], mode: str,
     return events, ev.select("customer_id", "ts", "sec", "channel", "event", "step")
 
 
-def _check_step_events(source: Source | ibis.Table, steps: list[str], mode: str,
+def _check_step_events(events: ibis.Table, steps: list[str], mode: str,
                        start: str | None, end: str | None) -> None:
     """One pass over the events the funnel reads: every step must occur in the date range,
     and no such event may lack a timestamp (it could be neither ordered nor windowed, and a
     date filter would drop it silently). ``strict_order`` reads every event, since any event
     can break a sequence; the other modes read only the step events."""
-    events = source.table("events") if isinstance(source, Source) else source
     scope = events if mode == "strict_order" else events.filter(events.event.isin(steps))
-    in_range = _.ts.notnull()
-    if start is not None:
-        in_range &= _.ts >= pd.Timestamp(start, tz="UTC")
-    if end is not None:
-        in_range &= _.ts < window_end(end)
+    in_range = scope.ts.notnull() & in_days(scope.ts, start, end)
     counts = scope.group_by("event").aggregate(
-        in_range=in_range.cast("int64").sum(), no_ts=_.ts.isnull().cast("int64").sum()
+        in_range=in_range.cast("int64").sum(), no_ts=scope.ts.isnull().cast("int64").sum()
     ).execute()
     no_ts = int(counts["no_ts"].sum())
     if no_ts:
@@ -513,8 +514,9 @@ def funnel(
     """
     steps = _check_steps(steps, window_seconds, mode)
     n = len(steps)
-    events, ev = _step_events(source, steps, mode, start, end)
-    _check_step_events(source, steps, mode, start, end)
+    all_events = source.table("events") if isinstance(source, Source) else source
+    events, ev = _step_events(all_events, steps, mode, start, end)
+    _check_step_events(all_events, steps, mode, start, end)
     window = float(window_seconds)
     lv = (_levels_unordered(ev, n, window) if mode == "unordered"
           else _levels_ordered(ev, n, window) if mode == "ordered"
@@ -536,10 +538,9 @@ def funnel(
     per = chain_src.group_by("customer_id").aggregate(**aggs)
     last1 = ev.filter(ev.step == 1).group_by("customer_id").aggregate(last_step1=_.sec.max())
     per = per.left_join(last1, "customer_id").drop("customer_id_right")
-    all_events = source.table("events") if isinstance(source, Source) else source
     data_end_ts = pd.Timestamp(all_events.ts.max().execute())
     if end is not None:
-        data_end_ts = min(data_end_ts, pd.Timestamp(end, tz="UTC") + pd.Timedelta(days=1))
+        data_end_ts = min(data_end_ts, window_end(end))
     data_end = data_end_ts.timestamp()
     per = per.mutate(
         start=ibis.cases(*[(per.level >= 1, per.t1)], else_=None) if mode != "unordered"
@@ -550,10 +551,10 @@ def funnel(
     )
     excluded = 0
     if exclude:
-        ex = between_days(events, start, end).filter(_.event.isin(list(exclude)))
-        ex = ex.select(xc=ex.customer_id, xs=ex.ts.epoch_seconds().cast("float64"))
+        ex = events.filter(_.event.isin(list(exclude)))  # already within the dates
+        ex = ex.select(xc=ex.customer_id, xs=epoch_seconds(ex.ts))
         last_t = ibis.cases(*[(per.level == k, per[f"t{k}"]) for k in range(1, n + 1)])
-        spans = per.select("customer_id", "att", lt=last_t.epoch_seconds().cast("float64"))
+        spans = per.select("customer_id", "att", lt=epoch_seconds(last_t))
         hit = spans.join(ex, spans.customer_id == ex.xc).filter(
             lambda t: (t.xs > t.att) & (t.xs < t.lt)).select("customer_id").distinct()
         excluded = int(hit.count().execute())
