@@ -6,8 +6,9 @@ statistics of :mod:`cxanalysis.stats` are computed from those few numbers, so th
 same for 2,000 or 20 million customers. The rows of every table the metrics read are joined
 once to the assigned customers and summed per customer; customers without any row have all
 metrics 0, so they add to the counts and nothing to the sums, and the moments are taken over
-the active customers only (:func:`moments` with ``activity``). :func:`customer_metrics` gives
-the same per-customer table with every unit, for inspection and independent checks.
+the active customers only (:func:`moments` with ``activity``).
+:meth:`ExperimentResult.per_customer` gives the per-customer table with every unit, for
+inspection and independent checks.
 
 Metric definitions (the single place they are declared: :data:`METRICS`)
 ------------------------------------------------------------------------
@@ -156,9 +157,9 @@ def _per_customer_assignment(a: ibis.Table) -> ibis.Table:
                       n_variants=ibis.ifelse(per.v_min == per.v_max, 1, 2))
 
 
-def _units(a: ibis.Table, per: ibis.Table | None = None) -> ibis.Table:
-    """One row per customer with a single variant and an assignment time."""
-    per = _per_customer_assignment(a) if per is None else per
+def _units(per: ibis.Table) -> ibis.Table:
+    """The customers of :func:`_per_customer_assignment` with a single variant and an
+    assignment time."""
     return per.filter((per.n_variants == 1) & per.assigned_at.notnull()).drop("n_variants")
 
 
@@ -272,28 +273,6 @@ def _activity(source: Source, units: ibis.Table, metrics: Sequence[str], window_
         act = act.mutate(converted=(act.orders > 0).cast("int64"),
                          pre_converted=(act.pre_orders > 0).cast("int64"))
     return act
-
-
-def customer_metrics(source: Source, experiment_id: str, metrics: Sequence[str],
-                     window_days: float = 14, pre_days: float = 90,
-                     data_end: pd.Timestamp | None = None,
-                     units: ibis.Table | None = None) -> ibis.Table:
-    """Per assigned customer (Ibis expression): ``customer_id``, ``variant``,
-    ``assigned_at``, ``close_day`` (the day the analysis window closes, as days since
-    1970-01-01 UTC) and every column the ``metrics`` need (window values and pre-period
-    covariates; missing activity is 0).
-
-    Customers in more than one variant or without an assignment time are left out, as are
-    customers whose window is still open at ``data_end`` (see :func:`analyze` checks).
-    :func:`analyze` never builds this table (it aggregates the sparse activity instead); it
-    is the per-customer view for inspection and for independent recomputation.
-    """
-    source.require("assignments")
-    u = _units(_assignments(source, experiment_id)) if units is None else units
-    u = _with_window(u, window_days)
-    if data_end is not None:
-        u = u.filter(u.t0 <= _epoch_us_of(data_end) - _us(window_days))
-    return _all_units(u, _activity(source, u, metrics, window_days, pre_days))
 
 
 def _all_units(units: ibis.Table, activity: ibis.Table) -> ibis.Table:
@@ -616,7 +595,7 @@ class ExperimentResult:
                 "abs_diff", "se", "ci_low", "ci_high", "rel_lift", "p_value"]
         frame = pd.DataFrame(rows).reindex(columns=cols + ["suppressed"])
         ok = frame.p_value.notna()
-        frame["p_holm"] = _correct(frame.p_value, "holm")
+        frame["p_holm"] = st.adjust_pvalues(frame.p_value, "holm")
         frame["significant"] = frame.p_holm < self.alpha
         frame.loc[frame.suppressed, ["n_control", "n_treatment"]] = np.nan
         frame[["n_control", "n_treatment"]] = frame[["n_control", "n_treatment"]].astype("Int64")
@@ -689,10 +668,6 @@ def _planned_split(source: Source, experiment_id: str, variants: list[str]
         split = {v: 1.0 for v in variants}
         notes.append("No planned split recorded: the SRM check assumes an equal split.")
     return split, info, notes
-
-
-def _correct(p: pd.Series, method: str) -> np.ndarray:
-    return st.adjust_pvalues(p.to_numpy(dtype=float), method)
 
 
 def analyze(
@@ -773,13 +748,12 @@ def analyze(
 
     a = _assignments(source, experiment_id)
     # end of observation: the last timestamp of the tables the metrics read
-    ends = [source.table(t).ts.max().execute() for t in
-            sorted({t for s in specs.values() for t in s.tables})]
+    tables = sorted({t for s in specs.values() for t in s.tables})
+    ends = [source.table(t).ts.max().execute() for t in tables]
     ends = [pd.Timestamp(e) for e in ends if e is not None and not pd.isna(e)]
     if not ends:
-        raise CXDataError("the tables the metrics read ("
-                          + ", ".join(sorted({t for s in specs.values() for t in s.tables}))
-                          + ") have no rows with a time")
+        raise CXDataError(f"the tables the metrics read ({', '.join(tables)}) have no rows "
+                          "with a time")
     data_end = max(ends)
     cutoff = _epoch_us_of(data_end) - _us(window_days)  # a later t0: window still open
 
@@ -808,13 +782,13 @@ def analyze(
         raw = {"rows": int(per_day.n_all.sum()), "no_time": int(per_day.n_all[untimed].sum())}
         per_day = per_day[~untimed].reset_index(drop=True)
         units = units.filter(units.assigned_at.notnull())
-    elif raw["rows"]:
+    else:  # a broken key means rows > customers >= 0, so there are rows
         # one pass over the assignments, materialised: every check below reads this table
         per_all = con.create_table(f"__assigned_{next(_COUNTER)}",
                                    _per_customer_assignment(a), temp=True)
         n_multi = int(per_all.filter(per_all.n_variants > 1).count().execute())
         units = con.create_table(f"__units_{next(_COUNTER)}",
-                                 _with_window(_units(a, per_all), window_days), temp=True)
+                                 _with_window(_units(per_all), window_days), temp=True)
         per_day = count_per_day(units)
     if raw["rows"] == 0:
         raise CXDataError(f"assignments has no rows for experiment {experiment_id!r} "
@@ -822,7 +796,8 @@ def analyze(
     per_day["n"] = per_day.n_all - per_day.n_open
     counts = {str(v): int(n) for v, n in per_day.groupby("variant").n_all.sum().items()}
     open_n = int(per_day.n_open.sum())
-    days_assigning = max((pd.Timestamp(per_day.hi.max()) - pd.Timestamp(per_day.lo.min()))
+    first_assigned, last_assigned = per_day.lo.min(), per_day.hi.max()
+    days_assigning = max((pd.Timestamp(last_assigned) - pd.Timestamp(first_assigned))
                          .total_seconds() / 86400, 1.0)
     variants_seen = sorted(counts)
     split, info, notes = _planned_split(source, experiment_id, variants_seen)
@@ -839,8 +814,7 @@ def analyze(
     if unplanned:
         notes.append(f"Variants not in the planned split: {', '.join(unplanned)}.")
         split = {**split, **{v: 0.0 for v in unplanned}}
-    srm_chi2, srm_p = st.srm_test({v: counts.get(v, 0) for v in split}, split) \
-        if all(w > 0 for w in split.values()) else (float("inf"), 0.0)
+    srm_chi2, srm_p = st.srm_test({v: counts.get(v, 0) for v in split}, split)
 
     outside = 0
     start, end = info.get("start"), info.get("end")
@@ -853,7 +827,7 @@ def analyze(
         outside = int(a.filter(cond).count().execute())
 
     closed = units.filter(units.t0 <= cutoff)
-    span = (_epoch_us_of(per_day.lo.min()), _epoch_us_of(per_day.hi.max()))
+    span = (_epoch_us_of(first_assigned), _epoch_us_of(last_assigned))
     activity = _activity(source, closed, all_metrics, window_days, pre_days, t0_span=span)
     # one aggregation of the metrics, per closing day and variant; the totals are its sums
     by = ["close_day", "variant"]
@@ -894,7 +868,7 @@ def analyze(
                              "se": e.se, "abs_ci_low": e.abs_ci[0], "abs_ci_high": e.abs_ci[1],
                              "rel_lift": e.rel_lift, "rel_ci_low": e.rel_ci[0],
                              "rel_ci_high": e.rel_ci[1], "p_value": e.p_value,
-                             "variance_reduction": vr if adj else 0.0,
+                             "variance_reduction": vr,
                              "theta": theta if adj else np.nan})
     effects = pd.DataFrame(rows)
     for c in ["control_mean", "treatment_mean", "abs_diff", "se", "abs_ci_low", "abs_ci_high",
@@ -915,7 +889,7 @@ def analyze(
     effects["p_adjusted"] = np.nan
     for fam in ("primary", "secondary"):
         sel = effects.reported & (effects.family == fam)
-        effects.loc[sel, "p_adjusted"] = _correct(effects.loc[sel, "p_value"], correction)
+        effects.loc[sel, "p_adjusted"] = st.adjust_pvalues(effects.loc[sel, "p_value"], correction)
     g = effects.reported & (effects.family == "guardrail")
     effects.loc[g, "p_adjusted"] = effects.loc[g, "p_value"]
     effects["significant"] = effects.p_adjusted < alpha
@@ -942,7 +916,7 @@ def analyze(
     spec_p = specs[primary_metric]
     bayes = _bayes(prim, arm, control, primary_metric, spec_p, seed) if bayesian else \
         pd.DataFrame()
-    planning = _planning(prim, c_prim, spec_p, arm, control, treatments, alpha, power, mde,
+    planning = _planning(prim, c_prim, spec_p, arm, treatments, alpha, power, mde,
                          days_assigning, variance_reduction)
     seq = None
     if sequential:
@@ -986,7 +960,7 @@ def _balance(arm: Mapping[str, Any], control: str, treatments: list[str],
                          "p_value": e.p_value})
     out = pd.DataFrame(rows, columns=["covariate", "variant", "control_mean", "treatment_mean",
                                       "abs_diff", "p_value"])
-    out["p_holm"] = _correct(out.p_value, "holm")
+    out["p_holm"] = st.adjust_pvalues(out.p_value, "holm")
     return out
 
 
@@ -1042,8 +1016,8 @@ def _bayes(prim: pd.DataFrame, arm: Mapping[str, Any], control: str, metric: str
 
 
 def _planning(prim: pd.DataFrame, c: st.Moments, spec: MetricSpec, arm: Mapping[str, Any],
-              control: str, treatments: list[str], alpha: float, power: float, mde: float,
-              days: float, variance_reduction: bool) -> pd.DataFrame:
+              treatments: list[str], alpha: float, power: float, mde: float, days: float,
+              variance_reduction: bool) -> pd.DataFrame:
     """MDE reachable with the traffic seen, customers and days needed for ``mde``."""
     base = _control_level(spec, c)
     if spec.kind == "ratio":
@@ -1083,10 +1057,7 @@ def _sequential(daily: pd.DataFrame, metric: str, spec: MetricSpec, control: str
         wide = both.pivot_table(index="close_day", columns="variant", values=cols,
                                 aggfunc="sum", fill_value=0.0).sort_index().cumsum()
         for day, r in wide.iterrows():
-            def arm(name: str, r: pd.Series = r) -> st.Moments:
-                return _moments_of({c: r[(c, name)] if (c, name) in r.index else 0.0
-                                    for c in cols}, metric)
-            t, c = arm(v), arm(control)
+            t, c = (_moments_of(r.xs(name, level="variant"), metric) for name in (v, control))
             if min(t.n, c.n) < 2:
                 continue
             try:

@@ -214,10 +214,15 @@ def cuped(t: Moments, c: Moments, alpha: float = 0.05, theta: float | None = Non
 
 
 def srm_test(observed: dict[str, float], planned: dict[str, float]) -> tuple[float, float]:
-    """Chi-square goodness of fit of assignment counts to the planned split: (chi2, p)."""
+    """Chi-square goodness of fit of assignment counts to the planned split: (chi2, p).
+
+    A variant planned at weight 0 (or not planned at all, entered as 0) is a mismatch by
+    definition: (inf, 0.0)."""
     names = list(planned)
     obs = np.array([observed.get(k, 0) for k in names], dtype=float)
     w = np.array([planned[k] for k in names], dtype=float)
+    if (w <= 0).any():
+        return float("inf"), 0.0
     exp = obs.sum() * w / w.sum()
     chi2, p = stats.chisquare(obs, exp)
     return float(chi2), float(p)
