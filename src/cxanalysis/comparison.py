@@ -31,6 +31,7 @@ from sklearn.metrics import adjusted_mutual_info_score, adjusted_rand_score, r2_
 from sklearn.model_selection import KFold, StratifiedKFold
 
 from cxanalysis.data import Source, between_days
+from cxanalysis.privacy import MIN_GROUP_SIZE
 
 OUTCOMES = {"converted": "AUC", "revenue": "R²", "nps": "R²"}
 
@@ -59,9 +60,12 @@ def holdout_outcomes(source: Source, start: str, end: str,
 def cramers_v(a: pd.Series, b: pd.Series) -> float:
     """Cramér's V of the crosstab of two groupings (no bias correction)."""
     tab = pd.crosstab(a, b)
-    chi2 = stats.chi2_contingency(tab, correction=False)[0]
-    n = tab.to_numpy().sum()
-    return float(np.sqrt(chi2 / (n * (min(tab.shape) - 1))))
+    return _cramers_v(tab, stats.chi2_contingency(tab, correction=False)[0])
+
+
+def _cramers_v(tab: pd.DataFrame, chi2: float) -> float:
+    """Cramér's V of a crosstab whose chi-square (no continuity correction) is known."""
+    return float(np.sqrt(chi2 / (tab.to_numpy().sum() * (min(tab.shape) - 1))))
 
 
 def agreement(a: pd.Series, b: pd.Series) -> dict[str, float]:
@@ -84,11 +88,12 @@ def _cv_score(groups: np.ndarray, y: np.ndarray, metric: str, folds: int, seed: 
     return float(roc_auc_score(y, pred) if metric == "AUC" else r2_score(y, pred))
 
 
-def _likelihood(groups: pd.Series, y: pd.Series, binary: bool) -> tuple[float, float, float]:
+def _information(groups: pd.Series, y: pd.Series, binary: bool) -> tuple[float, float]:
+    """AIC and BIC of the one-factor model of ``y`` by group (logit when ``binary``)."""
     d = pd.DataFrame({"y": y.to_numpy(), "g": groups.astype(str).to_numpy()})
     fit = (smf.logit("y ~ C(g)", d).fit(disp=0, method="bfgs", maxiter=500) if binary
            else smf.ols("y ~ C(g)", d).fit())
-    return float(fit.llf), float(fit.aic), float(fit.bic)
+    return float(fit.aic), float(fit.bic)
 
 
 @dataclass
@@ -153,7 +158,7 @@ def compare_groupings(
     folds: int = 5,
     n_perm: int = 20,
     seed: int = 0,
-    min_group_size: int = 10,
+    min_group_size: int = MIN_GROUP_SIZE,
 ) -> Comparison:
     """Compare groupings (name -> labels indexed by customer_id) on ``outcomes``.
 
@@ -181,12 +186,12 @@ def compare_groupings(
             score = _cv_score(g, yv, metric, folds, seed)
             perm = [_cv_score(rng.permutation(g), yv, metric, folds, seed)
                     for _i in range(n_perm)]
-            llf, aic, bic = _likelihood(pd.Series(g), pd.Series(yv), outcome == "converted")
+            p95 = float(np.quantile(perm, 0.95))
+            aic, bic = _information(pd.Series(g), pd.Series(yv), outcome == "converted")
             rows.append({"outcome": outcome, "metric": metric, "grouping": name,
                          "groups": int(len(np.unique(g))), "customers": int(len(g)),
                          "cv_score": score, "perm_mean": float(np.mean(perm)),
-                         "perm_p95": float(np.quantile(perm, 0.95)),
-                         "beats_permutation": bool(score > np.quantile(perm, 0.95)),
+                         "perm_p95": p95, "beats_permutation": bool(score > p95),
                          "aic": aic, "bic": bic})
     fit = pd.DataFrame(rows)
     a, b = groupings[seg_name].loc[common], groupings[per_name].loc[common]
@@ -230,15 +235,14 @@ def group_differences(groups: pd.Series, outcomes: pd.DataFrame, name: str) -> p
         chi2, p, dof, _e = stats.chi2_contingency(tab, correction=False)
         rows.append({"grouping": name, "outcome": "converted", "test": "chi-square",
                      "statistic": chi2, "df": dof, "p_value": p,
-                     "effect_size": cramers_v(g, outcomes["converted"]),
+                     "effect_size": _cramers_v(tab, chi2),
                      "effect_measure": "Cramér's V"})
     for o in ("revenue", "nps"):
         if o not in outcomes:
             continue
         y = outcomes[o]
         ok = y.notna()
-        samples = [y[ok & (g == k)].to_numpy() for k in sorted(g[ok].unique())]
-        samples = [s for s in samples if len(s)]
+        samples = [v.to_numpy() for _k, v in y[ok].groupby(g[ok], sort=True)]
         if len(samples) < 2:
             continue
         h, p = stats.kruskal(*samples)

@@ -90,9 +90,10 @@ def behaviour_features(source: Source, start: str, end: str, min_events: int = 5
 
 
 def _calibration(source: Source, start: str, end: str, min_events: int
-                 ) -> tuple[pd.DataFrame, pd.Series, int]:
-    """Features, calibration-window revenue (both indexed by the active customers) and the
-    number of inactive customers, from one aggregate per table."""
+                 ) -> tuple[pd.DataFrame, pd.Series | None, int]:
+    """Features, calibration-window revenue (both indexed by the active customers; None
+    without an orders table) and the number of inactive customers, from one aggregate per
+    table."""
     source.require("customers", "events")
     t0 = pd.Timestamp(start, tz="UTC")
     t1 = window_end(end)
@@ -161,7 +162,8 @@ def _calibration(source: Source, start: str, end: str, min_events: int
     x["nps"] = nps.fillna(nps.mean() if nps.notna().any() else 0.0)
     x["recency_days"] = (t1 - pd.to_datetime(df["last_ts"], utc=True)).dt.total_seconds() / 86400
     x["tenure_days"] = (t1 - signup).dt.total_seconds() / 86400
-    return x.astype(float), df["revenue"].fillna(0.0).astype(float), inactive
+    value = df["revenue"].fillna(0.0).astype(float) if source.has("orders") else None
+    return x.astype(float), value, inactive
 
 
 def _check_features(x: pd.DataFrame, features: Sequence[str]) -> list[str]:
@@ -197,7 +199,7 @@ class PersonaModel:
         :func:`behaviour_features`)."""
         z = self.scaler.transform(x[self.features].to_numpy(float))
         lab = self.model.predict(z)
-        names = np.array(self.names or [f"persona {i + 1}" for i in range(self.k)], dtype=object)
+        names = np.array(self.names, dtype=object)
         return pd.Series(names[lab], index=x.index, name="persona")
 
 
@@ -212,13 +214,14 @@ def _fit(z: np.ndarray, k: int, method: str, seed: int, n_init: int = 10):
     raise ValueError(f"method must be one of {METHODS}, not {method!r}")
 
 
-def _relabel_by_size(labels: np.ndarray, k: int) -> np.ndarray:
-    """Renumber clusters by decreasing size (ties by label) so numbering is stable."""
+def _size_order(labels: np.ndarray, k: int) -> np.ndarray:
+    """Raw label -> number by decreasing cluster size (ties by label), so numbering is
+    stable."""
     sizes = np.bincount(labels, minlength=k)
     order = np.lexsort((np.arange(k), -sizes))
     remap = np.empty(k, dtype=int)
     remap[order] = np.arange(k)
-    return remap[labels]
+    return remap
 
 
 def k_sweep(x: pd.DataFrame, features: Sequence[str], ks: Sequence[int] = range(2, 9),
@@ -284,18 +287,10 @@ def bootstrap_jaccard(z: np.ndarray, labels: np.ndarray, k: int, method: str, se
         m = _fit(z[idx], k, method, seed + b + 1, n_init=3)
         lab_b = m.predict(z[idx])
         orig = labels[idx]
-        for c in range(k):
-            a = orig == c
-            if not a.any():
-                out[b, c] = 0.0
-                continue
-            best = 0.0
-            for d in range(k):
-                bb = lab_b == d
-                inter = np.count_nonzero(a & bb)
-                if inter:
-                    best = max(best, inter / np.count_nonzero(a | bb))
-            out[b, c] = best
+        # inter[c, d]: customers in persona c and bootstrap cluster d; union by inclusion-exclusion
+        inter = np.bincount(orig * k + lab_b, minlength=k * k).reshape(k, k)
+        union = inter.sum(axis=1)[:, None] + inter.sum(axis=0)[None, :] - inter
+        out[b] = np.where(inter > 0, inter / np.maximum(union, 1), 0.0).max(axis=1)
     return out.mean(axis=0)
 
 
@@ -477,10 +472,8 @@ def fit_personas(
     z = scaler.transform(x[features].to_numpy(float))
     model = _fit(z, k, method, seed)
     raw = model.predict(z)
-    labels = _relabel_by_size(raw, k)
-    # stable numbering: map the model's raw labels to the size order for predict()
-    perm = np.arange(k)
-    perm[raw] = labels
+    perm = _size_order(raw, k)  # also maps the model's raw labels for predict()
+    labels = perm[raw]
     # stability on a seeded sample of at most 20,000 customers (enough for the Jaccard of
     # every persona of reasonable size, and bounded time with millions of customers)
     rng = np.random.default_rng(seed)
@@ -497,8 +490,6 @@ def fit_personas(
     prof.index = names
     pm = PersonaModel(features, method, k, seed, scaler, _PermutedModel(model, perm), names)
     assign = pd.Series(np.array(names, dtype=object)[labels], index=x.index, name="persona")
-    if not source.has("orders"):
-        value = None
     return Personas(pm, assign, x[features], sweep, dict(zip(names, map(float, jac),
                                                               strict=True)),
                     seed_ari, inactive, prof, rule, min_group_size, value)
@@ -515,16 +506,10 @@ class _PermutedModel:
         return self.perm[self.inner.predict(z)]
 
 
-def assign_personas(source: Source, start: str | None = None, end: str | None = None,
-                    seed: int = 0, k: int | None = None) -> pd.DataFrame:
-    """Customer -> persona with the default parameters (for breakdowns in notebooks 02 and
-    03). The calibration window defaults to the first three quarters of the events' time
-    span. Returns a DataFrame ``customer_id, persona``; customers with too little activity
-    are absent (breakdowns show them as unknown)."""
-    if start is None or end is None:
-        span = source.table("events").aggregate(lo=_.ts.min(), hi=_.ts.max()).execute().iloc[0]
-        lo, hi = pd.Timestamp(span.lo), pd.Timestamp(span.hi)
-        start = start or str(lo.date())
-        end = end or str((lo + (hi - lo) * 0.75).date())
-    p = fit_personas(source, start, end, k=k, seed=seed, n_boot=2)
-    return p.assignments.rename("persona").reset_index()
+def assign_personas(source: Source, start: str, end: str, seed: int = 0) -> pd.DataFrame:
+    """Customer -> persona with the default parameters, calibrated on the ISO days ``start``
+    to ``end`` (for breakdowns in notebooks 02 and 03). Returns a DataFrame
+    ``customer_id, persona``; customers with too little activity are absent (breakdowns show
+    them as unknown)."""
+    p = fit_personas(source, start, end, seed=seed, n_boot=2)
+    return p.assignments.reset_index()

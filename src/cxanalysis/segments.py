@@ -40,9 +40,6 @@ class Segments:
     def rules(self) -> pd.DataFrame:
         return self.rule_table
 
-    def sizes(self) -> pd.Series:
-        return self.labels.value_counts().sort_index()
-
 
 def demographic_segments(source: Source, columns: Sequence[str]) -> Segments:
     """Segment = the combination of the given ``customers`` columns (missing -> "unknown")."""
@@ -88,8 +85,7 @@ def rfm_scores(source: Source, start: str, end: str, bins: int = 5) -> pd.DataFr
     return df
 
 
-def value_tiers(source: Source, start: str, end: str, bins: int = 5,
-                customers: pd.Index | None = None) -> Segments:
+def value_tiers(source: Source, start: str, end: str, bins: int = 5) -> Segments:
     """RFM value tiers (see the module docstring for the rule)."""
     rfm = rfm_scores(source, start, end, bins)
     s = rfm[["r_score", "f_score", "m_score"]].sum(axis=1)
@@ -97,8 +93,7 @@ def value_tiers(source: Source, start: str, end: str, bins: int = 5,
     cuts = (12 * f, 9 * f, 6 * f)
     tier = np.select([s >= cuts[0], s >= cuts[1], s >= cuts[2]], list(TIERS[:3]), TIERS[3])
     labels = pd.Series(tier, index=rfm.index, name="segment")
-    if customers is None:
-        customers = source.table("customers").customer_id.execute()
+    customers = source.table("customers").customer_id.execute()
     labels = labels.reindex(pd.Index(customers, name="customer_id")).fillna("no purchase")
     rules = pd.DataFrame({
         "segment": list(TIERS),
