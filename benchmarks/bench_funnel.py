@@ -40,7 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from benchmarks._child import measure
+from benchmarks._child import CACHE, measure
 
 STEPS = ["visit", "product_view", "add_to_cart", "checkout", "purchase"]
 EVENTS = [*STEPS, "search", "support_contact"]
@@ -57,7 +57,6 @@ SPREAD_US = 21 * 86_400 * 10**6  # a customer's events fall within 21 days of th
 DRIFT_US = 36 * 3600 * 10**6
 YEAR_START_US = 1_735_689_600 * 10**6  # 2025-01-01T00:00:00Z
 YEAR_END_US = 1_767_225_600 * 10**6  # 2026-01-01T00:00:00Z
-DATA_DIR = Path(__file__).resolve().parents[1] / "data" / "bench"
 SCHEMA = pa.schema([("customer_id", pa.string()), ("ts", pa.timestamp("us", tz="UTC")),
                     ("channel", pa.string()), ("event", pa.string())])
 
@@ -85,10 +84,10 @@ def _chunk(rng: np.random.Generator, first_row: int, rows: int) -> pa.Table:
 def events_parquet(n: int) -> tuple[Path, float | None]:
     """The cached events file of ``n`` rows, and the seconds spent generating it (None when
     it was already there)."""
-    path = DATA_DIR / f"funnel_events_{n}.parquet"
+    path = CACHE / f"funnel_events_{n}.parquet"
     if path.exists():
         return path, None
-    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    CACHE.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".parquet.tmp")
     rng = np.random.default_rng(0)
     t0 = time.perf_counter()
@@ -226,10 +225,11 @@ def run(sizes: tuple[int, ...] = (10_000_000, 100_000_000)) -> list[dict]:
     rows = []
     for n in sizes:
         path, gen_s = events_parquet(n)
-        meta = pq.ParquetFile(path).metadata
+        pf = pq.ParquetFile(path)
+        meta = pf.metadata
         assert meta.num_rows == n, (meta.num_rows, n)
         parquet_mb = path.stat().st_size / 2**20
-        first_rg = pq.ParquetFile(path).read_row_group(0)
+        first_rg = pf.read_row_group(0)
         data_mb = first_rg.nbytes / first_rg.num_rows * n / 2**20  # in-memory Arrow size
         print(f"data    {n:>11,} events: "
               + (f"generated in {gen_s:.1f} s" if gen_s is not None else "cached")

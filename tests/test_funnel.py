@@ -141,6 +141,18 @@ def test_first_touch_breakdown_never_splits_a_sequence() -> None:
     assert b["converted"].to_dict() == {"email": 0, "social": 1}
     last = res.breakdown("last_channel", min_group_size=1).table().set_index("group")
     assert last["customers"].to_dict() == {"web": 2}
+    # per-customer labels, as a DataFrame or a table; customers without one are "(unknown)"
+    labels = pd.DataFrame({"customer_id": ["C1", "C9"], "tier": ["gold", "silver"]})
+    for lab in (labels, ibis.memtable(labels)):
+        t = res.breakdown(lab, column="tier", min_group_size=1).table().set_index("group")
+        assert t["customers"].to_dict() == {"(unknown)": 1, "gold": 1}
+        assert t["converted"].to_dict() == {"(unknown)": 0, "gold": 1}
+        d = res.dropoff(by="tier", labels=lab, column="tier", min_group_size=1).table()
+        at_b = d[d.step == 2].set_index("tier")
+        assert at_b[["at_risk", "dropped"]].to_dict("index") == {
+            "(unknown)": {"at_risk": 1, "dropped": 1}, "gold": {"at_risk": 1, "dropped": 0}}
+    with pytest.raises(ValueError, match="label table"):
+        res.breakdown(labels, column="nope")
 
 
 def test_exclusion_steps_remove_customers() -> None:

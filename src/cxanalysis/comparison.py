@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -31,6 +32,7 @@ from sklearn.metrics import adjusted_mutual_info_score, adjusted_rand_score, r2_
 from sklearn.model_selection import KFold, StratifiedKFold
 
 from cxanalysis.data import Source, between_days
+from cxanalysis.funnel import Breakdown
 from cxanalysis.privacy import MIN_GROUP_SIZE
 
 OUTCOMES = {"converted": "AUC", "revenue": "R²", "nps": "R²"}
@@ -108,6 +110,14 @@ class Comparison:
 
     def table(self) -> pd.DataFrame:
         return self.fit
+
+    def outcome_fit(self, names: Mapping[str, str] | None = None) -> dict[str, dict[str, Any]]:
+        """Per outcome: its ``metric`` and the cross-validated score of each grouping (keys
+        renamed by ``names`` where given), in the order of :meth:`table`."""
+        names = names or {}
+        return {o: {"metric": g.metric.iloc[0],
+                    **{names.get(n, n): s for n, s in zip(g.grouping, g.cv_score, strict=True)}}
+                for o, g in self.fit.groupby("outcome", sort=False)}
 
     def winner(self, outcome: str) -> str:
         f = self.fit[self.fit.outcome == outcome]
@@ -223,6 +233,17 @@ def _nested(a: pd.Series, b: pd.Series, out: pd.DataFrame, an: str, bn: str) -> 
             rows.append({"outcome": outcome, "test": name, "added": added, "lr_stat": lr,
                          "df": df, "p_value": float(stats.chi2.sf(lr, df))})
     return pd.DataFrame(rows)
+
+
+def conversion_by_group(groups: pd.Series, outcomes: pd.DataFrame, name: str,
+                        alpha: float = 0.05, min_group_size: int = MIN_GROUP_SIZE) -> Breakdown:
+    """Holdout conversion by group (labels indexed by customer_id), with Wilson intervals, a
+    chi-square across groups and pairwise Holm-corrected tests (see
+    :class:`cxanalysis.funnel.Breakdown`)."""
+    conv = (outcomes["converted"].groupby(groups.reindex(outcomes.index))
+            .agg(["size", "sum"]).reset_index())
+    conv.columns = ["group", "customers", "converted"]
+    return Breakdown.from_counts(name, conv, alpha, min_group_size)
 
 
 def group_differences(groups: pd.Series, outcomes: pd.DataFrame, name: str) -> pd.DataFrame:

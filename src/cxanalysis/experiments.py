@@ -494,6 +494,18 @@ class ExperimentResult:
     def reported(self) -> pd.DataFrame:
         return self.effects[self.effects.reported].reset_index(drop=True)
 
+    def variance_reduction_table(self) -> pd.DataFrame:
+        """What CUPED bought, per adjusted metric and treatment: ``theta``, the variance
+        reduction and the width of the absolute-difference interval without and with it."""
+        key = ["base_metric", "variant"]
+        e = self.effects
+        width = e.abs_ci_high - e.abs_ci_low
+        adj = e[e.adjusted].assign(ci_width_cuped=width)
+        raw = e[~e.adjusted].assign(ci_width_unadjusted=width)
+        out = adj[[*key, "theta", "variance_reduction"]].merge(
+            raw[[*key, "ci_width_unadjusted"]], on=key)
+        return out.merge(adj[[*key, "ci_width_cuped"]], on=key)
+
     def primary(self, variant: str | None = None) -> pd.Series:
         r = self.reported()
         r = r[r.role == "primary"]
@@ -638,6 +650,11 @@ class ExperimentResult:
             "correction": self.correction, "metrics": metrics,
             "guardrails": {f"{g.metric}@{g.variant}" if many else g.metric: g.status
                            for g in self.guardrails.itertuples()},
+            **({"sequential_first_significant_day": self.sequential.first_significant_day()}
+               if self.sequential is not None else {}),
+            **({"p_treatment_better": dict(zip(self.bayes.variant,
+                                               self.bayes.p_treatment_better, strict=True))}
+               if len(self.bayes) else {}),
         }
 
 

@@ -235,16 +235,17 @@ class FunnelResult:
 
     # ------------------------------------------------------------------ breakdowns
 
-    def breakdown(self, by: str | ibis.Table = "first_channel", column: str | None = None,
+    def breakdown(self, by: str | ibis.Table | pd.DataFrame = "first_channel",
+                  column: str | None = None,
                   min_group_size: int = MIN_GROUP_SIZE) -> Breakdown:
         """Conversion (reaching the last step) by a per-customer group.
 
         Parameters
         ----------
-        by : str or ibis.Table
+        by : str, ibis.Table or DataFrame
             ``"first_channel"`` / ``"last_channel"`` (channel of the attempt's first / last
-            step), or a table with ``customer_id`` and ``column`` (customer attributes,
-            persona labels).
+            step), or a table or DataFrame with ``customer_id`` and ``column`` (customer
+            attributes, persona labels).
         column : str, optional
             The group column of a table ``by``.
         """
@@ -256,12 +257,7 @@ class FunnelResult:
             grouped = c.mutate(group=c[by])
             label = by
         else:
-            if column is None or column not in by.columns:
-                raise ValueError("give the group column of the breakdown table")
-            labels = by.select(customer_id=by.customer_id.cast("string"),
-                               group=by[column].cast("string"))
-            grouped = c.left_join(labels, "customer_id").mutate(
-                group=_.group.fill_null("(unknown)"))
+            grouped = _with_group(c, by, column)
             label = column
         agg = (grouped.filter(~grouped.in_progress | (grouped.level == n))
                .group_by("group").aggregate(customers=_.count(),
@@ -284,24 +280,21 @@ class FunnelResult:
         agg["ci_low"], agg["ci_high"] = lo, hi
         return agg
 
-    def dropoff(self, by: str = "channel", labels: ibis.Table | None = None,
+    def dropoff(self, by: str = "channel", labels: ibis.Table | pd.DataFrame | None = None,
                 column: str | None = None, min_group_size: int = MIN_GROUP_SIZE
                 ) -> PainPoints:
         """Drop-off at each step by the channel of the step event where customers stopped
         (``by="channel"``) or by a customer group (``labels``/``column``), against the
         overall drop-off rate of that step; see :class:`PainPoints`."""
         c = self.customers
+        if by != "channel":
+            c = _with_group(c, labels, column)
         n = len(self.steps)
         parts = []
         for k in range(1, n):
             at_risk = c.filter((c.level >= k) & ~((c.level == k) & c.in_progress))
             if by == "channel":
                 at_risk = at_risk.mutate(group=at_risk[f"ch{k}"])
-            else:
-                lab = labels.select(customer_id=labels.customer_id.cast("string"),
-                                    group=labels[column].cast("string"))
-                at_risk = at_risk.left_join(lab, "customer_id").mutate(
-                    group=_.group.fill_null("(unknown)"))
             agg = at_risk.group_by("group").aggregate(at_risk=_.count(),
                                                       dropped=(_.level == k).sum())
             parts.append(agg.mutate(step=k))
@@ -310,6 +303,20 @@ class FunnelResult:
         df["next_event"] = [self.steps[k] for k in df["step"]]
         return PainPoints.from_counts(df, by if by == "channel" else column, self.alpha,
                                       min_group_size)
+
+
+def _with_group(customers: ibis.Table, labels: ibis.Table | pd.DataFrame | None,
+                column: str | None) -> ibis.Table:
+    """``customers`` with ``group``: the ``column`` of the per-customer ``labels`` (a table or
+    a DataFrame with ``customer_id``), "(unknown)" for customers without a label."""
+    if labels is None or column is None or column not in labels.columns:
+        raise ValueError("give a label table (or DataFrame) with customer_id and its group "
+                         "column")
+    if isinstance(labels, pd.DataFrame):
+        labels = ibis.memtable(labels[["customer_id", column]])
+    lab = labels.select(customer_id=labels.customer_id.cast("string"),
+                        group=labels[column].cast("string"))
+    return customers.left_join(lab, "customer_id").mutate(group=_.group.fill_null("(unknown)"))
 
 
 @dataclass

@@ -294,11 +294,14 @@ def bootstrap_jaccard(z: np.ndarray, labels: np.ndarray, k: int, method: str, se
     return out.mean(axis=0)
 
 
+STABLE_JACCARD = 0.75  # Hennig: below this mean bootstrap Jaccard a cluster is not stable
+
+
 def stability_verdict(j: float) -> str:
     """Hennig's reading of the mean bootstrap Jaccard."""
     if j >= 0.85:
         return "highly stable"
-    if j >= 0.75:
+    if j >= STABLE_JACCARD:
         return "valid, stable"
     if j >= 0.6:
         return "patterns, doubtful"
@@ -332,6 +335,11 @@ class Personas:
     def names(self) -> list[str]:
         return self.model.names
 
+    @property
+    def unstable(self) -> list[str]:
+        """Personas whose mean bootstrap Jaccard is below :data:`STABLE_JACCARD`."""
+        return [n for n in self.names if self.jaccard[n] < STABLE_JACCARD]
+
     def sizes(self) -> dict[str, int]:
         vc = self.assignments.value_counts()
         return {n: int(vc.get(n, 0)) for n in self.names}
@@ -364,7 +372,7 @@ class Personas:
         return out
 
     def summary(self) -> str:
-        unstable = [n for n in self.names if self.jaccard[n] < 0.75]
+        unstable = self.unstable
         sizes = self.sizes()
         return (f"{self.k} personas from {len(self.assignments):,} active customers "
                 f"({self.inactive:,} with too little activity left unassigned), "
@@ -372,8 +380,8 @@ class Personas:
                 + "; ".join(f"{n} ({sizes[n]:,}, Jaccard {self.jaccard[n]:.2f})"
                             for n in self.names)
                 + f". ARI across seeds {self.seed_ari:.2f}. "
-                + (f"Unstable (Jaccard < 0.75): {', '.join(unstable)}." if unstable
-                   else "Every persona is stable (Jaccard >= 0.75)."))
+                + (f"Unstable (Jaccard < {STABLE_JACCARD}): {', '.join(unstable)}." if unstable
+                   else f"Every persona is stable (Jaccard >= {STABLE_JACCARD})."))
 
     def plot_sweep(self) -> plt.Figure:
         s = self.sweep
@@ -433,7 +441,7 @@ def fit_personas(
     start: str,
     end: str,
     k: int | None = None,
-    features: Sequence[str] = DEFAULT_FEATURES,
+    features: Sequence[str] | None = None,
     method: str = "kmeans",
     ks: Sequence[int] = range(2, 9),
     seed: int = 0,
@@ -447,8 +455,9 @@ def fit_personas(
     ----------
     k : int, optional
         Number of personas; default chosen by :func:`choose_k` from the sweep over ``ks``.
-    features : sequence of str
-        Columns of :func:`behaviour_features` used (see the module docstring).
+    features : sequence of str, optional
+        Columns of :func:`behaviour_features` used (see the module docstring); default
+        :data:`DEFAULT_FEATURES`.
     method : {"kmeans", "minibatch", "gmm"}
         k-means (10 restarts), mini-batch k-means (for millions of customers) or a
         Gaussian mixture (full covariances, 3 restarts).
@@ -460,7 +469,7 @@ def fit_personas(
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, not {method!r}")
     x, value, inactive = _calibration(source, start, end, min_events)
-    features = _check_features(x, features)
+    features = _check_features(x, DEFAULT_FEATURES if features is None else features)
     if k is not None and (k < 2 or k * min_group_size > len(x)):
         raise CXDataError(f"k = {k} needs at least {max(k, 2) * min_group_size} active "
                           f"customers of {min_group_size}+ per persona; the data has "
