@@ -54,12 +54,13 @@ def demographic_segments(source: Source, columns: Sequence[str]) -> Segments:
                           f"{', '.join(cust.columns)})")
     df = cust.select("customer_id", *columns).execute().set_index("customer_id").sort_index()
     df = df.astype("string").fillna("unknown")
-    labels = df.agg(" / ".join, axis=1) if len(columns) > 1 else df[columns[0]]
+    labels = df[columns[0]].str.cat([df[c] for c in columns[1:]], sep=" / ")
     labels = labels.astype(str).rename("segment")
-    rules = pd.DataFrame({"segment": sorted(labels.unique())})
-    rules["rule"] = [" and ".join(f"{c} = {v!r}" for c, v in zip(columns, s.split(" / "),
-                                                                   strict=True))
-                     for s in rules["segment"]]
+    # one rule per combination, from the values themselves (a value may contain " / ")
+    combos = df.assign(segment=labels).drop_duplicates("segment").sort_values("segment")
+    rules = pd.DataFrame({"segment": combos["segment"].to_list()})
+    rules["rule"] = [" and ".join(f"{c} = {str(v)!r}" for c, v in zip(columns, row, strict=True))
+                     for row in combos[columns].itertuples(index=False)]
     rules["customers"] = rules["segment"].map(labels.value_counts())
     return Segments(" x ".join(columns), labels, rules)
 
