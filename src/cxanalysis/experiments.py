@@ -474,6 +474,7 @@ class ExperimentResult:
     notes: list[str] = field(default_factory=list)
     _units: ibis.Table | None = None
     _activity: ibis.Table | None = None
+    _activity_stored: bool = False
     _min_group_size: int = MIN_GROUP_SIZE
 
     @property
@@ -552,9 +553,7 @@ class ExperimentResult:
         a DataFrame with ``customer_id`` and one group column (e.g. personas)."""
         metric = metric or self.primary_metric
         spec = metric_spec(metric)
-        units, activity = self._units, self._activity
-        if units is None or activity is None:
-            raise ValueError("this result holds no per-customer tables")
+        units, activity = self._per_customer_tables()
         con = units._find_backend()
         if isinstance(by, str):
             if source is None:
@@ -623,9 +622,20 @@ class ExperimentResult:
         """The analysed customers, one row each with every metric column (an Ibis
         expression over all units: inspect or sample it; :func:`analyze` itself only
         aggregates the active customers)."""
+        return _all_units(*self._per_customer_tables())
+
+    def _per_customer_tables(self) -> tuple[ibis.Table, ibis.Table]:
+        """The units and their sparse activity. The activity is a query over every metric
+        table; :func:`analyze` aggregates it once in passing, and the first breakdown or
+        per-customer view stores it as a temporary table so later ones do not re-run it."""
         if self._units is None or self._activity is None:
             raise ValueError("this result holds no per-customer tables")
-        return _all_units(self._units, self._activity)
+        if not self._activity_stored:
+            con = self._units._find_backend()
+            self._activity = con.create_table(f"__activity_{next(_COUNTER)}", self._activity,
+                                              temp=True)
+            self._activity_stored = True
+        return self._units, self._activity
 
     def results(self) -> dict[str, Any]:
         """Headline figures for ``results.json``."""
