@@ -161,3 +161,13 @@ def test_atomic_write_replaces_whole_file(tmp_path: Path) -> None:
     atomic_write(target, "new content")
     assert target.read_text() == "new content"
     assert [p.name for p in tmp_path.iterdir()] == ["f.json"]
+
+
+def test_output_dir_follows_the_runner(monkeypatch) -> None:
+    from cxanalysis.results import OUT_ENV, output_dir
+
+    monkeypatch.delenv(OUT_ENV, raising=False)
+    assert output_dir() == Path("../reports")
+    assert output_dir("elsewhere") == Path("elsewhere")
+    monkeypatch.setenv(OUT_ENV, "/tmp/run-out")
+    assert output_dir() == Path("/tmp/run-out")

@@ -38,7 +38,7 @@ import yaml
 
 import cxanalysis
 from cxanalysis.data import fingerprint
-from cxanalysis.results import dumps, find_published, to_jsonable
+from cxanalysis.results import OUT_ENV, dumps, find_published, to_jsonable
 
 KERNEL = "python3"
 
@@ -190,15 +190,21 @@ def to_html(nb: nbformat.NotebookNode, failed_banner: str | None = None) -> str:
 
 
 @contextlib.contextmanager
-def _kernel_environment() -> Iterator[None]:
+def _kernel_environment(out_dir: Path) -> Iterator[None]:
     """Environment for the kernel: without MPLBACKEND (an inherited Agg backend silently
-    produced zero figures in executed notebooks)."""
-    saved = os.environ.pop("MPLBACKEND", None)
+    produced zero figures in executed notebooks), with ``CXANALYSIS_OUT`` naming the run's
+    output folder (see :func:`cxanalysis.results.output_dir`)."""
+    saved = {k: os.environ.get(k) for k in ("MPLBACKEND", OUT_ENV)}
+    os.environ.pop("MPLBACKEND", None)
+    os.environ[OUT_ENV] = str(out_dir)
     try:
         yield
     finally:
-        if saved is not None:
-            os.environ["MPLBACKEND"] = saved
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 # --------------------------------------------------------------------------- running
@@ -317,7 +323,7 @@ def _run_one(path: Path, defaults: dict[str, Any], overrides: dict[str, Any], ou
     tmp_nb = out_dir / f".{name}.running.ipynb"
     start = time.perf_counter()
     error = None
-    with _kernel_environment():
+    with _kernel_environment(out_dir):
         try:
             pm.execute_notebook(str(path), str(tmp_nb), parameters=overrides,
                                 kernel_name=KERNEL, cwd=str(nb_dir), progress_bar=False,

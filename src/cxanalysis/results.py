@@ -12,14 +12,29 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+#: Environment variable through which the report runner tells a notebook its output folder.
+OUT_ENV = "CXANALYSIS_OUT"
+
 #: MIME type under which :func:`publish` emits the results in a notebook output.
 RESULTS_MIME = "application/vnd.cxanalysis.results+json"
+
+
+def output_dir(default: str | os.PathLike[str] = "../reports") -> Path:
+    """The folder a notebook writes its side files to (persona assignments, learning log).
+
+    Under ``cxanalysis report`` this is the run's ``--out`` folder (the runner sets
+    ``CXANALYSIS_OUT`` in the kernel's environment); interactively it is ``default``,
+    relative to the notebook's working directory.
+    """
+    return Path(os.environ.get(OUT_ENV) or default)
 
 
 def to_jsonable(value: Any) -> Any:
