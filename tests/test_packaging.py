@@ -50,3 +50,16 @@ def test_ci_runs_only_what_the_readme_tells_a_user() -> None:
     assert commands == ["make test"]
     readme = (ROOT / "README.md").read_text()
     assert "make test" in readme and "make reports" in readme
+
+
+def test_ibis_and_sqlglot_can_replace_a_table() -> None:
+    """The dependency trap of ibis 12 with sqlglot 30.18+: ``create_table(overwrite=True)``
+    sent an empty ``DROP TABLE IF EXISTS`` and failed with a parser error."""
+    import ibis
+    import pandas as pd
+
+    con = ibis.duckdb.connect()
+    first = ibis.memtable(pd.DataFrame({"a": [1, 2]}))
+    con.create_table("replaced", first, overwrite=True)
+    con.create_table("replaced", ibis.memtable(pd.DataFrame({"a": [3]})), overwrite=True)
+    assert con.table("replaced").to_pandas()["a"].tolist() == [3]
