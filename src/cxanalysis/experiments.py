@@ -417,7 +417,9 @@ class Segmented:
     Cochran's Q tests whether the effect differs between groups (treatment x group
     interaction); group p-values are Holm-corrected over all groups and treatments of the
     breakdown. Groups with fewer than ``min_group_size`` customers in an arm are
-    suppressed (figures blanked)."""
+    suppressed (figures blanked). ``rel_lift`` follows the rule of :func:`analyze`: NaN
+    when the group's control level is zero or negative
+    (:func:`cxanalysis.stats.relative_defined`)."""
 
     by: str
     metric: str
