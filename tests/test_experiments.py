@@ -315,10 +315,11 @@ def test_clear_errors(world) -> None:
 def test_results_carry_the_documented_keys(checkout) -> None:
     out = checkout.results()
     assert {"experiment_id", "variants", "srm_p_value", "decision", "metrics"} <= set(out)
-    m = out["metrics"]["conversion"]
-    assert {"control_mean", "treatment_mean", "abs_diff", "abs_ci", "rel_lift", "rel_ci",
-            "p_value", "adjusted"} <= set(m)
-    assert m["adjusted"] is True
+    for key, adjusted in (("conversion", False), ("conversion_cuped", True)):
+        m = out["metrics"][key]
+        assert {"control_mean", "treatment_mean", "abs_diff", "abs_ci", "rel_lift", "rel_ci",
+                "p_value", "adjusted", "reported", "label"} <= set(m)
+        assert m["adjusted"] is adjusted and m["reported"] is adjusted
 
 
 def test_sparse_moments_and_the_key_shortcut_change_nothing(world_path: Path,
@@ -335,3 +336,186 @@ def test_sparse_moments_and_the_key_shortcut_change_nothing(world_path: Path,
     cols = ["metric", "variant", "n_control", "n_treatment", "abs_diff", "abs_ci_low",
             "abs_ci_high", "p_value", "p_adjusted"]
     pd.testing.assert_frame_equal(raw.table()[cols], checkout.table()[cols], rtol=1e-12)
+
+
+# ------------------------------------------------------------------ issue 11, items 5 to 8
+
+
+def _edge_world(folder: Path, kind: str, n: int = 400, seed: int = 1) -> Path:
+    """Two arms, orders only. ``kind="zero"``: every order falls before its customer's
+    assignment, so conversion is 0 for everyone in every window (zero variance).
+    ``kind="control0"``: only treatment customers order, inside their window, so the
+    control's conversion is 0 (and nobody has pre-period data)."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    ids = np.array([f"K{i:05d}" for i in range(n)])
+    pd.DataFrame({"customer_id": np.append(ids, "K99999"),
+                  "signup_date": pd.Timestamp("2024-01-01").date()}).to_parquet(
+        folder / "customers.parquet", index=False)
+    var = np.where(rng.random(n) < 0.5, "control", "treatment")
+    at = (pd.Timestamp("2025-03-01", tz="UTC")
+          + pd.to_timedelta(rng.random(n) * 20, unit="D")).floor("s")
+    pd.DataFrame({"experiment_id": "exp", "customer_id": ids, "variant": var,
+                  "assigned_at": at}).to_parquet(folder / "assignments.parquet", index=False)
+    if kind == "zero":
+        buy = rng.random(n) < 0.3
+        ts = at[buy] - pd.to_timedelta(1 + rng.random(buy.sum()) * 20, unit="D")
+    else:
+        buy = (rng.random(n) < 0.3) & (var == "treatment")
+        ts = at[buy] + pd.to_timedelta(rng.random(buy.sum()) * 10, unit="D")
+    k = int(buy.sum())
+    orders = pd.DataFrame({"order_id": [f"O{i}" for i in range(k)], "customer_id": ids[buy],
+                           "ts": ts.floor("s"), "channel": "web", "amount": rng.gamma(2, 30, k)})
+    # a customer outside the experiment orders late, so every window has closed
+    late = pd.DataFrame({"order_id": ["Olate"], "customer_id": ["K99999"],
+                         "ts": [pd.Timestamp("2025-05-01", tz="UTC")], "channel": "web",
+                         "amount": [1.0]})
+    pd.concat([orders, late]).to_parquet(folder / "orders.parquet", index=False)
+    pd.DataFrame({"experiment_id": ["exp"], "name": ["edge"], "hypothesis": ["h"],
+                  "control": ["control"], "start": [pd.Timestamp("2025-03-01", tz="UTC")],
+                  "end": [pd.Timestamp("2025-03-25", tz="UTC")],
+                  "planned_split": ["control:1,treatment:1"]}).to_parquet(
+        folder / "experiments.parquet", index=False)
+    return folder
+
+
+def _window_orders(folder: Path) -> pd.DataFrame:
+    """Orders inside their customer's 14-day window, joined to the assignment (pandas)."""
+    a = pd.read_parquet(folder / "assignments.parquet")
+    j = a.merge(pd.read_parquet(folder / "orders.parquet"), on="customer_id")
+    return j[(j.ts >= j.assigned_at) & (j.ts < j.assigned_at + pd.Timedelta(days=14))]
+
+
+def _text_of(res) -> str:
+    return " ".join([res.summary(), ex.next_test(res), *res.notes,
+                     res.sequential.note or ""])
+
+
+def _strict_json(res) -> dict:
+    from cxanalysis.results import dumps
+    return json.loads(dumps(res.results()))  # what publish() writes: no NaN allowed
+
+
+def test_item5_zero_variance_primary_is_not_testable(tmp_path: Path) -> None:
+    folder = _edge_world(tmp_path / "w", "zero")
+    assert _window_orders(folder).empty  # independent check: nobody converts in a window
+    res = ex.analyze(open_source(folder), "exp", secondary_metrics=["revenue"])
+    assert res.decision.verdict == "not testable" and res.decision.variant is None
+    assert "conversion has no variance: it is 0 for every customer" in res.decision.reason
+    assert not res.primary_testable
+    text = _text_of(res)
+    assert "nan" not in text.lower() and "not testable" in text
+    out = _strict_json(res)  # the KeyError of publish(res.results()) is gone
+    assert out["decision"] == "not testable"
+    assert out["primary_testable"] is False
+    assert "no variance" in out["primary_not_testable_reason"]
+    assert out["reason"] == res.decision.reason
+    assert out["sequential_first_significant_day"] is None
+    assert res.sequential.first_significant_day() is None and res.sequential.note
+    assert res.planning.empty and res.bayes.empty
+    res.sequential.plot()  # an empty monitor still draws
+
+
+def test_item5_control_conversion_zero_is_not_testable(tmp_path: Path) -> None:
+    folder = _edge_world(tmp_path / "w", "control0")
+    res = ex.analyze(open_source(folder), "exp", secondary_metrics=["revenue"])
+    a = pd.read_parquet(folder / "assignments.parquet")
+    n_c = int((a.variant == "control").sum())
+    w = _window_orders(folder)
+    assert not (w.variant == "control").any()
+    assert res.decision.verdict == "not testable"
+    assert f"the control's conversion is 0 (all {n_c:,} control customers" in res.decision.reason
+    assert "nan" not in _text_of(res).lower()
+    out = _strict_json(res)
+    assert out["decision"] == "not testable" and out["primary_testable"] is False
+    # the absolute difference is still published, against a pandas recomputation
+    conv = out["metrics"]["conversion"]
+    rate_t = w.customer_id.nunique() / int((a.variant == "treatment").sum())
+    assert conv["abs_diff"] == pytest.approx(rate_t, rel=1e-12)
+    assert conv["control_mean"] == 0 and conv["rel_lift"] is None
+    assert out["sequential_first_significant_day"] is None
+    # the rule still lets a failed guardrail speak first
+    res_g = ex.analyze(open_source(folder), "exp", secondary_metrics=[],
+                       guardrails={"revenue": "increase"}, sequential=False)
+    assert res_g.decision.verdict == "don't ship"
+    assert "Guardrail failed: revenue" in res_g.decision.reason
+    assert "not testable" in res_g.decision.reason
+
+
+def test_item6_cuped_fallback_is_stated_in_notes_and_results(world, tmp_path: Path) -> None:
+    res = ex.analyze(world, "exp_checkout_redesign", pre_days=0, sequential=False,
+                     secondary_metrics=["revenue", "orders"],
+                     guardrails={"support_contacts": "increase"})
+    cuped = ("CUPED not applied to conversion, revenue, orders, support_contacts: pre_days = 0 "
+             "leaves no pre-period; the unadjusted estimates are reported.")
+    assert cuped in res.notes
+    assert set(res.cuped_not_applied) == {"conversion", "revenue", "orders", "support_contacts"}
+    assert not res.table().adjusted.any() and res.variance_reduction_table().empty
+    out = _strict_json(res)
+    assert cuped in out["notes"] and set(out["cuped_not_applied"]) == set(res.cuped_not_applied)
+    # the fallback is the unadjusted test itself, checked against statsmodels
+    rows = res.per_customer().execute()
+    bt, bc = _arms(rows, "converted")
+    _, p = proportions_ztest([bt.sum(), bc.sum()], [len(bt), len(bc)])
+    assert res.primary().p_value == pytest.approx(p, rel=REL)
+    assert res.primary().metric == "conversion"
+    # no pre-period data at all (pre_days > 0): the other reason, named per covariate
+    edge = ex.analyze(open_source(_edge_world(tmp_path / "w", "control0")), "exp",
+                      secondary_metrics=["revenue"])
+    assert ("CUPED not applied to conversion, revenue: no pre-period data: pre_converted, "
+            "pre_revenue are 0 for every customer in the 90 days before assignment; the "
+            "unadjusted estimates are reported.") in edge.notes
+    # switched off on purpose: nothing to explain
+    off = ex.analyze(world, "exp_checkout_redesign", variance_reduction=False,
+                     sequential=False, bayesian=False)
+    assert off.cuped_not_applied == {} and not any("CUPED" in n for n in off.notes)
+
+
+def test_item7_unadjusted_beside_adjusted_in_results_and_text(checkout, rows) -> None:
+    out = checkout.results()
+    m = out["metrics"]
+    # every base-metric key of before is kept, each CUPED estimate sits beside it
+    for name in ALL:
+        assert name in m
+        assert (f"{name}_cuped" in m) == ex.metric_spec(name).has_covariate
+    raw, adj = m["conversion"], m["conversion_cuped"]
+    assert (raw["adjusted"], raw["reported"], adj["adjusted"], adj["reported"]) == (
+        False, False, True, True)
+    assert adj["label"] == "conversion, CUPED-adjusted" and raw["label"] == "conversion"
+    bt, bc = _arms(rows, "converted")
+    assert raw["abs_diff"] == pytest.approx(bt.mean() - bc.mean(), rel=REL)
+    yy, xx = rows.converted.to_numpy(float), rows.pre_converted.to_numpy(float)
+    theta = np.cov(yy, xx, ddof=1)[0, 1] / np.var(xx, ddof=1)
+    at, ac = _arms(rows.assign(a=yy - theta * (xx - xx.mean())), "a")
+    assert adj["abs_diff"] == pytest.approx(at.mean() - ac.mean(), rel=REL)
+    assert adj["p_value"] == pytest.approx(sps.ttest_ind(at, ac, equal_var=False).pvalue,
+                                           rel=REL)
+    # the decision names the estimate as readers do
+    text = " ".join([checkout.decision.reason, checkout.summary(), *checkout.notes])
+    assert "conversion, CUPED-adjusted: " in checkout.decision.reason
+    assert "_cuped" not in text
+    # the monitor's estimate is stated, and it is the unadjusted one
+    assert checkout.sequential.estimate == "conversion, unadjusted"
+    assert out["sequential_estimate"] == "conversion, unadjusted"
+    assert ("Sequential monitoring uses conversion, unadjusted; the decision uses conversion, "
+            "CUPED-adjusted.") in checkout.notes
+    last = checkout.sequential.table().iloc[-1]
+    assert last.abs_diff == pytest.approx(raw["abs_diff"], rel=REL)
+    assert last.abs_diff != pytest.approx(adj["abs_diff"], rel=1e-6)
+
+
+def test_item8_breakdown_blanks_relative_lift_like_analyze(world, checkout) -> None:
+    t = checkout.table()
+    assert t.loc[t.metric == "nps", "rel_lift"].isna().all()  # NPS of the control < 0
+    seg = checkout.breakdown("region", metric="nps", source=world).table()
+    shown = seg.dropna(subset=["control_mean"])
+    assert (shown.control_mean <= 0).any()
+    assert shown.loc[shown.control_mean <= 0, "rel_lift"].isna().all()
+    pos = shown[shown.control_mean > 0]
+    np.testing.assert_allclose(pos.rel_lift, pos.treatment_mean / pos.control_mean - 1,
+                               rtol=1e-12)
+    # a positive control level keeps its relative lift, the closed form mu_t / mu_c - 1
+    conv = checkout.breakdown("region", source=world).table().dropna(subset=["control_mean"])
+    assert (conv.control_mean > 0).all()
+    np.testing.assert_allclose(conv.rel_lift, conv.treatment_mean / conv.control_mean - 1,
+                               rtol=1e-12)

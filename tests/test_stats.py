@@ -182,3 +182,26 @@ def test_adjusted_p_values_match_statsmodels(method, sm) -> None:
     np.testing.assert_allclose(got[[0, 2, 3]], multipletests(with_nan[[0, 2, 3]], method=sm)[1],
                                rtol=1e-12)
     assert np.isnan(st.adjust_pvalues([np.nan], method)).all()
+
+
+def test_item8_relative_lift_needs_a_positive_control_level() -> None:
+    rng = np.random.default_rng(8)
+    yt = rng.normal(-20, 30, 500)
+    for shift in (-40.0, 0.0):  # control mean negative, then exactly 0
+        yc = rng.normal(0, 30, 400)
+        yc = yc - yc.mean() + shift
+        e = st.welch(moments(yt), moments(yc))
+        assert np.isnan(e.rel_lift) and np.isnan(e.rel_ci[0]) and np.isnan(e.rel_ci[1])
+        # the absolute comparison is untouched
+        assert e.p_value == pytest.approx(sps.ttest_ind(yt, yc, equal_var=False).pvalue,
+                                          rel=1e-10)
+    assert not st.relative_defined(0.0) and not st.relative_defined(-1e-9)
+    assert not st.relative_defined(float("nan")) and st.relative_defined(1e-9)
+    # positive control: the closed-form ratio and delta-method interval
+    yc = rng.normal(10, 3, 400)
+    e = st.welch(moments(yt + 40), moments(yc))
+    mt, mc = (yt + 40).mean(), yc.mean()
+    vt, vc = (yt + 40).var(ddof=1) / len(yt), yc.var(ddof=1) / len(yc)
+    se = np.sqrt(vt / mc**2 + mt**2 * vc / mc**4)
+    assert e.rel_lift == pytest.approx(mt / mc - 1, rel=1e-12)
+    assert e.rel_ci[1] - e.rel_lift == pytest.approx(sps.norm.isf(0.025) * se, rel=1e-10)

@@ -356,6 +356,11 @@ def compare(spec: MetricSpec, t: st.Moments, c: st.Moments, alpha: float = 0.05,
 # --------------------------------------------------------------------------- results
 
 
+#: Columns of :meth:`Sequential.table` (present even when no look could be computed).
+_SEQ_COLS = ["variant", "day", "n_control", "n_treatment", "abs_diff", "se", "ci_low",
+             "ci_high", "fixed_p", "always_valid_p", "cs_low", "cs_high"]
+
+
 @dataclass
 class Sequential:
     """Always-valid monitoring of the primary metric at daily looks.
@@ -368,18 +373,25 @@ class Sequential:
     tau: float
     alpha: float
     frame: pd.DataFrame
+    #: which estimate the looks track, in words (e.g. "conversion, unadjusted")
+    estimate: str = ""
+    #: why the monitor was not run or is incomplete (None when it ran normally)
+    note: str | None = None
 
     def table(self) -> pd.DataFrame:
         return self.frame
 
     def first_significant_day(self, variant: str | None = None) -> str | None:
-        f = self.frame if variant is None else self.frame[self.frame.variant == variant]
+        """First look whose always-valid p-value is below ``alpha`` (None: never, or the
+        monitor was not run)."""
+        f = self.frame.reindex(columns=_SEQ_COLS)
+        f = f if variant is None else f[f.variant == variant]
         hit = f[f["always_valid_p"] < self.alpha]
         return None if hit.empty else str(hit["day"].iloc[0])
 
     def plot(self, ax: plt.Axes | None = None) -> plt.Axes:
         ax = ax if ax is not None else plt.subplots(figsize=(8, 3.5))[1]
-        for v, f in self.frame.groupby("variant", sort=False):
+        for v, f in self.frame.reindex(columns=_SEQ_COLS).groupby("variant", sort=False):
             x = pd.to_datetime(f["day"])
             ax.fill_between(x, f["cs_low"], f["cs_high"], alpha=0.25,
                             label=f"{v}: always-valid {1 - self.alpha:.0%} sequence")
@@ -390,7 +402,11 @@ class Sequential:
         ax.set_ylabel(f"{self.metric}: treatment - control")
         ax.set_title("Sequential monitoring (dotted: fixed-horizon interval, not valid "
                      "under peeking)")
-        ax.legend(fontsize=8)
+        if len(self.frame):
+            ax.legend(fontsize=8)
+        else:  # say why the axes are empty instead of drawing nothing silently
+            ax.text(0.5, 0.5, self.note or "no looks", ha="center", va="center",
+                    transform=ax.transAxes, wrap=True)
         return ax
 
 
@@ -401,7 +417,9 @@ class Segmented:
     Cochran's Q tests whether the effect differs between groups (treatment x group
     interaction); group p-values are Holm-corrected over all groups and treatments of the
     breakdown. Groups with fewer than ``min_group_size`` customers in an arm are
-    suppressed (figures blanked)."""
+    suppressed (figures blanked). ``rel_lift`` follows the rule of :func:`analyze`: NaN
+    when the group's control level is zero or negative
+    (:func:`cxanalysis.stats.relative_defined`)."""
 
     by: str
     metric: str
@@ -472,6 +490,11 @@ class ExperimentResult:
     window_days: float
     pre_days: float
     notes: list[str] = field(default_factory=list)
+    #: why the primary metric cannot be tested (None when it can); the decision is then
+    #: "not testable" and monitoring, planning and the Bayesian view are not computed
+    not_testable_reason: str | None = None
+    #: metric -> why CUPED was not applied to it although ``variance_reduction`` was on
+    cuped_not_applied: dict[str, str] = field(default_factory=dict)
     _units: ibis.Table | None = None
     _activity: ibis.Table | None = None
     _activity_stored: bool = False
@@ -482,6 +505,10 @@ class ExperimentResult:
         return bool(self.srm_p_value < SRM_ALPHA)
 
     @property
+    def primary_testable(self) -> bool:
+        return self.not_testable_reason is None
+
+    @property
     def treatments(self) -> list[str]:
         return [v for v in self.variants if v != self.control]
 
@@ -489,7 +516,9 @@ class ExperimentResult:
         """Every metric x treatment: means, absolute and relative differences with
         intervals, p-values, corrected p-values (``p_adjusted``, within ``family``) and
         whether the row is the reported one (``reported``: the CUPED row when variance
-        reduction is used, else the unadjusted one)."""
+        reduction is used, else the unadjusted one). ``label`` names the estimate as
+        readers do ("conversion, CUPED-adjusted"); ``not_testable`` holds the reason when
+        a row could not be tested."""
         return self.effects
 
     def reported(self) -> pd.DataFrame:
@@ -531,7 +560,7 @@ class ExperimentResult:
         ax = ax if ax is not None else plt.subplots(figsize=(8, 0.45 * len(r) + 1.2))[1]
         y = np.arange(len(r))[::-1]
         labels = [f"{m} ({v})" if len(self.treatments) > 1 else m
-                  for m, v in zip(r.metric, r.variant, strict=True)]
+                  for m, v in zip(r.label, r.variant, strict=True)]
         colors = ["#d81b60" if s else "#1e88e5" for s in r.significant.fillna(False)]
         for yi, (_i, row), col in zip(y, r.iterrows(), colors, strict=True):
             if pd.isna(row.rel_lift):
@@ -638,19 +667,26 @@ class ExperimentResult:
         return self._units, self._activity
 
     def results(self) -> dict[str, Any]:
-        """Headline figures for ``results.json``."""
+        """Headline figures for ``results.json``.
+
+        ``metrics`` holds every estimate side by side under the name of its row in
+        :meth:`table`: ``conversion`` (unadjusted) next to ``conversion_cuped`` (CUPED),
+        each with ``reported`` (the one the decision and the corrections use) and ``label``
+        (its name in words); ``@variant`` is appended with more than one treatment."""
         many = len(self.treatments) > 1
         metrics: dict[str, Any] = {}
-        for _i, r in self.reported().iterrows():
-            key = f"{r.base_metric}@{r.variant}" if many else r.base_metric
+        for _i, r in self.effects.iterrows():
+            key = f"{r.metric}@{r.variant}" if many else r.metric
             metrics[key] = {
-                "role": r.role, "estimate": r.metric, "method": r.method,
+                "role": r.role, "estimate": r.metric, "base_metric": r.base_metric,
+                "label": r.label, "method": r.method,
                 "control_mean": r.control_mean,
                 "treatment_mean": r.treatment_mean, "abs_diff": r.abs_diff,
                 "abs_ci": [r.abs_ci_low, r.abs_ci_high], "rel_lift": r.rel_lift,
                 "rel_ci": [r.rel_ci_low, r.rel_ci_high], "p_value": r.p_value,
                 "p_adjusted": r.p_adjusted, "adjusted": bool(r.adjusted),
-                "variance_reduction": r.variance_reduction}
+                "reported": bool(r.reported), "variance_reduction": r.variance_reduction,
+                "not_testable": r.not_testable}
         return {
             "experiment_id": self.experiment_id, "control": self.control,
             "variants": {v: self.counts.get(v, 0) for v in self.variants},
@@ -660,11 +696,17 @@ class ExperimentResult:
             "correction": self.correction, "metrics": metrics,
             "guardrails": {f"{g.metric}@{g.variant}" if many else g.metric: g.status
                            for g in self.guardrails.itertuples()},
-            **({"sequential_first_significant_day": self.sequential.first_significant_day()}
+            "primary_testable": self.primary_testable,
+            "primary_not_testable_reason": self.not_testable_reason,
+            "cuped_not_applied": self.cuped_not_applied,
+            **({"sequential_first_significant_day": self.sequential.first_significant_day(),
+                "sequential_estimate": self.sequential.estimate,
+                "sequential_note": self.sequential.note}
                if self.sequential is not None else {}),
             **({"p_treatment_better": dict(zip(self.bayes.variant,
                                                self.bayes.p_treatment_better, strict=True))}
                if len(self.bayes) else {}),
+            "notes": list(self.notes),
         }
 
 
@@ -739,7 +781,8 @@ def analyze(
         the mSPRT mixing scale (tau = mde x control mean).
     variance_reduction : bool
         CUPED with the pre-period value of each metric as covariate (one theta pooled
-        across all arms); reported beside the unadjusted result.
+        across all arms); reported beside the unadjusted result (rows ``<metric>`` and
+        ``<metric>_cuped``); the CUPED row is the one the decision uses.
     correction : {"holm", "bh"}
         Multiple-comparison correction. Families: (1) the primary metric across all
         treatments; (2) the secondary metrics across metrics and treatments. Guardrails are
@@ -758,6 +801,17 @@ def analyze(
     significantly negative; ``ship`` (the treatment with the smallest corrected p) when its
     primary effect is significantly positive; otherwise ``don't ship`` when the interval
     already rules out a lift of ``mde``, else ``keep testing`` with the days needed.
+
+    ``not testable`` (after the SRM and guardrail checks) when the primary metric cannot
+    be tested: it has no variance in any arm, its control level is 0 (relative lift, the
+    ``mde`` target and the monitoring scale are undefined), or no comparison could be
+    computed. The reason is in ``decision.reason`` and ``not_testable_reason``; monitoring,
+    planning and the Bayesian view are then not computed.
+
+    CUPED falls back to the unadjusted estimate when a metric's pre-period covariate has
+    no variance (``pre_days=0``, or no pre-period data); ``notes`` and
+    ``cuped_not_applied`` say so. Relative lifts are NaN when the control level is not
+    positive (:func:`cxanalysis.stats.relative_defined`, also used by breakdowns).
     """
     if correction not in ("holm", "bh"):
         raise ValueError("correction must be 'holm' or 'bh'")
@@ -867,28 +921,34 @@ def analyze(
     treatments = [v for v in variants if v != control and v in arm]
 
     rows = []
+    cuped_not_applied: dict[str, str] = {}
     for m in all_metrics:
         s = specs[m]
         role = ("primary" if m == primary_metric else "secondary" if m in secondary
                 else "guardrail")
         c = _moments_of(arm[control], m)
         theta = None
-        if s.has_covariate:
+        if s.has_covariate and variance_reduction:
+            arms_m = [_moments_of(arm[v], m) for v in [control, *treatments]]
             try:
-                theta = st.cuped_theta(*[_moments_of(arm[v], m) for v in [control, *treatments]])
+                theta = st.cuped_theta(*arms_m)
             except ValueError:
+                # the covariate is constant (no pre-period data, or pre_days = 0): CUPED
+                # cannot reduce anything, so the unadjusted estimate is reported, and said so
                 theta = None
+                cuped_not_applied[m] = _no_cuped_reason(s, arms_m, pre_days)
         for v in treatments:
             t = _moments_of(arm[v], m)
-            for adj in ([False, True] if variance_reduction and theta is not None else [False]):
-                base = {"metric": f"{m}_cuped" if adj else m, "base_metric": m, "role": role,
+            for adj in ([False, True] if theta is not None else [False]):
+                base = {"metric": f"{m}_cuped" if adj else m, "base_metric": m,
+                        "label": f"{m}, CUPED-adjusted" if adj else m, "role": role,
                         "variant": v, "kind": s.kind, "adjusted": adj,
                         "n_control": int(c.n), "n_treatment": int(t.n)}
                 try:
                     e, vr = compare(s, t, c, alpha, adjust=adj, theta=theta)
                 except ValueError as err:
-                    notes.append(f"{base['metric']} ({v}): {err}")
-                    rows.append({**base, "method": "not testable"})
+                    notes.append(f"{base['label']} ({v}): {err}")
+                    rows.append({**base, "method": "not testable", "not_testable": str(err)})
                     continue
                 rows.append({**base, "method": e.method, "control_mean": e.control_mean,
                              "treatment_mean": e.treatment_mean, "abs_diff": e.abs_diff,
@@ -896,20 +956,23 @@ def analyze(
                              "rel_lift": e.rel_lift, "rel_ci_low": e.rel_ci[0],
                              "rel_ci_high": e.rel_ci[1], "p_value": e.p_value,
                              "variance_reduction": vr,
-                             "theta": theta if adj else np.nan})
+                             "theta": theta if adj else np.nan, "not_testable": None})
     effects = pd.DataFrame(rows)
     for c in ["control_mean", "treatment_mean", "abs_diff", "se", "abs_ci_low", "abs_ci_high",
               "rel_lift", "rel_ci_low", "rel_ci_high", "p_value", "variance_reduction",
               "theta"]:
         if c not in effects:
             effects[c] = np.nan
+    effects["not_testable"] = effects["not_testable"].astype(object).where(
+        effects["not_testable"].notna(), None)
+    notes.extend(_cuped_notes(cuped_not_applied, specs, pre_days))
     # a relative lift against a base that is zero or negative (e.g. an NPS of -40) reads
-    # backwards; such rows keep only the absolute difference
-    neg = effects.control_mean <= 0
+    # backwards: st.relative_defined blanks it in every comparison (here and in breakdowns)
+    neg = effects.control_mean.notna() & ~effects.control_mean.map(st.relative_defined)
     if neg.any():
-        effects.loc[neg, ["rel_lift", "rel_ci_low", "rel_ci_high"]] = np.nan
         notes.append("Relative lifts are not shown for metrics whose control value is zero "
-                     "or negative: " + ", ".join(sorted(set(effects.loc[neg, "metric"]))) + ".")
+                     "or negative: " + ", ".join(sorted(set(effects.loc[neg, "base_metric"])))
+                     + ".")
     has_adj = effects.groupby("base_metric")["adjusted"].transform("any")
     effects["reported"] = effects["adjusted"] | ~has_adj
     effects["family"] = effects.role
@@ -941,15 +1004,35 @@ def analyze(
     prim = effects[effects.reported & (effects.role == "primary")]
     c_prim = _moments_of(arm[control], primary_metric)
     spec_p = specs[primary_metric]
-    bayes = _bayes(prim, arm, control, primary_metric, spec_p, seed) if bayesian else \
-        pd.DataFrame()
-    planning = _planning(prim, c_prim, spec_p, arm, treatments, alpha, power, mde,
-                         days_assigning, variance_reduction)
+    why_not = _not_testable(spec_p, arm, control, treatments, prim, window_days, mde)
+    bayes = pd.DataFrame()
+    planning = pd.DataFrame(columns=_PLAN_COLS)
     seq = None
-    if sequential:
-        seq = _sequential(daily, primary_metric, spec_p, control, treatments, alpha,
-                          tau=abs(mde * _control_level(spec_p, c_prim)))
-    decision = _decide(prim, guard_df, srm_p, alpha, mde, planning)
+    if why_not is None:
+        if bayesian:
+            bayes = _bayes(prim, arm, control, primary_metric, spec_p, seed)
+        planning = _planning(prim, c_prim, spec_p, arm, treatments, alpha, power, mde,
+                             days_assigning, variance_reduction)
+        if sequential:
+            seq = _sequential(daily, primary_metric, spec_p, control, treatments, alpha,
+                              tau=abs(mde * _control_level(spec_p, c_prim)))
+            if prim.adjusted.any():
+                # the looks re-test the raw values: a CUPED theta re-estimated at every
+                # look would make the sequence depend on the pre-period fit of each day
+                seq.note = (f"The monitor tracks {primary_metric}, unadjusted, at each look; "
+                            f"the decision uses {primary_metric}, CUPED-adjusted (the final "
+                            "look equals the unadjusted row of the effects table).")
+                notes.append(f"Sequential monitoring uses {primary_metric}, unadjusted; the "
+                             f"decision uses {primary_metric}, CUPED-adjusted.")
+    else:
+        notes.append(f"The primary metric ({primary_metric}) is not testable (see the "
+                     "decision): monitoring, planning and the Bayesian view are not computed.")
+        if sequential:
+            seq = Sequential(primary_metric, 0.0, alpha, pd.DataFrame(columns=_SEQ_COLS),
+                             estimate=f"{primary_metric}, unadjusted",
+                             note="Not run: the primary metric is not testable (see the "
+                                  "decision).")
+    decision = _decide(prim, guard_df, srm_p, alpha, mde, planning, why_not, primary_metric)
     return ExperimentResult(
         experiment_id=experiment_id, name=info.get("name"), hypothesis=info.get("hypothesis"),
         control=control, variants=variants, primary_metric=primary_metric, alpha=alpha,
@@ -957,7 +1040,73 @@ def analyze(
         srm_chi2=srm_chi2, srm_p_value=srm_p, counts=counts, planned_split=split,
         guardrails=guard_df, bayes=bayes, planning=planning, decision=decision,
         sequential=seq, data_end=data_end, window_days=window_days, pre_days=pre_days,
-        notes=notes, _units=closed, _activity=activity, _min_group_size=min_group_size)
+        notes=notes, not_testable_reason=why_not, cuped_not_applied=cuped_not_applied,
+        _units=closed, _activity=activity, _min_group_size=min_group_size)
+
+
+def _no_cuped_reason(spec: MetricSpec, arms: Sequence[st.Moments], pre_days: float) -> str:
+    """Why the pre-period covariate of ``spec`` cannot serve CUPED (it has no variance)."""
+    if pre_days <= 0:
+        return f"pre_days = {pre_days:g} leaves no pre-period"
+    pooled = arms[0]
+    for a in arms[1:]:
+        pooled = pooled + a
+    if pooled.sx == 0 and pooled.sxx == 0:
+        return (f"no pre-period data: {spec.x} is 0 for every customer in the {pre_days:g} "
+                "days before assignment")
+    return (f"{spec.x} is {pooled.mean_x:.4g} for every customer in the {pre_days:g} days "
+            "before assignment")
+
+
+def _cuped_notes(skipped: Mapping[str, str], specs: Mapping[str, MetricSpec],
+                 pre_days: float) -> list[str]:
+    """The CUPED fallbacks in words, one note per kind of reason, naming the metrics."""
+    groups: dict[str, list[str]] = {}
+    for m, why in skipped.items():
+        # "no pre-period data: <covariate> is 0 ..." of several metrics makes one note
+        key = "no pre-period data" if why.startswith("no pre-period data") else why
+        groups.setdefault(key, []).append(m)
+    out = []
+    for why, ms in groups.items():
+        detail = skipped[ms[0]]
+        if why == "no pre-period data" and len(ms) > 1:
+            detail = (f"no pre-period data: {', '.join(str(specs[m].x) for m in ms)} are 0 "
+                      f"for every customer in the {pre_days:g} days before assignment")
+        many = len(ms) > 1
+        out.append(f"CUPED not applied to {', '.join(ms)}: {detail}; the unadjusted "
+                   f"estimate{'s are' if many else ' is'} reported.")
+    return out
+
+
+def _not_testable(spec: MetricSpec, arm: Mapping[str, Any], control: str,
+                  treatments: list[str], prim: pd.DataFrame, window_days: float, mde: float
+                  ) -> str | None:
+    """Why the primary metric cannot be tested (a sentence without figures that could be
+    NaN), or None when it can.
+
+    Not testable: the metric has no variance in any arm (nothing to compare); the control
+    level is 0 or undefined (the relative lift, the ``mde`` target and the monitoring scale
+    are all relative to it, and a control arm without any outcome usually means the outcome
+    is not recorded for it); or no treatment's comparison could be computed."""
+    name = spec.name
+    ms = [_moments_of(arm[v], name) for v in [control, *treatments]]
+    c = ms[0]
+    if spec.kind != "ratio" and all(m.var == 0 for m in ms):
+        return (f"{name} has no variance: it is {c.mean:.4g} for every customer in every arm "
+                f"over the {window_days:g}-day window, so there is nothing to compare")
+    if spec.kind == "ratio" and c.sx == 0:
+        return (f"no control customer has any {spec.x} in the {window_days:g}-day window, so "
+                f"the control's {name} is undefined")
+    level = _control_level(spec, c)
+    if level == 0:
+        return (f"the control's {name} is 0 (all {int(c.n):,} control customers have 0 in the "
+                f"{window_days:g}-day window): the relative lift, the {mde:+.0%} target and "
+                "the monitoring scale are undefined, and a control arm without any outcome "
+                "usually means it is not recorded for that arm; check the data")
+    if prim.p_value.isna().all():
+        why = "; ".join(dict.fromkeys(str(w) for w in prim.not_testable.dropna()))
+        return f"no comparison could be computed ({why or 'no closed window'})"
+    return None
 
 
 def _control_level(spec: MetricSpec, m: st.Moments) -> float:
@@ -1066,12 +1215,18 @@ def _planning(prim: pd.DataFrame, c: st.Moments, spec: MetricSpec, arm: Mapping[
         per_day = min(nt, c.n) / days
         rows.append({"variant": v, "customers_per_arm": int(min(nt, c.n)),
                      "control_mean": base, "variance_reduction": reduction,
-                     "mde_abs_now": mde_abs, "mde_rel_now": mde_abs / base if base else np.nan,
+                     "mde_abs_now": mde_abs,
+                     "mde_rel_now": mde_abs / base if st.relative_defined(base) else np.nan,
                      "target_rel_mde": mde, "customers_per_arm_needed": math.ceil(need)
                      if np.isfinite(need) else None,
                      "customers_per_arm_per_day": per_day,
                      "days_needed": need / per_day if per_day > 0 else np.nan})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=_PLAN_COLS)
+
+
+_PLAN_COLS = ["variant", "customers_per_arm", "control_mean", "variance_reduction",
+              "mde_abs_now", "mde_rel_now", "target_rel_mde", "customers_per_arm_needed",
+              "customers_per_arm_per_day", "days_needed"]
 
 
 def _sequential(daily: pd.DataFrame, metric: str, spec: MetricSpec, control: str,
@@ -1096,7 +1251,13 @@ def _sequential(daily: pd.DataFrame, metric: str, spec: MetricSpec, control: str
                          "n_control": int(c.n), "n_treatment": int(t.n),
                          "abs_diff": e.abs_diff, "se": e.se, "ci_low": e.abs_ci[0],
                          "ci_high": e.abs_ci[1], "fixed_p": e.p_value})
-    frame = pd.DataFrame(rows)
+    frame = pd.DataFrame(rows, columns=_SEQ_COLS[:9])
+    note = None
+    if not len(frame):
+        note = "No look had two customers per arm with a testable comparison."
+    elif not tau > 0:
+        note = ("Not run: the mixing scale tau = mde x control level is 0, so no always-valid "
+                "p-value exists.")
     if len(frame) and tau > 0:
         parts = []
         for _v, f in frame.groupby("variant", sort=False):
@@ -1108,26 +1269,43 @@ def _sequential(daily: pd.DataFrame, metric: str, spec: MetricSpec, control: str
             f["cs_high"] = f["cs_high"].cummin()
             parts.append(f)
         frame = pd.concat(parts, ignore_index=True)
-    return Sequential(metric, tau, alpha, frame)
+    return Sequential(metric, tau, alpha, frame.reindex(columns=_SEQ_COLS),
+                      estimate=f"{metric}, unadjusted", note=note)
 
 
 def _describe(r: pd.Series, alpha: float) -> str:
-    """One effect row in words: means, relative lift with interval, corrected p."""
-    return (f"{r.metric} {r.control_mean:.4g} -> {r.treatment_mean:.4g} "
-            f"({r.rel_lift:+.1%}, {1 - alpha:.0%} CI {r.rel_ci_low:+.1%} to "
-            f"{r.rel_ci_high:+.1%}; corrected p = {r.p_adjusted:.2g})")
+    """One effect row in words, the metric named as readers do ("conversion,
+    CUPED-adjusted"): means, relative lift with interval (the absolute difference with
+    its interval when no relative lift is defined), corrected p."""
+    ci = f"{1 - alpha:.0%} CI"
+    if pd.isna(r.rel_lift):
+        lift = f"{r.abs_diff:+.4g}, {ci} {r.abs_ci_low:+.4g} to {r.abs_ci_high:+.4g}"
+    else:
+        lift = f"{r.rel_lift:+.1%}, {ci} {r.rel_ci_low:+.1%} to {r.rel_ci_high:+.1%}"
+    return (f"{r.label}: {r.control_mean:.4g} -> {r.treatment_mean:.4g} "
+            f"({lift}; corrected p = {r.p_adjusted:.2g})")
 
 
 def _decide(prim: pd.DataFrame, guard: pd.DataFrame, srm_p: float, alpha: float, mde: float,
-            planning: pd.DataFrame) -> Decision:
+            planning: pd.DataFrame, not_testable: str | None = None,
+            metric: str = "the primary metric") -> Decision:
     if srm_p < SRM_ALPHA:
         return Decision("don't ship", None,
                         f"Sample ratio mismatch (p = {srm_p:.2g}): the assignment is broken, so "
                         "no effect can be trusted. Fix the assignment and re-run the test.")
     failed = guard[guard.status == "fail"]
     testable = prim.dropna(subset=["p_adjusted"])
-    if testable.empty:
-        return Decision("keep testing", None, "The primary metric could not be tested.")
+    if not_testable is None and testable.empty:
+        not_testable = "no comparison could be computed"
+    if not_testable is not None:
+        untested = f"The primary metric ({metric}) is not testable: {not_testable}."
+        if len(failed):  # a harm signal is reported whatever the primary metric does
+            names = ", ".join(f"{g.metric} ({g.variant})" for g in failed.itertuples())
+            return Decision("don't ship", None, f"Guardrail failed: {names} moved in the bad "
+                                                f"direction significantly. {untested}")
+        return Decision("not testable", None,
+                        f"{untested} No decision can be drawn from this test: make the "
+                        "primary metric measurable (or choose one that varies) and re-run.")
     best = testable.sort_values(["p_adjusted", "abs_diff"], ascending=[True, False]).iloc[0]
     pos = testable[(testable.p_adjusted < alpha) & (testable.abs_diff > 0)]
     effect = _describe(best, alpha)
@@ -1211,16 +1389,24 @@ def next_test(result: ExperimentResult, breakdowns: Sequence[Segmented] = ()) ->
     if result.srm_flagged:
         return ("Fix the assignment (the split does not match the plan) and re-run the same "
                 "test before drawing any conclusion.")
+    if not result.primary_testable:
+        return (f"Make {result.primary_metric} measurable in every arm (or choose a primary "
+                f"metric that varies), then re-run {result.experiment_id}: this run cannot "
+                "support a decision.")
     hetero = [(s, h) for s in breakdowns for h in s.heterogeneity.itertuples()
               if not pd.isna(h.p_value) and h.p_value < result.alpha]
     if d.verdict == "ship":
         lines.append(f"Ship {d.variant}, then test the next change on the same primary metric.")
     elif d.verdict == "keep testing" and len(plan):
         p = plan.iloc[0]
+        # a relative MDE needs a positive control level, the days a finite sample size
+        now = (f"the detectable lift is {p.mde_rel_now:+.1%}" if pd.notna(p.mde_rel_now)
+               else f"the detectable difference is {p.mde_abs_now:+.4g}")
+        need = (f"; {p.customers_per_arm_needed:,} per arm (about {p.days_needed:,.0f} days "
+                f"at the current traffic) are needed for {p.target_rel_mde:+.0%}"
+                if pd.notna(p.customers_per_arm_needed) and pd.notna(p.days_needed) else "")
         lines.append(f"Keep {result.experiment_id} running: with {p.customers_per_arm:,} "
-                     f"customers per arm the detectable lift is {p.mde_rel_now:+.1%}; "
-                     f"{p.customers_per_arm_needed:,} per arm (about {p.days_needed:,.0f} days "
-                     f"at the current traffic) are needed for {p.target_rel_mde:+.0%}"
+                     f"customers per arm {now}{need}"
                      + (f", after a {p.variance_reduction:.0%} variance reduction."
                         if p.variance_reduction > 0.005 else "."))
     else:

@@ -10,6 +10,7 @@ table aggregated in SQL. Conventions:
 - Variances are sample variances (``n - 1``); intervals are two-sided ``1 - alpha``.
 - Relative lift ``mu_t / mu_c - 1`` gets a delta-method interval:
   ``Var(mu_t/mu_c) ~ Var(mu_t)/mu_c^2 + mu_t^2 Var(mu_c)/mu_c^4`` (arms independent).
+  It is NaN when the control mean is zero or negative (:func:`relative_defined`).
 - p-values use survival functions (``sf``), never ``1 - cdf``.
 """
 
@@ -74,10 +75,21 @@ class Effect:
     df: float = float("inf")
 
 
+def relative_defined(control_level: float) -> bool:
+    """Whether a relative lift against ``control_level`` means anything.
+
+    Only a positive base does: against 0 the ratio is undefined, and against a negative
+    base (an NPS of -40, say) ``mu_t / mu_c - 1`` reads backwards (an improvement to -20
+    shows as -50 %). Every relative figure of the package (effects, breakdowns, planning)
+    goes through this rule, so they blank the same rows."""
+    return bool(np.isfinite(control_level) and control_level > 0)
+
+
 def _rel(mt: float, vt: float, mc: float, vc: float, alpha: float
          ) -> tuple[float, tuple[float, float]]:
-    """Relative lift and its delta-method interval (vt, vc: variances of the two means)."""
-    if mc == 0:
+    """Relative lift and its delta-method interval (vt, vc: variances of the two means);
+    NaN when the control mean is not positive (see :func:`relative_defined`)."""
+    if not relative_defined(mc):
         return float("nan"), (float("nan"), float("nan"))
     rel = mt / mc - 1
     se = np.sqrt(vt / mc**2 + mt**2 * vc / mc**4)
