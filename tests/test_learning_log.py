@@ -71,13 +71,15 @@ def test_item14_a_log_without_fingerprints_keeps_its_rows(tmp_path: Path) -> Non
 
 
 def test_item14_notebook_03_logs_into_the_output_folder_by_default() -> None:
+    """A relative ``learning_log`` is inside the report folder (output_dir())."""
     nb = ROOT / "notebooks" / "03_test_and_learn.ipynb"
-    assert read_parameters(nb)["learning_log"] is None
+    assert read_parameters(nb)["learning_log"] == "learning_log.csv"
     import nbformat
 
     code = "\n".join(c.source for c in nbformat.read(nb, as_version=4).cells
                      if c.cell_type == "code")
-    assert "log_learning(res, learning_log, fingerprint=src.fingerprint)" in code
+    assert "else output_dir() / learning_log" in code
+    assert "log_learning(res, path, fingerprint=src.fingerprint)" in code
     assert "../reports/learning_log.csv" not in code
 
 

@@ -18,6 +18,7 @@ from cxanalysis.report import (
     find_notebooks_dir,
     first_problem,
     parse_cli_params,
+    read_parameter_kinds,
     read_parameters,
     run_reports,
     split_params_file,
@@ -216,7 +217,9 @@ def project(tmp_path: Path, monkeypatch) -> tuple[Path, Path, FakePapermill]:
     nbs.mkdir()
     (tmp_path / "data").mkdir()
     _notebook(nbs / "00_ok.ipynb", 'source = "../data"\nn = 3\nstart = "2025-01-01"\n'
-              "calibration = None")
+              "calibration = None  # [start, end] of the fit; None means from the data\n"
+              "end = None  # last day (ISO date); None means the end of the data\n"
+              "label = None  # any text")
     _notebook(nbs / "01_two.ipynb", 'source = "../data"')
     fake = FakePapermill()
     monkeypatch.setattr(papermill, "execute_notebook", fake)
@@ -420,3 +423,26 @@ def test_issue10_a_request_failing_validation_keeps_the_previous_report(project)
     assert sorted(p.name for p in out.iterdir()) == [
         "00_ok.html", "00_ok.ipynb", "00_ok.results.json"]
     assert all((out / n).read_text() == "PREVIOUS" for n in ("00_ok.ipynb", "00_ok.html"))
+
+
+def test_issue10_date_parameters_with_a_none_default_still_reject_a_wrong_type(
+        project, capsys) -> None:
+    root, nbs, fake = project
+    assert read_parameter_kinds(nbs / "00_ok.ipynb") == {
+        "start": "date", "calibration": "window", "end": "date"}
+    repo = Path(__file__).resolve().parents[1] / "notebooks" / "00_data_overview.ipynb"
+    assert read_parameter_kinds(repo) == {"start": "date", "end": "date"}
+    base = ["report", "00_ok", "--notebooks-dir", str(nbs), "--out", str(root / "out")]
+    for bad, message in [
+            ("calibration=5", "'calibration' expects [start, end] ISO dates"),
+            ("calibration=2025-03-01", "'calibration' expects [start, end] ISO dates"),
+            ("calibration=[2025-03-01, 2025-01-01]", "got list ['2025-03-01', '2025-01-01']"),
+            ("end=tomorrow", "'end' expects an ISO date like '2025-03-01' (or null), got str"),
+            ("start=[2025-01-01]", "'start' expects an ISO date")]:
+        assert cli_main([*base, "-p", bad]) == 2, bad
+        assert message in capsys.readouterr().err, bad
+    assert fake.calls == []
+    assert cli_main([*base, "-p", "end=2025-03-01", "-p", "calibration=null",
+                     "-p", "label=[any, thing]"]) == 0
+    assert fake.calls[-1]["parameters"] == {"end": "2025-03-01", "calibration": None,
+                                            "label": ["any", "thing"]}

@@ -36,12 +36,14 @@ import contextlib
 import datetime as dt
 import hashlib
 import html
+import io
 import json
 import os
 import re
 import sys
 import tempfile
 import time
+import tokenize
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -98,15 +100,19 @@ class ReportResult:
 # --------------------------------------------------------------------------- parameters
 
 
-def read_parameters(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The defaults in a notebook's cell tagged ``parameters`` (literal assignments only)."""
+def _parameters_cell(path: str | os.PathLike[str]) -> str:
     nb = nbformat.read(str(path), as_version=4)
     cells = [c for c in nb.cells
              if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])]
     if not cells:
         raise ReportError(f"{Path(path).name}: no cell tagged 'parameters'")
+    return cells[0].source
+
+
+def read_parameters(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The defaults in a notebook's cell tagged ``parameters`` (literal assignments only)."""
     params: dict[str, Any] = {}
-    for node in ast.parse(cells[0].source).body:
+    for node in ast.parse(_parameters_cell(path)).body:
         if not (isinstance(node, ast.Assign) and len(node.targets) == 1
                 and isinstance(node.targets[0], ast.Name)):
             raise ReportError(f"{Path(path).name}: the parameters cell must hold only "
@@ -117,6 +123,58 @@ def read_parameters(path: str | os.PathLike[str]) -> dict[str, Any]:
             raise ReportError(f"{Path(path).name}: parameter {node.targets[0].id!r} is not a "
                               "literal") from exc
     return params
+
+
+def _is_iso_date(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        dt.datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+def read_parameter_kinds(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The date parameters of a notebook: ``{name: "date" | "window"}``.
+
+    A parameter is a date when its default is an ISO date string, or when its default is
+    None and its comment mentions an "ISO date"; it is a window (``[start, end]``) when its
+    default is a list of two ISO dates, or when its default is None and its comment
+    contains ``[start, end]``. The comment is how a None default still declares a type, so that
+    a wrong value is rejected before anything runs.
+    """
+    source = _parameters_cell(path)
+    defaults = read_parameters(path)
+    comments: dict[int, str] = {}
+    with contextlib.suppress(tokenize.TokenError):
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+            if tok.type == tokenize.COMMENT:
+                comments[tok.start[0]] = tok.string.lstrip("#").strip().lower()
+    kinds = {}
+    for node in ast.parse(source).body:
+        name = node.targets[0].id  # type: ignore[attr-defined]
+        default = defaults[name]
+        comment = " ".join(comments.get(i, "") for i in range(node.lineno,
+                                                               (node.end_lineno or 0) + 1))
+        window = "[start, end]" in comment
+        if _is_iso_date(default) or (default is None and "iso date" in comment
+                                     and not window):
+            kinds[name] = "date"
+        elif ((isinstance(default, list) and len(default) == 2
+               and all(_is_iso_date(v) for v in default)) or (default is None and window)):
+            kinds[name] = "window"
+    return kinds
+
+
+def _kind_ok(kind: str, value: Any) -> bool:
+    if value is None:
+        return True
+    if kind == "date":
+        return _is_iso_date(value)
+    return (isinstance(value, (list, tuple)) and len(value) == 2
+            and all(_is_iso_date(v) for v in value)
+            and dt.datetime.fromisoformat(value[0]) <= dt.datetime.fromisoformat(value[1]))
 
 
 def iso_dates(value: Any) -> Any:
@@ -148,14 +206,26 @@ def _compatible(default: Any, value: Any) -> bool:
     return isinstance(value, type(default))
 
 
-def check_parameters(name: str, defaults: Mapping[str, Any], overrides: Mapping[str, Any]
-                     ) -> list[str]:
-    """Problems with ``overrides`` for notebook ``name`` (empty when they are fine)."""
+def check_parameters(name: str, defaults: Mapping[str, Any], overrides: Mapping[str, Any],
+                     kinds: Mapping[str, str] | None = None) -> list[str]:
+    """Problems with ``overrides`` for notebook ``name`` (empty when they are fine).
+
+    ``kinds`` (see :func:`read_parameter_kinds`) marks date and window parameters: their
+    values must be ISO dates (``[start, end]`` with start <= end for a window) or None,
+    also when the default is None.
+    """
+    kinds = kinds or {}
     problems = []
     for key, value in overrides.items():
         if key not in defaults:
             problems.append(f"{name}: unknown parameter {key!r} (known: "
                             f"{', '.join(sorted(defaults))})")
+        elif key in kinds:
+            if not _kind_ok(kinds[key], value):
+                want = ("an ISO date like '2025-03-01'" if kinds[key] == "date" else
+                        "[start, end] ISO dates like [2025-01-01, 2025-03-31]")
+                problems.append(f"{name}: parameter {key!r} expects {want} (or null), got "
+                                f"{_type_name(value)} {value!r}")
         elif not _compatible(defaults[key], value):
             problems.append(f"{name}: parameter {key!r} expects {_type_name(defaults[key])} "
                             f"like {defaults[key]!r}, got {_type_name(value)} {value!r}")
@@ -425,15 +495,17 @@ def run_reports(
     plans: list[tuple[Path, dict[str, Any], dict[str, Any]]] = []
     problems: list[str] = []
     defaults_by_nb = {p.stem: read_parameters(p) for p in paths}
+    kinds_by_nb = {p.stem: read_parameter_kinds(p) for p in paths}
     for key in common:
         if not any(key in d for d in defaults_by_nb.values()):
             problems.append(f"unknown parameter {key!r}: no selected notebook has it")
     for path in paths:
         defaults = defaults_by_nb[path.stem]
         mine = {k: v for k, v in common.items() if k in defaults}
-        problems += check_parameters(path.stem, defaults, mine)
+        kinds = kinds_by_nb[path.stem]
+        problems += check_parameters(path.stem, defaults, mine, kinds)
         own = per.get(path.stem, {})
-        problems += check_parameters(path.stem, defaults, own)
+        problems += check_parameters(path.stem, defaults, own, kinds)
         mine.update(own)
         try:  # papermill stores the parameters in the notebook as JSON: check it now
             json.dumps(mine)
