@@ -22,6 +22,7 @@ from cxanalysis.report import (
     read_parameters,
     run_reports,
     split_params_file,
+    write_index,
 )
 
 
@@ -243,6 +244,8 @@ def test_item12_index_lists_only_this_run_and_marks_older_reports_stale(run) -> 
     assert 'href="notes.html"' not in current + stale and "notes.results.json" in stale
     manifest = json.loads((out / "cxanalysis-run.json").read_text())
     assert manifest["state"] == "complete" and manifest["notebooks"] == ["00_ok", "01_bad"]
+    page = (out / "index.html").read_text()
+    assert write_index(out).read_text() == page  # the same run, the same page
     assert json.loads((out / "00_ok.results.json").read_text())["run_id"] == manifest["run_id"]
 
 

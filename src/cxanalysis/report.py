@@ -761,7 +761,7 @@ def _index_page(out_dir: Path, manifest: Mapping[str, Any] | None) -> str:
         src = manifest.get("source")
         parts.append(
             f"<p>Run <code>{e(str(run_id))}</code> ({e(state)}), started "
-            f"{e(str(manifest.get('started_at')))} UTC"
+            f"{e(str(manifest.get('started_at')))}"
             + (f", source <code>{e(str(src))}</code> (fingerprint "
                f"<code>{e(str(manifest.get('source_fingerprint')))}</code>)" if src else "")
             + f", cxanalysis {e(str(manifest.get('package_version')))}.</p>")
