@@ -769,8 +769,12 @@ def _index_page(out_dir: Path, manifest: Mapping[str, Any] | None) -> str:
                  "<th>data fingerprint</th><th>package</th><th>finished (UTC)</th>"
                  "<th>files</th><th>parameters</th></tr>" + "".join(rows) + "</table>")
     if stale:
+        def link(n: str) -> str:  # no dead link when an older report's page is gone
+            return f'<a href="{e(n)}.html">{e(n)}</a>' if (out_dir / f"{n}.html").is_file() \
+                else e(n)
+
         srows = "".join(
-            f'<tr class="stale"><td><a href="{e(n)}.html">{e(n)}</a></td>'
+            f'<tr class="stale"><td>{link(n)}</td>'
             f"<td>STALE ({e(str(r.get('status', '?')))})</td>"
             f"<td><code>{e(str(r.get('source') or ''))}</code></td>"
             f"<td><code>{e(str(r.get('source_fingerprint') or ''))}</code></td>"
