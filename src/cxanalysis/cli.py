@@ -68,7 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="set a notebook parameter (YAML value); repeatable")
     p.add_argument("--params-file", help="YAML file of parameters")
     p.add_argument("--out", default="reports", help="output folder")
-    p.add_argument("--notebooks-dir", default="notebooks", help="where notebooks live")
+    p.add_argument("--notebooks-dir", default=None,
+                   help="where notebooks live (default: ./notebooks, else the notebooks "
+                   "folder of the project the package is installed from)")
     p.set_defaults(func=_report)
 
     p = sub.add_parser("pin", help="execute notebooks on the demo data and keep only the "

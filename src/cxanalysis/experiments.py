@@ -1335,23 +1335,44 @@ def _decide(prim: pd.DataFrame, guard: pd.DataFrame, srm_p: float, alpha: float,
 
 # --------------------------------------------------------------------------- learning log
 
-LOG_COLUMNS = ["experiment_id", "name", "hypothesis", "decision", "variant", "primary_metric",
-               "abs_diff", "abs_ci_low", "abs_ci_high", "rel_lift", "rel_ci_low",
-               "rel_ci_high", "p_adjusted", "srm_p_value", "customers", "data_end", "reason"]
+LOG_COLUMNS = ["experiment_id", "source_fingerprint", "name", "hypothesis", "decision",
+               "variant", "primary_metric", "abs_diff", "abs_ci_low", "abs_ci_high",
+               "rel_lift", "rel_ci_low", "rel_ci_high", "p_adjusted", "srm_p_value",
+               "customers", "data_end", "reason"]
 
 
-def log_learning(result: ExperimentResult, path: str | Path) -> pd.DataFrame:
+def log_learning(result: ExperimentResult, path: str | Path | None = None,
+                 fingerprint: str | None = None) -> pd.DataFrame:
     """Record the experiment in a CSV learning log, replacing an earlier row of the same
-    experiment (a re-run updates, never duplicates). The date logged is the end of the data
-    analysed, so re-running on the same data rewrites the same bytes. Written atomically.
+    experiment on the same source (a re-run updates, never duplicates; the same experiment
+    id on another source is another row). The date logged is the end of the data analysed,
+    so re-running on the same data rewrites the same bytes. Written atomically.
 
-    Returns the whole log."""
+    Parameters
+    ----------
+    result : ExperimentResult
+        The evaluated experiment.
+    path : path-like, optional
+        The CSV file; default ``learning_log.csv`` in :func:`cxanalysis.results.output_dir`
+        (the run's ``--out`` folder under ``cxanalysis report``, else ``../reports``).
+    fingerprint : str, optional
+        The source's fingerprint (``Source.fingerprint``): rows are keyed by experiment
+        id and fingerprint. Without it the row is keyed by the experiment id alone.
+
+    Returns
+    -------
+    DataFrame
+        The whole log, sorted by experiment id and fingerprint.
+    """
     from cxanalysis.report import atomic_write
+    from cxanalysis.results import output_dir
 
-    path = Path(path)
+    path = Path(path) if path is not None else output_dir() / "learning_log.csv"
+    fp = fingerprint or ""
     p = result.primary(result.decision.variant) if result.decision.variant else result.primary()
-    row = {"experiment_id": result.experiment_id, "name": result.name,
-           "hypothesis": result.hypothesis, "decision": result.decision.verdict,
+    row = {"experiment_id": result.experiment_id, "source_fingerprint": fp,
+           "name": result.name, "hypothesis": result.hypothesis,
+           "decision": result.decision.verdict,
            "variant": p.variant, "primary_metric": p.metric, "abs_diff": p.abs_diff,
            "abs_ci_low": p.abs_ci_low, "abs_ci_high": p.abs_ci_high, "rel_lift": p.rel_lift,
            "rel_ci_low": p.rel_ci_low, "rel_ci_high": p.rel_ci_high,
@@ -1359,14 +1380,19 @@ def log_learning(result: ExperimentResult, path: str | Path) -> pd.DataFrame:
            "customers": sum(result.counts.values()),
            "data_end": str(result.data_end.date()), "reason": result.decision.reason}
     if path.exists():
-        log = pd.read_csv(path, dtype={"experiment_id": str})
-        log = log[log.experiment_id != result.experiment_id]
+        log = pd.read_csv(path, dtype={"experiment_id": str, "source_fingerprint": str})
+        # A log written before fingerprints were recorded has no such column: its rows
+        # keep an empty fingerprint (an unknown source) and are never replaced by a keyed row.
+        log = log.reindex(columns=LOG_COLUMNS)
+        log["source_fingerprint"] = ["" if pd.isna(v) else str(v)
+                                     for v in log["source_fingerprint"]]
+        log = log[(log.experiment_id != result.experiment_id)
+                  | (log.source_fingerprint != fp)]
     else:
         log = pd.DataFrame(columns=LOG_COLUMNS)
     new = pd.DataFrame([row], columns=LOG_COLUMNS)
-    log = new if log.empty else pd.concat([log.reindex(columns=LOG_COLUMNS), new],
-                                          ignore_index=True)
-    log = log.sort_values("experiment_id").reset_index(drop=True)
+    log = new if log.empty else pd.concat([log, new], ignore_index=True)
+    log = log.sort_values(["experiment_id", "source_fingerprint"]).reset_index(drop=True)
     buf = io.StringIO()
     log.to_csv(buf, index=False, float_format="%.6g")
     atomic_write(path, buf.getvalue())

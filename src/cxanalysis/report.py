@@ -8,8 +8,19 @@ For every notebook ``NAME`` it writes, in the output folder,
   ``source_fingerprint``, ``package_version``, ``duration_s``, ``error`` and ``results``
   (what the notebook published with :func:`cxanalysis.results.publish`);
 
-and regenerates ``index.html`` linking every report with its status, parameters, data
-fingerprint, package version and duration.
+and regenerates ``index.html`` linking the reports of the current run with their status,
+parameters, data fingerprint, package version and duration. The run is recorded in
+``cxanalysis-run.json`` (the run manifest: run id, source, notebooks, state and a hash of the
+``index.html`` it wrote). Reports in the folder from older runs are listed apart, marked stale,
+with their source and time; ``*.results.json`` files not written by this runner are ignored.
+An existing ``index.html`` is overwritten only when the manifest shows that the runner wrote
+it (or it is an older runner's page); any other ``index.html`` stops the run before anything
+runs.
+
+Date parameters may be given unquoted (``-p start=2025-03-01``; YAML reads a date): every date
+becomes its ISO string before the notebook runs. Ctrl-C stops the run with one line, leaves
+the interrupted notebook's previous report untouched and removes the temporary files. The
+kernel's own log (stderr) goes to a temporary file, not the console; errors go to stderr.
 
 Parameters are checked against each notebook's ``parameters`` cell before anything runs:
 an unknown name or a value of the wrong type is an error (papermill alone only warns).
@@ -23,11 +34,17 @@ import argparse
 import ast
 import contextlib
 import datetime as dt
+import hashlib
 import html
+import io
 import json
 import os
+import re
+import sys
 import tempfile
 import time
+import tokenize
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,10 +58,28 @@ from cxanalysis.data import fingerprint
 from cxanalysis.results import OUT_ENV, dumps, find_published, to_jsonable
 
 KERNEL = "python3"
+#: The run manifest the runner keeps in its output folder.
+MANIFEST = "cxanalysis-run.json"
+#: How every page written by the runner's :func:`write_index` starts (also before manifests
+#: existed), so that an older runner's ``index.html`` is recognised as the runner's own.
+_INDEX_HEAD = ("<!doctype html><html><head><meta charset='utf-8'>"
+               "<title>cxanalysis reports</title>")
 
 
 class ReportError(ValueError):
     """A report request that cannot run (bad parameters, unknown notebook, missing source)."""
+
+
+class ReportInterrupted(Exception):
+    """The run was interrupted (Ctrl-C) while ``name`` ran; nothing was published for it.
+
+    ``results`` holds the reports finished before the interruption.
+    """
+
+    def __init__(self, name: str, results: list[ReportResult]):
+        super().__init__(f"interrupted; nothing published for {name}")
+        self.name = name
+        self.results = results
 
 
 @dataclass
@@ -65,15 +100,19 @@ class ReportResult:
 # --------------------------------------------------------------------------- parameters
 
 
-def read_parameters(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The defaults in a notebook's cell tagged ``parameters`` (literal assignments only)."""
+def _parameters_cell(path: str | os.PathLike[str]) -> str:
     nb = nbformat.read(str(path), as_version=4)
     cells = [c for c in nb.cells
              if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])]
     if not cells:
         raise ReportError(f"{Path(path).name}: no cell tagged 'parameters'")
+    return cells[0].source
+
+
+def read_parameters(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The defaults in a notebook's cell tagged ``parameters`` (literal assignments only)."""
     params: dict[str, Any] = {}
-    for node in ast.parse(cells[0].source).body:
+    for node in ast.parse(_parameters_cell(path)).body:
         if not (isinstance(node, ast.Assign) and len(node.targets) == 1
                 and isinstance(node.targets[0], ast.Name)):
             raise ReportError(f"{Path(path).name}: the parameters cell must hold only "
@@ -84,6 +123,71 @@ def read_parameters(path: str | os.PathLike[str]) -> dict[str, Any]:
             raise ReportError(f"{Path(path).name}: parameter {node.targets[0].id!r} is not a "
                               "literal") from exc
     return params
+
+
+def _is_iso_date(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        dt.datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+def read_parameter_kinds(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The date parameters of a notebook: ``{name: "date" | "window"}``.
+
+    A parameter is a date when its default is an ISO date string, or when its default is
+    None and its comment mentions an "ISO date"; it is a window (``[start, end]``) when its
+    default is a list of two ISO dates, or when its default is None and its comment
+    contains ``[start, end]``. The comment is how a None default still declares a type, so that
+    a wrong value is rejected before anything runs.
+    """
+    source = _parameters_cell(path)
+    defaults = read_parameters(path)
+    comments: dict[int, str] = {}
+    with contextlib.suppress(tokenize.TokenError):
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+            if tok.type == tokenize.COMMENT:
+                comments[tok.start[0]] = tok.string.lstrip("#").strip().lower()
+    kinds = {}
+    for node in ast.parse(source).body:
+        name = node.targets[0].id  # type: ignore[attr-defined]
+        default = defaults[name]
+        comment = " ".join(comments.get(i, "") for i in range(node.lineno,
+                                                               (node.end_lineno or 0) + 1))
+        window = "[start, end]" in comment
+        if _is_iso_date(default) or (default is None and "iso date" in comment
+                                     and not window):
+            kinds[name] = "date"
+        elif ((isinstance(default, list) and len(default) == 2
+               and all(_is_iso_date(v) for v in default)) or (default is None and window)):
+            kinds[name] = "window"
+    return kinds
+
+
+def _kind_ok(kind: str, value: Any) -> bool:
+    if value is None:
+        return True
+    if kind == "date":
+        return _is_iso_date(value)
+    return (isinstance(value, (list, tuple)) and len(value) == 2
+            and all(_is_iso_date(v) for v in value)
+            and dt.datetime.fromisoformat(value[0]) <= dt.datetime.fromisoformat(value[1]))
+
+
+def iso_dates(value: Any) -> Any:
+    """``value`` with every date and datetime (also inside lists and mappings) replaced by
+    its ISO string: YAML reads an unquoted ``2025-03-01`` as a date, which papermill cannot
+    pass to a notebook (it is not JSON), and notebooks take dates as ISO strings."""
+    if isinstance(value, (dt.date, dt.datetime)):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {k: iso_dates(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [iso_dates(v) for v in value]
+    return value
 
 
 def _type_name(value: Any) -> str:
@@ -102,14 +206,26 @@ def _compatible(default: Any, value: Any) -> bool:
     return isinstance(value, type(default))
 
 
-def check_parameters(name: str, defaults: Mapping[str, Any], overrides: Mapping[str, Any]
-                     ) -> list[str]:
-    """Problems with ``overrides`` for notebook ``name`` (empty when they are fine)."""
+def check_parameters(name: str, defaults: Mapping[str, Any], overrides: Mapping[str, Any],
+                     kinds: Mapping[str, str] | None = None) -> list[str]:
+    """Problems with ``overrides`` for notebook ``name`` (empty when they are fine).
+
+    ``kinds`` (see :func:`read_parameter_kinds`) marks date and window parameters: their
+    values must be ISO dates (``[start, end]`` with start <= end for a window) or None,
+    also when the default is None.
+    """
+    kinds = kinds or {}
     problems = []
     for key, value in overrides.items():
         if key not in defaults:
             problems.append(f"{name}: unknown parameter {key!r} (known: "
                             f"{', '.join(sorted(defaults))})")
+        elif key in kinds:
+            if not _kind_ok(kinds[key], value):
+                want = ("an ISO date like '2025-03-01'" if kinds[key] == "date" else
+                        "[start, end] ISO dates like [2025-01-01, 2025-03-31]")
+                problems.append(f"{name}: parameter {key!r} expects {want} (or null), got "
+                                f"{_type_name(value)} {value!r}")
         elif not _compatible(defaults[key], value):
             problems.append(f"{name}: parameter {key!r} expects {_type_name(defaults[key])} "
                             f"like {defaults[key]!r}, got {_type_name(value)} {value!r}")
@@ -117,14 +233,15 @@ def check_parameters(name: str, defaults: Mapping[str, Any], overrides: Mapping[
 
 
 def parse_cli_params(pairs: Sequence[str]) -> dict[str, Any]:
-    """``["a=1", "b=[x, y]"]`` -> ``{"a": 1, "b": ["x", "y"]}`` (values read as YAML)."""
+    """``["a=1", "b=[x, y]"]`` -> ``{"a": 1, "b": ["x", "y"]}`` (values read as YAML; dates,
+    quoted or not, become ISO strings: ``d=2025-03-01`` -> ``{"d": "2025-03-01"}``)."""
     out = {}
     for pair in pairs:
         if "=" not in pair:
             raise ReportError(f"parameter {pair!r} is not NAME=VALUE")
         key, raw = pair.split("=", 1)
         try:
-            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+            out[key.strip()] = iso_dates(yaml.safe_load(raw)) if raw.strip() else ""
         except yaml.YAMLError as exc:
             raise ReportError(f"parameter {key!r}: cannot read value {raw!r}: {exc}") from exc
     return out
@@ -151,12 +268,22 @@ def split_params_file(data: Mapping[str, Any], notebook_names: Sequence[str]
 # --------------------------------------------------------------------------- writing
 
 
+def _umask() -> int:
+    """The process's umask (reading it means setting it; it is restored at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, data: str | bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename,
     so a crash never leaves half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp creates the file 0600; a report is an ordinary file: 0666 less the umask,
+        # as open() would have made it.
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data.encode() if isinstance(data, str) else data)
         os.replace(tmp, path)
@@ -207,14 +334,82 @@ def _kernel_environment(out_dir: Path) -> Iterator[None]:
                 os.environ[k] = v
 
 
+def _quiet_kernel_manager(log: Path) -> type:
+    """A kernel manager class whose kernel writes its own log (stdout/stderr of the kernel
+    process, not the notebook's outputs) to ``log`` instead of the console: the log holds
+    ipykernel's "running over TCP without encryption" warning on every start and, after
+    Ctrl-C, the zmq tracebacks of a kernel whose sockets are being closed."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class QuietKernelManager(AsyncKernelManager):
+        async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
+            with log.open("ab") as fh:  # the child keeps its own copy of the descriptor
+                kw["stdout"] = kw["stderr"] = fh
+                await super()._async_launch_kernel(kernel_cmd, **kw)
+
+    return QuietKernelManager
+
+
+def _log_tail(log: Path, lines: int = 3) -> str:
+    """The last non-empty lines of a kernel log ('' when there is none)."""
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join([ln for ln in text.splitlines() if ln.strip()][-lines:])
+
+
+def first_problem(error: str, limit: int = 300) -> str:
+    """One console line for an error: its first line, followed by the first problem when
+    the first line only announces a list (``CXDataError: 1 data contract error(s):`` is
+    followed by the first rule broken), and the failing cell."""
+    lines = [ln.strip() for ln in error.splitlines() if ln.strip()]
+    if not lines:
+        return ""
+    head = lines[0]
+    if head.endswith(":") and len(lines) > 1:
+        head = f"{head} {lines[1].removeprefix('- ')}"
+    if len(head) > limit:
+        head = head[:limit - 1] + "…"
+    cell = re.search(r"\(cell \d+\)$", lines[-1])
+    return head if cell is None or head.endswith(cell.group()) else f"{head} {cell.group()}"
+
+
 # --------------------------------------------------------------------------- running
+
+
+def find_notebooks_dir(notebooks_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The folder of the project's notebooks.
+
+    ``notebooks_dir`` when given; otherwise ``./notebooks`` when it holds ``NN_*.ipynb``
+    notebooks, else the ``notebooks`` folder next to the package's source tree (an editable
+    install or a checkout: ``<project>/src/cxanalysis`` -> ``<project>/notebooks``), so that
+    ``cxanalysis report`` works from any working directory.
+
+    Raises
+    ------
+    ReportError
+        When no candidate holds notebooks; the message names the folders tried and
+        ``--notebooks-dir``.
+    """
+    if notebooks_dir is not None:
+        return Path(notebooks_dir).expanduser().resolve()
+    here = Path.cwd() / "notebooks"
+    beside_package = Path(cxanalysis.__file__).resolve().parents[2] / "notebooks"
+    for candidate in (here, beside_package):
+        if any(candidate.glob("[0-9][0-9]_*.ipynb")):
+            return candidate.resolve()
+    raise ReportError(f"no notebooks NN_*.ipynb in {here} nor in {beside_package} (next to "
+                      "the installed package); run from the project's root folder or pass "
+                      "--notebooks-dir FOLDER")
 
 
 def _resolve_notebooks(notebooks: Sequence[str], notebooks_dir: Path) -> list[Path]:
     if not notebooks:
         found = sorted(notebooks_dir.glob("[0-9][0-9]_*.ipynb"))
         if not found:
-            raise ReportError(f"no notebooks NN_*.ipynb in {notebooks_dir}")
+            raise ReportError(f"no notebooks NN_*.ipynb in {notebooks_dir}; pass "
+                              "--notebooks-dir FOLDER (the project's notebooks folder)")
         return found
     out = []
     for item in notebooks:
@@ -227,12 +422,25 @@ def _resolve_notebooks(notebooks: Sequence[str], notebooks_dir: Path) -> list[Pa
     return out
 
 
+def _notebooks_dir_for(notebooks: Sequence[str],
+                       notebooks_dir: str | os.PathLike[str] | None) -> Path:
+    """:func:`find_notebooks_dir`, except that notebooks named by their path run in their
+    own folder when no project notebooks folder is found."""
+    try:
+        return find_notebooks_dir(notebooks_dir)
+    except ReportError:
+        files = [Path(n) for n in notebooks if Path(n).suffix == ".ipynb" and Path(n).is_file()]
+        if notebooks and len(files) == len(notebooks):
+            return files[0].resolve().parent
+        raise
+
+
 def run_reports(
     notebooks: Sequence[str] = (),
     source: str | os.PathLike[str] | None = None,
     params: Mapping[str, Any] | None = None,
     out: str | os.PathLike[str] = "reports",
-    notebooks_dir: str | os.PathLike[str] = "notebooks",
+    notebooks_dir: str | os.PathLike[str] | None = None,
     per_notebook: Mapping[str, Mapping[str, Any]] | None = None,
     echo: bool = True,
 ) -> list[ReportResult]:
@@ -246,31 +454,38 @@ def run_reports(
         Data source for every notebook (sets the ``source`` parameter, made absolute).
     params : mapping, optional
         Parameters for every notebook that has them; a name no selected notebook knows is
-        an error.
+        an error. Dates (``datetime.date``) become ISO strings.
     out : path-like
         Output folder.
-    notebooks_dir : path-like
-        Folder of the notebooks; also the kernel's working directory.
+    notebooks_dir : path-like, optional
+        Folder of the notebooks; also the kernel's working directory. Default: found by
+        :func:`find_notebooks_dir` (``./notebooks``, else the project's notebooks folder).
     per_notebook : mapping, optional
         ``{notebook name: {parameter: value}}``; each name must be known to that notebook.
     echo : bool
-        Print a progress line per notebook.
+        Print a progress line per notebook (stdout) and each failure's first problem
+        (stderr).
 
     Raises
     ------
     ReportError
-        Before anything runs, for unknown notebooks, unknown parameters, wrong types or a
-        missing source.
+        Before anything runs, for unknown notebooks, unknown parameters, wrong types, values
+        a notebook cannot receive, a missing source, or an ``index.html`` in ``out`` that
+        the runner did not write.
+    ReportInterrupted
+        On Ctrl-C: the running notebook's temporary files are removed, its previous report
+        is left as it was, and the run manifest and index say the run was interrupted.
     """
-    nb_dir = Path(notebooks_dir).resolve()
+    nb_dir = _notebooks_dir_for(list(notebooks), notebooks_dir)
     out_dir = Path(out).resolve()
     paths = _resolve_notebooks(list(notebooks), nb_dir)
     names = [p.stem for p in paths]
-    common = dict(params or {})
-    per = {k: dict(v) for k, v in (per_notebook or {}).items()}
+    common = iso_dates(dict(params or {}))
+    per = {k: iso_dates(dict(v)) for k, v in (per_notebook or {}).items()}
     unknown_nb = sorted(set(per) - set(names))
     if unknown_nb:
         raise ReportError(f"parameters given for notebook(s) not being run: {unknown_nb}")
+    src: Path | None = None
     if source is not None:
         src = Path(source).expanduser().resolve()
         if not src.exists():
@@ -280,36 +495,82 @@ def run_reports(
     plans: list[tuple[Path, dict[str, Any], dict[str, Any]]] = []
     problems: list[str] = []
     defaults_by_nb = {p.stem: read_parameters(p) for p in paths}
+    kinds_by_nb = {p.stem: read_parameter_kinds(p) for p in paths}
     for key in common:
         if not any(key in d for d in defaults_by_nb.values()):
             problems.append(f"unknown parameter {key!r}: no selected notebook has it")
     for path in paths:
         defaults = defaults_by_nb[path.stem]
         mine = {k: v for k, v in common.items() if k in defaults}
-        problems += check_parameters(path.stem, defaults, mine)
+        kinds = kinds_by_nb[path.stem]
+        problems += check_parameters(path.stem, defaults, mine, kinds)
         own = per.get(path.stem, {})
-        problems += check_parameters(path.stem, defaults, own)
+        problems += check_parameters(path.stem, defaults, own, kinds)
         mine.update(own)
+        try:  # papermill stores the parameters in the notebook as JSON: check it now
+            json.dumps(mine)
+        except (TypeError, ValueError) as exc:
+            problems.append(f"{path.stem}: parameters cannot be passed to a notebook: {exc}")
         plans.append((path, defaults, mine))
     if problems:
         raise ReportError("cannot run reports:\n  - " + "\n  - ".join(problems))
+    previous = _check_index_is_ours(out_dir)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    results = []
-    for i, (path, defaults, overrides) in enumerate(plans, 1):
+    manifest: dict[str, Any] = {
+        "written_by": "cxanalysis report",
+        "run_id": uuid.uuid4().hex[:12],
+        "state": "running",
+        "started_at": _now(),
+        "finished_at": None,
+        "package_version": cxanalysis.__version__,
+        "source": str(src) if src else None,
+        "source_fingerprint": fingerprint(src) if src else None,
+        "notebooks": names,
+        "finished": [],
+        "interrupted": None,
+        "index_sha256": previous,
+    }
+    _write_run(out_dir, manifest)
+    results: list[ReportResult] = []
+    name = ""
+    try:
+        for i, (path, defaults, overrides) in enumerate(plans, 1):
+            name = path.stem
+            if echo:
+                print(f"[{i}/{len(plans)}] {name} ...", end=" ", flush=True)
+            res = _run_one(path, defaults, overrides, out_dir, nb_dir, manifest["run_id"])
+            results.append(res)
+            manifest["finished"].append(name)
+            if echo:
+                print(f"{res.status} ({res.duration_s:.1f} s)", flush=True)
+                if res.error:
+                    print(f"error: {name}: {first_problem(res.error)}", file=sys.stderr,
+                          flush=True)
+            _write_run(out_dir, manifest)
+    except KeyboardInterrupt:
         if echo:
-            print(f"[{i}/{len(plans)}] {path.stem} ...", end=" ", flush=True)
-        res = _run_one(path, defaults, overrides, out_dir, nb_dir)
-        results.append(res)
-        if echo:
-            tail = f" — {res.error.splitlines()[0][:200]}" if res.error else ""
-            print(f"{res.status} ({res.duration_s:.1f} s){tail}", flush=True)
-        write_index(out_dir)
+            print(flush=True)  # end the progress line
+        manifest.update(state="interrupted", interrupted=name, finished_at=_now())
+        _write_run(out_dir, manifest)
+        raise ReportInterrupted(name, results) from None
+    manifest.update(state="complete", finished_at=_now())
+    _write_run(out_dir, manifest)
     return results
 
 
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
 def _run_one(path: Path, defaults: dict[str, Any], overrides: dict[str, Any], out_dir: Path,
-             nb_dir: Path) -> ReportResult:
+             nb_dir: Path, run_id: str | None = None) -> ReportResult:
+    """Run one notebook into a temporary file, then publish its report.
+
+    Nothing of an earlier report of the same notebook is touched until the run has ended
+    and the new report is ready in memory; an interruption (Ctrl-C) publishes nothing and
+    removes the temporary files.
+    """
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
@@ -321,86 +582,248 @@ def _run_one(path: Path, defaults: dict[str, Any], overrides: dict[str, Any], ou
     html_out = out_dir / f"{name}.html"
     json_out = out_dir / f"{name}.results.json"
     tmp_nb = out_dir / f".{name}.running.ipynb"
+    fd, log_name = tempfile.mkstemp(prefix=f"cxanalysis-{name}-", suffix=".kernel.log")
+    os.close(fd)
+    kernel_log = Path(log_name)
     start = time.perf_counter()
     error = None
-    with _kernel_environment(out_dir):
-        try:
-            pm.execute_notebook(str(path), str(tmp_nb), parameters=overrides,
-                                kernel_name=KERNEL, cwd=str(nb_dir), progress_bar=False,
-                                log_output=False)
-        except PapermillExecutionError as exc:
-            error = f"{exc.ename}: {exc.evalue} (cell {exc.exec_count})"
-        except Exception as exc:  # kernel died, notebook unreadable, ...
-            error = f"{type(exc).__name__}: {exc}"
-    duration = time.perf_counter() - start
-    status = "FAILED" if error else "OK"
-    published: dict[str, Any] = {}
-    if tmp_nb.exists():
-        nb = nbformat.read(str(tmp_nb), as_version=4)
-        published = find_published(nb) or {}
-        os.replace(tmp_nb, nb_out)
-    else:
-        nb = nbformat.read(str(path), as_version=4)
-        with contextlib.suppress(FileNotFoundError):
-            nb_out.unlink()  # never leave an older executed notebook looking current
     try:
-        page = to_html(nb, failed_banner=error)
-    except Exception as exc:  # pragma: no cover - nbconvert failure
-        status, error = "FAILED", error or f"HTML export failed: {exc}"
-        page = f"<html><body><h1>FAILED: {html.escape(error)}</h1></body></html>"
-    atomic_write(html_out, page)
-    record = {
-        "notebook": name,
-        "status": status,
-        "parameters": to_jsonable(effective),
-        "source": str(src_path) if src_path else None,
-        "source_fingerprint": fingerprint(src_path) if src_path and src_path.exists() else None,
-        "package_version": cxanalysis.__version__,
-        "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "duration_s": round(duration, 2),
-        "error": error,
-        "results": published,
-    }
-    atomic_write(json_out, dumps(record) + "\n")
+        with _kernel_environment(out_dir):
+            try:
+                pm.execute_notebook(str(path), str(tmp_nb), parameters=overrides,
+                                    kernel_name=KERNEL, cwd=str(nb_dir), progress_bar=False,
+                                    log_output=False,
+                                    kernel_manager_class=_quiet_kernel_manager(kernel_log))
+            except PapermillExecutionError as exc:
+                error = f"{exc.ename}: {exc.evalue} (cell {exc.exec_count})"
+            except Exception as exc:  # kernel died, notebook unreadable, ...
+                error = f"{type(exc).__name__}: {exc}"
+                tail = _log_tail(kernel_log)
+                if tail:
+                    error += f"\nkernel log:\n{tail}"
+        duration = time.perf_counter() - start
+        status = "FAILED" if error else "OK"
+        published: dict[str, Any] = {}
+        executed = tmp_nb.exists()
+        if executed:
+            nb = nbformat.read(str(tmp_nb), as_version=4)
+            published = find_published(nb) or {}
+        else:
+            nb = nbformat.read(str(path), as_version=4)
+        try:
+            page = to_html(nb, failed_banner=error)
+        except Exception as exc:  # pragma: no cover - nbconvert failure
+            status, error = "FAILED", error or f"HTML export failed: {exc}"
+            page = f"<html><body><h1>FAILED: {html.escape(error)}</h1></body></html>"
+        record = {
+            "notebook": name,
+            "status": status,
+            "parameters": to_jsonable(effective),
+            "source": str(src_path) if src_path else None,
+            "source_fingerprint": (fingerprint(src_path) if src_path and src_path.exists()
+                                   else None),
+            "package_version": cxanalysis.__version__,
+            "finished_at": _now(),
+            "duration_s": round(duration, 2),
+            "error": error,
+            "results": published,
+            "run_id": run_id,
+        }
+        text = dumps(record) + "\n"
+        # Publish: the notebook, the page, then the record the index reads.
+        if executed:
+            os.replace(tmp_nb, nb_out)
+        else:
+            nb_out.unlink(missing_ok=True)  # never leave an older executed notebook current
+        atomic_write(html_out, page)
+        atomic_write(json_out, text)
+    finally:
+        tmp_nb.unlink(missing_ok=True)
+        kernel_log.unlink(missing_ok=True)
     return ReportResult(name, status, duration, effective, html_out, nb_out, json_out, error,
                         published)
 
 
-def write_index(out_dir: str | os.PathLike[str]) -> Path:
-    """(Re)write ``index.html`` from every ``*.results.json`` in ``out_dir``."""
-    out_dir = Path(out_dir)
-    rows = []
+# --------------------------------------------------------------------------- index
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _read_manifest(out_dir: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((out_dir / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("written_by") == "cxanalysis report" \
+        else None
+
+
+def _check_index_is_ours(out_dir: Path) -> str | None:
+    """The hash of the runner's ``index.html`` in ``out_dir`` (None when there is none).
+
+    Raises
+    ------
+    ReportError
+        When ``index.html`` exists but the runner did not write it: its content matches no
+        hash in the run manifest (and it is not an older runner's page, recognisable by its
+        first line, in a folder without a manifest).
+    """
+    index = out_dir / "index.html"
+    if not index.is_file():
+        return None
+    data = index.read_bytes()
+    digest = _sha256(data)
+    manifest = _read_manifest(out_dir)
+    if manifest is not None:
+        ours = digest in (manifest.get("index_sha256"), manifest.get("previous_index_sha256"))
+    else:  # written before run manifests existed
+        ours = data.startswith(_INDEX_HEAD.encode())
+    if not ours:
+        raise ReportError(f"{index} was not written by cxanalysis report (or was edited "
+                          f"since; see {MANIFEST}): it is left untouched; move it away or "
+                          "choose another --out")
+    return digest
+
+
+def _report_records(out_dir: Path) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """The runner's ``*.results.json`` records in ``out_dir`` by notebook, and the names of
+    the ``*.results.json`` files it did not write (no ``notebook``/``package_version`` keys,
+    or a ``notebook`` that is not the file's name)."""
+    records: dict[str, dict[str, Any]] = {}
+    foreign: list[str] = []
     for f in sorted(out_dir.glob("*.results.json")):
+        stem = f.name.removesuffix(".results.json")
         try:
             r = json.loads(f.read_text())
-        except (OSError, json.JSONDecodeError):
+        except (OSError, ValueError):
+            r = None
+        if (isinstance(r, dict) and r.get("notebook") == stem and "package_version" in r
+                and "status" in r):
+            records[stem] = r
+        else:
+            foreign.append(f.name)
+    return records, foreign
+
+
+def _params_text(r: Mapping[str, Any]) -> str:
+    params = r.get("parameters") or {}
+    return html.escape(", ".join(f"{k}={json.dumps(v)}" for k, v in params.items()))
+
+
+def _index_page(out_dir: Path, manifest: Mapping[str, Any] | None) -> str:
+    records, foreign = _report_records(out_dir)
+    e = html.escape
+    run_id = manifest.get("run_id") if manifest else None
+    if manifest:
+        planned = list(manifest.get("notebooks") or [])
+        current = {n: records[n] for n in planned
+                   if n in records and records[n].get("run_id") == run_id}
+        stale = {n: r for n, r in records.items() if n not in current}
+    else:  # no manifest (write_index on a folder of reports): every report is listed
+        planned, current, stale = sorted(records), records, {}
+    rows = []
+    for n in planned:
+        r = current.get(n)
+        if r is None:
+            if manifest and manifest.get("interrupted") == n:
+                state = "INTERRUPTED: nothing published"
+            elif manifest and manifest.get("state") == "running":
+                state = "NOT RUN YET"
+            else:
+                state = "NOT RUN"
+            rows.append(f"<tr><td>{e(n)}</td><td style='color:#8a6d00;font-weight:bold'>"
+                        f"{state}</td><td></td><td></td><td></td><td></td><td></td>"
+                        "<td></td></tr>")
             continue
-        name = html.escape(str(r.get("notebook", f.stem)))
-        status = html.escape(str(r.get("status", "?")))
+        status = e(str(r.get("status", "?")))
         color = "#1b5e20" if status == "OK" else "#b00020"
-        params = {k: v for k, v in (r.get("parameters") or {}).items()}
-        ptext = html.escape(", ".join(f"{k}={json.dumps(v)}" for k, v in params.items()))
         rows.append(
-            f'<tr><td><a href="{name}.html">{name}</a></td>'
+            f'<tr><td><a href="{e(n)}.html">{e(n)}</a></td>'
             f'<td style="color:{color};font-weight:bold">{status}</td>'
-            f"<td>{r.get('duration_s', '')} s</td>"
-            f"<td><code>{html.escape(str(r.get('source_fingerprint') or ''))}</code></td>"
-            f"<td>{html.escape(str(r.get('package_version', '')))}</td>"
-            f"<td>{html.escape(str(r.get('finished_at', '')))}</td>"
-            f'<td><a href="{name}.results.json">results</a> · '
-            f'<a href="{name}.ipynb">notebook</a></td>'
-            f"<td style='font-size:0.8em'>{ptext}</td></tr>")
-    page = (
-        "<!doctype html><html><head><meta charset='utf-8'><title>cxanalysis reports</title>"
-        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:.4em;vertical-align:top;text-align:left}</style>"
-        "</head><body><h1>cxanalysis reports</h1>"
-        "<table><tr><th>report</th><th>status</th><th>duration</th><th>data fingerprint</th>"
-        "<th>package</th><th>finished (UTC)</th><th>files</th><th>parameters</th></tr>"
-        + "".join(rows) + "</table></body></html>\n")
+            f"<td>{e(str(r.get('duration_s', '')))} s</td>"
+            f"<td><code>{e(str(r.get('source_fingerprint') or ''))}</code></td>"
+            f"<td>{e(str(r.get('package_version', '')))}</td>"
+            f"<td>{e(str(r.get('finished_at', '')))}</td>"
+            f'<td><a href="{e(n)}.results.json">results</a> · '
+            f'<a href="{e(n)}.ipynb">notebook</a></td>'
+            f"<td style='font-size:0.8em'>{_params_text(r)}</td></tr>")
+    parts = [_INDEX_HEAD,
+             "<meta name='generator' content='cxanalysis report'>"
+             "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:.4em;vertical-align:top;text-align:left}"
+             ".stale{color:#666}</style></head><body><h1>cxanalysis reports</h1>"]
+    if manifest:
+        state = str(manifest.get("state"))
+        if state == "interrupted":
+            state += f" while {manifest.get('interrupted')} ran"
+        src = manifest.get("source")
+        parts.append(
+            f"<p>Run <code>{e(str(run_id))}</code> ({e(state)}), started "
+            f"{e(str(manifest.get('started_at')))}"
+            + (f", source <code>{e(str(src))}</code> (fingerprint "
+               f"<code>{e(str(manifest.get('source_fingerprint')))}</code>)" if src else "")
+            + f", cxanalysis {e(str(manifest.get('package_version')))}.</p>")
+    parts.append("<table><tr><th>report</th><th>status</th><th>duration</th>"
+                 "<th>data fingerprint</th><th>package</th><th>finished (UTC)</th>"
+                 "<th>files</th><th>parameters</th></tr>" + "".join(rows) + "</table>")
+    if stale:
+        def link(n: str) -> str:  # no dead link when an older report's page is gone
+            return f'<a href="{e(n)}.html">{e(n)}</a>' if (out_dir / f"{n}.html").is_file() \
+                else e(n)
+
+        srows = "".join(
+            f'<tr class="stale"><td>{link(n)}</td>'
+            f"<td>STALE ({e(str(r.get('status', '?')))})</td>"
+            f"<td><code>{e(str(r.get('source') or ''))}</code></td>"
+            f"<td><code>{e(str(r.get('source_fingerprint') or ''))}</code></td>"
+            f"<td>{e(str(r.get('finished_at', '')))}</td>"
+            f"<td>{e(str(r.get('package_version', '')))}</td></tr>"
+            for n, r in sorted(stale.items()))
+        parts.append("<h2>Older reports in this folder (stale: not from this run)</h2>"
+                     "<table><tr><th>report</th><th>status</th><th>source</th>"
+                     "<th>data fingerprint</th><th>finished (UTC)</th><th>package</th></tr>"
+                     + srows + "</table>")
+    if foreign:
+        parts.append("<p class='stale'>Not listed: " + e(", ".join(foreign))
+                     + " (not written by cxanalysis report).</p>")
+    parts.append("</body></html>\n")
+    return "".join(parts)
+
+
+def _write_run(out_dir: Path, manifest: dict[str, Any]) -> Path:
+    """Write ``index.html`` and the manifest that records its hash. The manifest goes first
+    and keeps the previous hash too, so that an interruption between the two writes never
+    makes the runner's own index look foreign."""
+    page = _index_page(out_dir, manifest)
+    digest = _sha256(page.encode())
+    if manifest.get("index_sha256") != digest:
+        manifest["previous_index_sha256"] = manifest.get("index_sha256")
+        manifest["index_sha256"] = digest
+    atomic_write(out_dir / MANIFEST, dumps(manifest) + "\n")
     path = out_dir / "index.html"
     atomic_write(path, page)
     return path
+
+
+def write_index(out_dir: str | os.PathLike[str]) -> Path:
+    """(Re)write ``index.html`` in ``out_dir`` for the run recorded in its manifest (every
+    report of the runner in the folder when there is no manifest).
+
+    Raises
+    ------
+    ReportError
+        When the folder's ``index.html`` was not written by the runner.
+    """
+    out_dir = Path(out_dir)
+    _check_index_is_ours(out_dir)
+    manifest = _read_manifest(out_dir)
+    if manifest is None:
+        path = out_dir / "index.html"
+        atomic_write(path, _index_page(out_dir, None))
+        return path
+    return _write_run(out_dir, manifest)
 
 
 # --------------------------------------------------------------------------- CLI
@@ -408,24 +831,36 @@ def write_index(out_dir: str | os.PathLike[str]) -> Path:
 
 def main(args: argparse.Namespace) -> int:
     """``cxanalysis report``: 0 when every notebook succeeded, 1 when one failed, 2 when the
-    request itself is wrong (nothing was run)."""
+    request itself is wrong (nothing was run), 130 when interrupted (Ctrl-C). Progress goes
+    to stdout; errors, failures and the interruption to stderr."""
     try:
         params = parse_cli_params(args.param)
         per: dict[str, dict[str, Any]] = {}
-        nb_dir = Path(args.notebooks_dir)
+        nb_dir = _notebooks_dir_for(list(args.notebooks), args.notebooks_dir)
         if args.params_file:
-            data = yaml.safe_load(Path(args.params_file).read_text()) or {}
+            try:
+                data = yaml.safe_load(Path(args.params_file).read_text()) or {}
+            except (OSError, yaml.YAMLError) as exc:
+                raise ReportError(f"{args.params_file}: cannot read: {exc}") from exc
             if not isinstance(data, Mapping):
                 raise ReportError(f"{args.params_file}: expected a mapping of parameters")
-            names = [p.stem for p in _resolve_notebooks(list(args.notebooks), nb_dir.resolve())]
-            file_common, per = split_params_file(data, names)
+            names = [p.stem for p in _resolve_notebooks(list(args.notebooks), nb_dir)]
+            file_common, per = split_params_file(iso_dates(data), names)
             params = {**file_common, **params}  # the command line wins over the file
         results = run_reports(args.notebooks, source=args.source, params=params, out=args.out,
                               notebooks_dir=nb_dir, per_notebook=per)
     except ReportError as exc:
-        print(f"error: {exc}", flush=True)
+        print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2
+    except ReportInterrupted as exc:
+        print(exc, file=sys.stderr, flush=True)
+        return 130
+    except KeyboardInterrupt:  # before any notebook ran
+        print("interrupted; nothing was run", file=sys.stderr, flush=True)
+        return 130
     failed = [r.name for r in results if r.status != "OK"]
-    print(f"{len(results) - len(failed)} of {len(results)} report(s) OK; index: "
-          f"{Path(args.out) / 'index.html'}" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
+    line = (f"{len(results) - len(failed)} of {len(results)} report(s) OK; index: "
+            f"{Path(args.out) / 'index.html'}" + (f"; FAILED: {', '.join(failed)}" if failed
+                                                  else ""))
+    print(line, file=sys.stderr if failed else sys.stdout, flush=True)
     return 1 if failed else 0
