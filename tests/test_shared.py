@@ -92,3 +92,32 @@ def test_strip_unpinned_keeps_only_pinned_text_outputs_and_their_counts() -> Non
     assert out.cells[1].outputs[1].data == {"text/plain": "<Fig>"}
     assert "papermill" not in out.metadata
     nbformat.validate(out)
+
+
+def test_pin_keeps_side_files_out_of_the_repository_reports(tmp_path) -> None:
+    """``cxanalysis pin`` must not write into ``../reports`` (make test must not modify
+    report files): side files go to the ``out_dir`` given, or to a removed temporary folder."""
+    import nbformat
+
+    from cxanalysis.notebooks import pin
+
+    nb_dir = tmp_path / "notebooks"
+    nb_dir.mkdir()
+    (tmp_path / "reports").mkdir()
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(
+        "from cxanalysis.results import output_dir\n"
+        "output_dir().mkdir(parents=True, exist_ok=True)\n"
+        "(output_dir() / 'side.txt').write_text('x')\n"
+        f"{PIN_MARK}\nprint(1 + 1)")]
+    path = nb_dir / "00_side.ipynb"
+    nbformat.write(nb, str(path))
+    side = tmp_path / "side"
+    pin(path, out_dir=side)
+    assert (side / "side.txt").read_text() == "x"
+    pin(path)
+    assert list((tmp_path / "reports").iterdir()) == []
+    pinned = nbformat.read(str(path), as_version=4).cells[0]
+    assert pinned.outputs[0]["text"] == "2\n"

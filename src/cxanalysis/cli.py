@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -38,10 +39,15 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _pin(args: argparse.Namespace) -> int:
+    import tempfile
+
     from cxanalysis.notebooks import pin
 
-    for nb in args.notebooks:
-        print(f"pinned {pin(nb)}")
+    # One side-file folder for the whole call, in the order given (as nbval runs them):
+    # 02 and 03 then reuse the persona assignments 01 wrote.
+    with tempfile.TemporaryDirectory(prefix="cxanalysis-pin-") as out_dir:
+        for nb in sorted(args.notebooks, key=lambda p: Path(p).name):
+            print(f"pinned {pin(nb, out_dir=out_dir)}")
     return 0
 
 

@@ -11,10 +11,14 @@ Use ``cxanalysis pin notebooks/NN_name.ipynb`` after editing a notebook.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 from pathlib import Path
 
 import nbformat
+
+from cxanalysis.results import OUT_ENV
 
 PIN_MARK = "# NBVAL_CHECK_OUTPUT"
 _KEEP_MIME = ("text/plain",)
@@ -51,16 +55,34 @@ def strip_unpinned(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     return nb
 
 
-def pin(path: str | os.PathLike[str], parameters: dict | None = None) -> Path:
+def pin(path: str | os.PathLike[str], parameters: dict | None = None,
+        out_dir: str | os.PathLike[str] | None = None) -> Path:
     """Execute ``path`` in its own folder with papermill (kernel ``python3``), then rewrite it
-    in place following the storage policy. Raises if the notebook fails."""
+    in place following the storage policy. Raises if the notebook fails.
+
+    Side files the notebook writes (see :func:`cxanalysis.results.output_dir`) go to
+    ``out_dir``, by default a temporary folder removed afterwards, so that pinning never
+    reads or rewrites the repository's ``reports/``. Pin several notebooks with one
+    ``out_dir`` to let a later one reuse an earlier one's side files, as nbval does.
+    """
     import papermill as pm
 
     path = Path(path).resolve()
-    executed = pm.execute_notebook(
-        str(path), None, parameters=parameters or {}, kernel_name="python3",
-        cwd=str(path.parent), progress_bar=False,
-    )
+    with contextlib.ExitStack() as stack:
+        if out_dir is None:
+            out_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="cxanalysis-pin-"))
+        saved = os.environ.get(OUT_ENV)
+        os.environ[OUT_ENV] = str(out_dir)
+        try:
+            executed = pm.execute_notebook(
+                str(path), None, parameters=parameters or {}, kernel_name="python3",
+                cwd=str(path.parent), progress_bar=False,
+            )
+        finally:
+            if saved is None:
+                os.environ.pop(OUT_ENV, None)
+            else:
+                os.environ[OUT_ENV] = saved
     nb = nbformat.from_dict(executed)
     # papermill adds an injected-parameters cell only when parameters are given.
     nb.cells = [c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])]
