@@ -11,7 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxanalysis.attribution import attribute, markov_shares, shapley_shares
+from cxanalysis.attribution import (
+    METHODS,
+    attribute,
+    markov_shares,
+    shapley_shares,
+    suppression_mask,
+)
 from cxanalysis.journeys import PathCounts, journey_paths
 
 SMALL = pd.DataFrame({"path": ["A", "A > B", "B"], "journeys": [4, 4, 2],
@@ -83,7 +89,7 @@ def test_shapley_against_brute_force() -> None:
 
 
 def test_heuristics_and_bootstrap_on_small_paths() -> None:
-    res = attribute(PathCounts(SMALL, 7), n_boot=50, seed=1)
+    res = attribute(PathCounts(SMALL, 7), n_boot=50, seed=1, min_group_size=1)
     t = res.table()
     # conversions: A (2) -> A; A > B (4): first A, last B, linear 2/2
     assert t.loc["A", "first_touch"] == pytest.approx(1.0)
@@ -93,7 +99,7 @@ def test_heuristics_and_bootstrap_on_small_paths() -> None:
         assert t[m].sum() == pytest.approx(1.0)
     assert (t["markov_low"] <= t["markov"] + 1e-12).all()
     assert (t["shapley_high"] >= t["shapley"] - 1e-12).all()
-    again = attribute(PathCounts(SMALL, 7), n_boot=50, seed=1).table()
+    again = attribute(PathCounts(SMALL, 7, min_group_size=1), n_boot=50, seed=1).table()
     pd.testing.assert_frame_equal(t, again)  # seeded
 
 
@@ -254,3 +260,70 @@ def test_journey_paths_pass_min_group_size(world) -> None:
     assert paths.min_group_size == 3
     assert paths.table(top=None)["journeys"].min() >= 3
     assert (paths.table(top=None)["journeys"] < 10).any()
+
+
+def test_attribution_suppressed_below_min_group_size() -> None:
+    """Issue 11 item 9: a channel credited by fewer than min_group_size customers is
+    suppressed under every method, in the table, the intervals and as_dict (results.json),
+    with the next smallest credit too so that 1 minus the others does not give it away."""
+    frame = pd.DataFrame({"path": ["web", "app > web", "chat > web", "email > app", "app"],
+                          "journeys": [100, 40, 5, 30, 20],
+                          "conversions": [50, 20, 3, 12, 0]})
+    full = attribute(PathCounts(frame, 7), n_boot=30, seed=2, min_group_size=1)
+    res = attribute(PathCounts(frame, 7), n_boot=30, seed=2)  # default 10
+    t, f = res.table(), full.table()
+    # customers (here journeys) behind each credit, by hand
+    assert res.support.loc["chat"].tolist() == [3, 0, 3, 3, 3]
+    assert res.support.loc["email"].tolist() == [12, 0, 12, 12, 12]
+    assert res.support.loc["web"].tolist() == [50, 73, 73, 73, 73]
+    # chat (3) is suppressed everywhere it is credited; email (12, the next smallest) too,
+    # since 3 alone would be 1 minus the others; a credit of 0 (last touch) stays 0
+    expected = {"chat": [True, False, True, True, True], "email": [True, False, True, True,
+                                                                   True]}
+    for c, row in expected.items():
+        assert res.suppressed.loc[c, list(METHODS)].tolist() == row, c
+        assert t.loc[c, "last_touch"] == 0.0
+        assert t.loc[c, ["first_touch", "linear", "markov", "shapley", "markov_low",
+                         "markov_high", "shapley_low", "shapley_high",
+                         "removal_effect"]].isna().all(), c
+        assert all(res.as_dict()[m][c] is None for m in METHODS if m != "last_touch")
+    assert not res.suppressed.loc[["app", "web"]].to_numpy().any()
+    assert t["suppressed"].to_dict() == {"app": False, "chat": True, "email": True,
+                                         "web": False}
+    # what is shown is unchanged
+    shown = ["app", "web"]
+    pd.testing.assert_frame_equal(t.loc[shown, list(METHODS)], f.loc[shown, list(METHODS)])
+    assert res.as_dict()["markov"]["web"] == pytest.approx(f.loc["web", "markov"], rel=1e-15)
+    assert res.summary().startswith("By Markov removal effect, web")
+
+
+def test_attribution_suppression_counts_customers_not_journeys(tmp_path: Path) -> None:
+    """One customer with 12 converted chat journeys is one customer: suppressed."""
+    from cxanalysis.data import open_source
+
+    ts = pd.Timestamp("2025-01-01", tz="UTC")
+    rows = [(f"W{i}", 0, "web", "visit") for i in range(15)]
+    rows += [(f"W{i}", 1, "web", "purchase") for i in range(15)]
+    for j in range(12):
+        rows += [("X", 10 * j, "chat", "visit"), ("X", 10 * j + 1, "web", "purchase")]
+    ev = pd.DataFrame(rows, columns=["customer_id", "h", "channel", "event"])
+    ev["stage"] = np.where(ev["event"] == "purchase", "purchase", "discovery")
+    ev["ts"] = ts + pd.to_timedelta(ev.pop("h"), unit="h")
+    ev.to_parquet(tmp_path / "events.parquet")
+    paths = journey_paths(open_source(tmp_path))
+    assert paths.frame.set_index("path")["conversions"].to_dict() == {"chat > web": 12,
+                                                                      "web": 15}
+    assert paths.support.to_dict("index") == {
+        "chat": {"first_touch": 1, "last_touch": 0, "any_touch": 1},
+        "web": {"first_touch": 15, "last_touch": 16, "any_touch": 16}}
+    t = attribute(paths, n_boot=0).table()
+    # chat's credit comes from 1 customer; with two channels, web's share would reveal it
+    assert t[["first_touch", "linear", "markov", "shapley"]].isna().all().all()
+    assert t["last_touch"].tolist() == [0.0, 1.0]
+
+
+def test_suppression_mask_secondary() -> None:
+    sup = pd.DataFrame({"m": [0, 4, 5, 30, 100]}, index=list("abcde"))
+    assert suppression_mask(sup, 10)["m"].tolist() == [False, True, True, True, False]
+    assert suppression_mask(sup, 5)["m"].tolist() == [False, True, True, False, False]
+    assert suppression_mask(sup, 1)["m"].tolist() == [False] * 5

@@ -46,6 +46,10 @@ class PathCounts:
     frame: pd.DataFrame  # path, journeys, conversions
     inactivity_days: float
     min_group_size: int = MIN_GROUP_SIZE
+    #: Per channel (index): distinct customers with a converted journey whose first channel
+    #: (``first_touch``), last channel (``last_touch``) or any channel (``any_touch``) it is;
+    #: the group sizes behind attribution credit. None when unknown (a hand-made frame).
+    support: pd.DataFrame | None = None
 
     def _k(self, min_group_size: int | None) -> int:
         return self.min_group_size if min_group_size is None else min_group_size
@@ -278,7 +282,22 @@ def journey_paths(source: Source | ibis.Table, start: str | None = None,
                           "and dates")
     paths["journeys"] = paths["journeys"].astype(int)
     paths["conversions"] = paths["conversions"].astype(int)
-    return PathCounts(paths, inactivity_days, min_group_size)
+    channels = sorted({c for p in paths["path"] for c in p.split(SEP)})
+    return PathCounts(paths, inactivity_days, min_group_size, _support(j, channels))
+
+
+def _support(journeys: ibis.Table, channels: list[str]) -> pd.DataFrame:
+    """Distinct customers with a converted journey touching each channel first, last or
+    anywhere (one aggregate query in the engine)."""
+    conv = journeys.filter(journeys.converted)
+    chans = conv.path.split(SEP)
+    kinds = {"first_touch": lambda c: chans[0] == c, "last_touch": lambda c: chans[-1] == c,
+             "any_touch": lambda c: chans.contains(c)}
+    aggs = {f"{kind}__{i}": conv.customer_id.nunique(where=test(c))
+            for kind, test in kinds.items() for i, c in enumerate(channels)}
+    row = conv.aggregate(**aggs).execute().iloc[0]
+    return pd.DataFrame({kind: [int(row[f"{kind}__{i}"]) for i in range(len(channels))]
+                         for kind in kinds}, index=pd.Index(channels, name="channel"))
 
 
 @dataclass
