@@ -315,3 +315,14 @@ def test_funnel_semantics_documented_in_project() -> None:
     assert "docs/funnel.md" in fm.__doc__
     for path in [*(root / "src").rglob("*.py"), *(root / "docs").rglob("*.md")]:
         assert "../shared" not in path.read_text(), path
+
+
+def test_tied_step_events_channel_does_not_depend_on_row_order() -> None:
+    """Step events at the same instant in different channels: the attempt's channel is the
+    first by name, whatever the input row order (same rule as the journeys' tie-break)."""
+    rows = [("C1", 0, "a"), ("C1", 0, "a"), ("C1", 5, "b"), ("C1", 5, "b"), ("C1", 6, "c")]
+    for chans in (["web", "app", "store", "email", "web"],
+                  ["app", "web", "email", "store", "web"]):
+        res = funnel(events_table(rows, channel=chans), STEPS, window_seconds=10)
+        got = res.customers.select("first_channel", "ch2", "last_channel").execute()
+        assert got.iloc[0].tolist() == ["app", "email", "web"], chans

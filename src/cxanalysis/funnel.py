@@ -559,10 +559,14 @@ def funnel(
             lambda t: (t.us >= t.att) & (t.us - t.att <= window) & (t.step <= t.level))
     aggs = {"level": _.level.max(), "att": _.att.min(), "last_step1": _.last_step1.max(),
             "halted": _.halted.any(), "first_ts": _.ts.min()}
+    # each step's first event; of several at the same instant, the first channel name, so
+    # the breakdown values do not depend on the engine's row order
+    chain_src = chain_src.mutate(first_us=chain_src.us.min().over(
+        ibis.window(group_by=[chain_src.customer_id, chain_src.step])))
+    first_of = chain_src.us == chain_src.first_us
     for k in range(1, n + 1):
         aggs[f"t{k}"] = ibis.ifelse(_.step == k, _.ts, None).min()
-        aggs[f"ch{k}"] = ibis.ifelse(_.step == k, _.channel, None).argmin(
-            ibis.ifelse(_.step == k, _.us, None))
+        aggs[f"ch{k}"] = ibis.ifelse((_.step == k) & first_of, _.channel, None).min()
     per = chain_src.group_by("customer_id").aggregate(**aggs)
     data_end_ts = pd.Timestamp(all_events.ts.max().execute())
     if end is not None:
