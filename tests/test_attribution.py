@@ -11,7 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxanalysis.attribution import attribute, markov_shares, shapley_shares
+from cxanalysis.attribution import (
+    METHODS,
+    attribute,
+    markov_shares,
+    shapley_shares,
+    suppression_mask,
+)
 from cxanalysis.journeys import PathCounts, journey_paths
 
 SMALL = pd.DataFrame({"path": ["A", "A > B", "B"], "journeys": [4, 4, 2],
@@ -83,7 +89,7 @@ def test_shapley_against_brute_force() -> None:
 
 
 def test_heuristics_and_bootstrap_on_small_paths() -> None:
-    res = attribute(PathCounts(SMALL, 7), n_boot=50, seed=1)
+    res = attribute(PathCounts(SMALL, 7), n_boot=50, seed=1, min_group_size=1)
     t = res.table()
     # conversions: A (2) -> A; A > B (4): first A, last B, linear 2/2
     assert t.loc["A", "first_touch"] == pytest.approx(1.0)
@@ -93,7 +99,7 @@ def test_heuristics_and_bootstrap_on_small_paths() -> None:
         assert t[m].sum() == pytest.approx(1.0)
     assert (t["markov_low"] <= t["markov"] + 1e-12).all()
     assert (t["shapley_high"] >= t["shapley"] - 1e-12).all()
-    again = attribute(PathCounts(SMALL, 7), n_boot=50, seed=1).table()
+    again = attribute(PathCounts(SMALL, 7, min_group_size=1), n_boot=50, seed=1).table()
     pd.testing.assert_frame_equal(t, again)  # seeded
 
 
@@ -131,3 +137,193 @@ def test_demo_world_channel_roles(world, world_path: Path) -> None:
     # the Markov removal effect ranks the closers above the introducers
     mk = res["markov"]
     assert min(mk["web"], mk["app"]) > max(mk[c] for c in roles["introducers"])
+
+
+def _tied_touches(seed: int = 7) -> pd.DataFrame:
+    """Touches of 300 customers on a coarse clock (many exact ties between channels, and
+    purchases tied with touches)."""
+    rng = np.random.default_rng(seed)
+    n = 3000
+    ev = pd.DataFrame({"customer_id": [f"C{i:03d}" for i in rng.integers(0, 300, n)],
+                       "h": rng.integers(0, 6, n),
+                       "channel": rng.choice(["web", "app", "email", "store"], n)})
+    ev["event"] = np.where(rng.random(n) < 0.15, "purchase", "visit")
+    ev["stage"] = np.where(ev["event"] == "purchase", "purchase", "discovery")
+    ev["ts"] = pd.Timestamp("2025-01-01", tz="UTC") + pd.to_timedelta(ev.pop("h"), unit="h")
+    return ev
+
+
+def test_journeys_tie_break_shuffled_rows_identical() -> None:
+    """Issue 11 item 4: touches tied on time are ordered by (ts, is_conv, channel, event), so
+    the row order of the input changes neither the paths nor the attribution."""
+    import ibis
+
+    from cxanalysis.attribution import markov_shares
+
+    ev = _tied_touches()
+    con = ibis.duckdb.connect()
+    frames, shares = [], []
+    for seed in range(4):
+        shuffled = ev.sample(frac=1, random_state=seed).reset_index(drop=True)
+        con.con.register(f"ev{seed}", shuffled)
+        paths = journey_paths(con.table(f"ev{seed}"))
+        frames.append(paths.frame.sort_values("path").reset_index(drop=True))
+        shares.append(markov_shares(paths.frame.sort_values("path"), paths.channels)[1])
+    for f, s in zip(frames[1:], shares[1:], strict=True):
+        pd.testing.assert_frame_equal(f, frames[0])
+        assert np.array_equal(s, shares[0])
+    # the tie-break itself, by hand: at one instant web and app, then a purchase in store
+    hand = pd.DataFrame({"customer_id": "X", "channel": ["web", "store", "app"],
+                         "event": ["visit", "purchase", "visit"],
+                         "stage": ["discovery", "purchase", "discovery"],
+                         "ts": pd.Timestamp("2025-01-01", tz="UTC")})
+    con.con.register("hand", hand)
+    got = journey_paths(con.table("hand")).frame
+    assert got[["path", "conversions"]].values.tolist() == [["app > web > store", 1]]
+
+
+def test_stage_durations_never_negative_hand_computed(world) -> None:
+    """Issue 11 item 3: time in a stage runs from the journey's first event of the stage to
+    its first event of a later stage at or after it; a later stage seen before entering the
+    stage (which gave negative hours) does not count as moving on."""
+    import ibis
+
+    from cxanalysis.journeys import stage_durations
+
+    rows = [  # customer, hours, channel, stage
+        ("C1", 0, "email", "retention"),  # a loyalty touch before the purchase
+        ("C1", 1, "social", "awareness"),
+        ("C1", 3, "web", "discovery"),
+        ("C1", 4, "web", "purchase"),
+        ("C1", 10, "email", "delivery"),  # old definition: 0 - 10 = -10 h
+        ("C1", 20, "app", "retention"),
+        ("C2", 0, "social", "awareness"),
+        ("C2", 0, "email", "awareness"),  # tie: the stage's channel is "email"
+        ("C2", 5, "web", "consideration"),
+        ("C2", 6, "app", "discovery"),  # discovery after consideration: old -1 h
+        ("C2", 8, "store", "purchase"),
+        ("C3", 0, "web", "awareness"),
+        ("C3", 200, "web", "discovery"),  # > 7 days later: a new journey, no stage time
+    ]
+    ev = pd.DataFrame(rows, columns=["customer_id", "h", "channel", "stage"])
+    ev["event"] = ev["stage"] + "_event"
+    ev["ts"] = pd.Timestamp("2025-01-01", tz="UTC") + pd.to_timedelta(ev.pop("h"), unit="h")
+    con = ibis.duckdb.connect()
+    for seed in (0, 1):  # and row order does not matter
+        con.con.register(f"st{seed}", ev.sample(frac=1, random_state=seed))
+        got = stage_durations(con.table(f"st{seed}"), min_group_size=1).table()
+        got = {(r.stage, r.group): r.median_hours for r in got.itertuples()}
+        assert got == pytest.approx({
+            ("awareness", "email"): 5.0, ("awareness", "social"): 2.0,
+            ("discovery", "app"): 2.0, ("discovery", "web"): 1.0,
+            ("consideration", "web"): 3.0, ("purchase", "web"): 6.0,
+            ("delivery", "email"): 10.0}, abs=1e-12), seed
+    demo = stage_durations(world).table()
+    assert len(demo) > 10
+    assert (demo["median_hours"] >= 0).all() and (demo["p90_hours"] >= 0).all()
+
+
+def test_pathcounts_plot_summary_honour_min_group_size() -> None:
+    """Issue 11 item 11: the path summary and plot show what the notebook's
+    min_group_size allows, not always groups of 10."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    frame = pd.DataFrame({"path": ["web", "app > web", "email"], "journeys": [40, 6, 3],
+                          "conversions": [10, 3, 1]})
+
+    def plotted(p: PathCounts, **kw) -> list[str]:
+        ax = p.plot(**kw)
+        labels = [t.get_text() for t in ax.get_yticklabels()] if ax.patches else []
+        matplotlib.pyplot.close(ax.figure)
+        return labels
+
+    strict = PathCounts(frame, 7, min_group_size=50)
+    assert strict.summary().endswith("no path is followed by 50 or more journeys.")
+    assert plotted(strict) == [] and strict.table().empty
+    loose = PathCounts(frame, 7, min_group_size=5)
+    assert sorted(plotted(loose)) == ["app > web", "web"]  # "email" (3 journeys) left out
+    assert "most common is web (40 journeys, 25% convert)" in loose.summary()
+    assert loose.combinations()["channels"].tolist() == ["web", "app + web"]
+    assert sorted(plotted(PathCounts(frame, 7))) == ["web"]  # default 10
+    assert sorted(plotted(strict, min_group_size=2)) == ["app > web", "email", "web"]
+    # transition rows of states left fewer than min_group_size times are blank: email is
+    # left 3 times, app 6 times, (start) 49 and web 46 times; 5 target states per row
+    for p, rows in ((loose, 3), (PathCounts(frame, 7), 2)):
+        ax = p.plot_transitions()
+        assert len(ax.texts) == 5 * rows
+        matplotlib.pyplot.close(ax.figure)
+
+
+def test_journey_paths_pass_min_group_size(world) -> None:
+    paths = journey_paths(world, min_group_size=3)
+    assert paths.min_group_size == 3
+    assert paths.table(top=None)["journeys"].min() >= 3
+    assert (paths.table(top=None)["journeys"] < 10).any()
+
+
+def test_attribution_suppressed_below_min_group_size() -> None:
+    """Issue 11 item 9: a channel credited by fewer than min_group_size customers is
+    suppressed under every method, in the table, the intervals and as_dict (results.json),
+    with the next smallest credit too so that 1 minus the others does not give it away."""
+    frame = pd.DataFrame({"path": ["web", "app > web", "chat > web", "email > app", "app"],
+                          "journeys": [100, 40, 5, 30, 20],
+                          "conversions": [50, 20, 3, 12, 0]})
+    full = attribute(PathCounts(frame, 7), n_boot=30, seed=2, min_group_size=1)
+    res = attribute(PathCounts(frame, 7), n_boot=30, seed=2)  # default 10
+    t, f = res.table(), full.table()
+    # customers (here journeys) behind each credit, by hand
+    assert res.support.loc["chat"].tolist() == [3, 0, 3, 3, 3]
+    assert res.support.loc["email"].tolist() == [12, 0, 12, 12, 12]
+    assert res.support.loc["web"].tolist() == [50, 73, 73, 73, 73]
+    # chat (3) is suppressed everywhere it is credited; email (12, the next smallest) too,
+    # since 3 alone would be 1 minus the others; a credit of 0 (last touch) stays 0
+    expected = {"chat": [True, False, True, True, True], "email": [True, False, True, True,
+                                                                   True]}
+    for c, row in expected.items():
+        assert res.suppressed.loc[c, list(METHODS)].tolist() == row, c
+        assert t.loc[c, "last_touch"] == 0.0
+        assert t.loc[c, ["first_touch", "linear", "markov", "shapley", "markov_low",
+                         "markov_high", "shapley_low", "shapley_high",
+                         "removal_effect"]].isna().all(), c
+        assert all(res.as_dict()[m][c] is None for m in METHODS if m != "last_touch")
+    assert not res.suppressed.loc[["app", "web"]].to_numpy().any()
+    assert t["suppressed"].to_dict() == {"app": False, "chat": True, "email": True,
+                                         "web": False}
+    # what is shown is unchanged
+    shown = ["app", "web"]
+    pd.testing.assert_frame_equal(t.loc[shown, list(METHODS)], f.loc[shown, list(METHODS)])
+    assert res.as_dict()["markov"]["web"] == pytest.approx(f.loc["web", "markov"], rel=1e-15)
+    assert res.summary().startswith("By Markov removal effect, web")
+
+
+def test_attribution_suppression_counts_customers_not_journeys(tmp_path: Path) -> None:
+    """One customer with 12 converted chat journeys is one customer: suppressed."""
+    from cxanalysis.data import open_source
+
+    ts = pd.Timestamp("2025-01-01", tz="UTC")
+    rows = [(f"W{i}", 0, "web", "visit") for i in range(15)]
+    rows += [(f"W{i}", 1, "web", "purchase") for i in range(15)]
+    for j in range(12):
+        rows += [("X", 10 * j, "chat", "visit"), ("X", 10 * j + 1, "web", "purchase")]
+    ev = pd.DataFrame(rows, columns=["customer_id", "h", "channel", "event"])
+    ev["stage"] = np.where(ev["event"] == "purchase", "purchase", "discovery")
+    ev["ts"] = ts + pd.to_timedelta(ev.pop("h"), unit="h")
+    ev.to_parquet(tmp_path / "events.parquet")
+    paths = journey_paths(open_source(tmp_path))
+    assert paths.frame.set_index("path")["conversions"].to_dict() == {"chat > web": 12,
+                                                                      "web": 15}
+    assert paths.support.to_dict("index") == {
+        "chat": {"first_touch": 1, "last_touch": 0, "any_touch": 1},
+        "web": {"first_touch": 15, "last_touch": 16, "any_touch": 16}}
+    t = attribute(paths, n_boot=0).table()
+    # chat's credit comes from 1 customer; with two channels, web's share would reveal it
+    assert t[["first_touch", "linear", "markov", "shapley"]].isna().all().all()
+    assert t["last_touch"].tolist() == [0.0, 1.0]
+
+
+def test_suppression_mask_secondary() -> None:
+    sup = pd.DataFrame({"m": [0, 4, 5, 30, 100]}, index=list("abcde"))
+    assert suppression_mask(sup, 10)["m"].tolist() == [False, True, True, True, False]
+    assert suppression_mask(sup, 5)["m"].tolist() == [False, True, True, False, False]
+    assert suppression_mask(sup, 1)["m"].tolist() == [False] * 5

@@ -59,22 +59,44 @@ def reference_level(events: list[tuple[int, str]], steps: list[str], window: int
     return max([i + 1 for i in range(n) if start[i] is not None], default=0)
 
 
-def events_table(rows: list[tuple[str, int, str]], channel: str | list[str] = "web"
-                 ) -> ibis.Table:
+def reference_in_progress(events: list[tuple[int, str]], steps: list[str], window: float,
+                          mode: str, data_end: float) -> bool:
+    """In progress, by definition: the customer has not converted and the rest of the
+    funnel's steps (2..n, in order) arriving just after the end of the data would raise the
+    level that the windowFunnel loop gives (no new step-1 event: a new attempt is not
+    "progress"). Independent of how the engine flags it."""
+    level = reference_level(events, steps, window, mode)
+    if level == len(steps):
+        return False
+    eps = 1e-6 * window  # "just after the end": well inside any window, not a new second
+    later = [(data_end + eps * j / len(steps), s) for j, s in enumerate(steps[1:], 1)]
+    return reference_level(events + later, steps, window, mode) > level
+
+
+def events_table(rows: list[tuple[str, int, str]], channel: str | list[str] = "web",
+                 unit: str = "s") -> ibis.Table:
     df = pd.DataFrame(rows, columns=["customer_id", "sec", "event"])
-    df["ts"] = T0 + pd.to_timedelta(df.pop("sec"), unit="s")
+    df["ts"] = T0 + pd.to_timedelta(df.pop("sec"), unit=unit)
     df["channel"] = channel
     name = f"ev{next(_names)}"
     _CON.con.register(name, df)
     return _CON.table(name)
 
 
-def levels(rows, window, mode, steps=STEPS) -> dict[str, int]:
-    """Levels per customer; a filler customer makes every step occur at least once."""
+def states(rows, window, mode, steps=STEPS, unit="s") -> dict[str, tuple[int, bool]]:
+    """(level, in progress) per customer; a filler customer makes every step occur at least
+    once (at time 0, so the end of the data is the customers' last event)."""
     filler = [("ZZ", 0, s) for s in steps]
-    res = funnel(events_table(rows + filler), steps, window_seconds=window, mode=mode)
-    got = res.customers.select("customer_id", "level").execute()
-    return {c: int(v) for c, v in zip(got.customer_id, got.level, strict=True) if c != "ZZ"}
+    res = funnel(events_table(rows + filler, unit=unit), steps, window_seconds=window,
+                 mode=mode)
+    got = res.customers.select("customer_id", "level", "in_progress").execute()
+    return {c: (int(v), bool(p)) for c, v, p in
+            zip(got.customer_id, got.level, got.in_progress, strict=True) if c != "ZZ"}
+
+
+def levels(rows, window, mode, steps=STEPS, unit="s") -> dict[str, int]:
+    """Levels per customer (see :func:`states`)."""
+    return {c: lv for c, (lv, _) in states(rows, window, mode, steps, unit).items()}
 
 
 CASES = [
@@ -93,6 +115,24 @@ CASES = [
 ]
 
 
+ms_log = st.lists(st.tuples(st.sampled_from(["C1", "C2"]), st.integers(0, 1500).map(
+    lambda x: 1_700_000_000_000 + x), st.sampled_from(["a", "b", "c", "x"])),
+    min_size=1, max_size=20)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=ms_log, window=st.sampled_from([0.1, 0.3, 0.7, 1.1]),
+       mode=st.sampled_from(["ordered", "strict_order", "strict_steps", "unordered"]))
+def test_fractional_windows_match_the_reference(rows, window, mode) -> None:
+    """Millisecond logs against the reference in exact integer milliseconds."""
+    rows = [(c, t - 1_700_000_000_000 + 86_400_000, e) for c, t, e in rows]
+    got = levels(rows, window, mode, unit="ms")
+    for cust in {c for c, _, _ in rows}:
+        evs = [(t, e) for c, t, e in rows if c == cust]
+        assert got.get(cust, 0) == reference_level(evs, STEPS, round(window * 1000), mode), \
+            (cust, evs)
+
+
 @pytest.mark.parametrize(("events", "window", "expected"), CASES)
 def test_hand_made_logs(events, window, expected) -> None:
     rows = [("C1", t, e) for t, e in events]
@@ -109,10 +149,57 @@ log = st.lists(st.tuples(st.sampled_from(["C1", "C2", "C3"]), st.integers(0, 30)
 @given(rows=log, window=st.sampled_from([1, 4, 10]),
        mode=st.sampled_from(["ordered", "strict_order", "strict_steps", "unordered"]))
 def test_random_logs_match_the_reference(rows, window, mode) -> None:
-    got = levels(rows, window, mode)
+    got = states(rows, window, mode)
+    data_end = max(t for _, t, _ in rows)
     for cust in {c for c, _, _ in rows}:
         evs = [(t, e) for c, t, e in rows if c == cust]
-        assert got.get(cust, 0) == reference_level(evs, STEPS, window, mode), (cust, evs)
+        level = reference_level(evs, STEPS, window, mode)
+        assert got.get(cust, (0, False))[0] == level, (cust, evs)
+        if level:  # customers without step 1 are not in the funnel
+            assert got[cust][1] == reference_in_progress(evs, STEPS, window, mode, data_end), \
+                (cust, evs, data_end)
+
+
+def test_in_progress_strict_modes_stopped_scan() -> None:
+    """Issue 11 item 1: a customer whose strict-mode scan has stopped can never progress,
+    so is not in progress (windowFunnel keeps them at level 1 even when B, C follow)."""
+    rows = [("c1", 0, "a"), ("c1", 1, "x"),  # a non-step event breaks strict_order only
+            ("c2", 0, "a"), ("c2", 1, "b"),  # open, unbroken: in progress in every mode
+            ("c3", 0, "a"), ("c3", 1, "c"),  # c before b breaks both strict modes
+            ("c4", 0, "a"), ("c4", 5, "x")]  # data end at 5 s
+    expected = {
+        "ordered": {"c1": (1, True), "c2": (2, True), "c3": (1, True), "c4": (1, True)},
+        "strict_order": {"c1": (1, False), "c2": (2, True), "c3": (1, False),
+                         "c4": (1, False)},
+        "strict_steps": {"c1": (1, True), "c2": (2, True), "c3": (1, False), "c4": (1, True)},
+    }
+    for mode, exp in expected.items():
+        res = funnel(events_table(rows), STEPS, window_seconds=10, mode=mode)
+        got = res.customers.select("customer_id", "level", "in_progress").execute()
+        got = {c: (int(v), bool(p)) for c, v, p in
+               zip(got.customer_id, got.level, got.in_progress, strict=True)}
+        assert got == exp, mode
+        # the reference agrees: appending b@6, c@7 leaves the stopped customers at level 1
+        for cust, (level, prog) in exp.items():
+            evs = [(t, e) for c, t, e in rows if c == cust]
+            appended = reference_level(evs + [(6, "b"), (7, "c")], STEPS, 10, mode)
+            assert (appended > level) == prog, (mode, cust)
+            assert reference_in_progress(evs, STEPS, 10, mode, 5) == prog, (mode, cust)
+        assert res.table()["in_progress"].sum() == sum(p for _, p in exp.values())
+
+
+@pytest.mark.parametrize("window", [0.1, 0.3, 0.7, 1.1])
+def test_fractional_window_gap_equal_to_window_counts(window) -> None:
+    """Issue 11 item 2: a gap exactly equal to a fractional window is inside it
+    (windowFunnel: ts(ek) - ts(e1) <= window); 1 ms more is outside."""
+    ms = round(window * 1000)
+    start = 86_400_123  # not on a whole second, to expose float rounding
+    rows = [("on", start, "a"), ("on", start + ms, "b"), ("on", start + ms, "c"),
+            ("past", start, "a"), ("past", start + ms + 1, "b"),
+            ("mid", start, "a"), ("mid", start + ms // 2, "b"), ("mid", start + ms, "c")]
+    for mode in ("ordered", "strict_order", "strict_steps", "unordered"):
+        got = levels(rows, window, mode, unit="ms")
+        assert got == {"on": 3, "past": 1, "mid": 3}, (mode, window)
 
 
 def test_step_table_counts_in_progress_and_times() -> None:
@@ -213,3 +300,29 @@ def test_demo_world_planted_pain_point_ranks_first(world, world_path: Path) -> N
     # customer counts match an independent pandas computation on the same events
     ev = pd.read_parquet(world_path / "events.parquet", columns=["customer_id", "event"])
     assert res.table()["customers"].iloc[0] == ev[ev.event == "visit"].customer_id.nunique()
+
+
+def test_funnel_semantics_documented_in_project() -> None:
+    """Issue 11 item 19: the semantics live in the repository (docs/funnel.md and the
+    module docstring), not in a ../shared file that is not part of it."""
+    import cxanalysis.funnel as fm
+
+    root = Path(__file__).resolve().parents[1]
+    doc = (root / "docs" / "funnel.md").read_text()
+    for term in (*fm.MODES, "in progress", "microseconds", "(ts, step index)",
+                 "earliest* attempt", "7 days"):
+        assert term in doc, term
+    assert "docs/funnel.md" in fm.__doc__
+    for path in [*(root / "src").rglob("*.py"), *(root / "docs").rglob("*.md")]:
+        assert "../shared" not in path.read_text(), path
+
+
+def test_tied_step_events_channel_does_not_depend_on_row_order() -> None:
+    """Step events at the same instant in different channels: the attempt's channel is the
+    first by name, whatever the input row order (same rule as the journeys' tie-break)."""
+    rows = [("C1", 0, "a"), ("C1", 0, "a"), ("C1", 5, "b"), ("C1", 5, "b"), ("C1", 6, "c")]
+    for chans in (["web", "app", "store", "email", "web"],
+                  ["app", "web", "email", "store", "web"]):
+        res = funnel(events_table(rows, channel=chans), STEPS, window_seconds=10)
+        got = res.customers.select("first_channel", "ch2", "last_channel").execute()
+        assert got.iloc[0].tolist() == ["app", "email", "web"], chans

@@ -16,6 +16,17 @@ Models (shares of conversions per channel; each sums to 1):
 
 Bootstrap intervals resample journeys: a multinomial draw over (path, outcome) cells with
 the observed counts, seeded.
+
+Privacy: the credit of a channel under a method comes from a group of customers — those
+with a converted journey whose first channel (``first_touch``), last channel
+(``last_touch``) or any channel (``linear``, ``markov``, ``shapley``) it is
+(:attr:`cxanalysis.journeys.PathCounts.support`; converted journeys when the customers are
+not known). Credit from 1 to ``min_group_size - 1`` customers is suppressed (NaN in
+:meth:`Attribution.table`, null in :meth:`Attribution.as_dict`), and so are its interval and
+removal effect. Because each method's shares sum to 1, a suppressed share could be recovered
+as 1 minus the others: while the suppressed cells of a method stand for fewer than
+``min_group_size`` customers together, the next smallest credited channel is suppressed too.
+A credit of exactly 0 (no customer) is shown.
 """
 
 from __future__ import annotations
@@ -28,8 +39,12 @@ import numpy as np
 import pandas as pd
 
 from cxanalysis.journeys import SEP, PathCounts
+from cxanalysis.privacy import MIN_GROUP_SIZE
 
 METHODS = ("first_touch", "last_touch", "linear", "markov", "shapley")
+#: The customers behind each method's credit of a channel (columns of ``PathCounts.support``).
+SUPPORT_OF = {"first_touch": "first_touch", "last_touch": "last_touch", "linear": "any_touch",
+              "markov": "any_touch", "shapley": "any_touch"}
 
 
 def _paths(frame: pd.DataFrame) -> list[list[str]]:
@@ -124,6 +139,40 @@ class _Prepared:
         return phi / total if total else phi
 
 
+def path_support(paths: PathCounts) -> pd.DataFrame:
+    """Customers behind each channel's credit, per method (channels x :data:`METHODS`): from
+    ``paths.support``, else converted journeys counted from the path frame."""
+    channels = paths.channels
+    if paths.support is not None:
+        sup = paths.support.reindex(channels).fillna(0)
+    else:
+        frame = paths.frame[paths.frame["conversions"] > 0]
+        sup = pd.DataFrame(0, index=pd.Index(channels, name="channel"),
+                           columns=["first_touch", "last_touch", "any_touch"])
+        for path, conv in zip(frame["path"], frame["conversions"], strict=True):
+            chans = path.split(SEP)
+            sup.loc[chans[0], "first_touch"] += conv
+            sup.loc[chans[-1], "last_touch"] += conv
+            sup.loc[sorted(set(chans)), "any_touch"] += conv
+    return pd.DataFrame({m: sup[SUPPORT_OF[m]].astype(int) for m in METHODS})
+
+
+def suppression_mask(support: pd.DataFrame, min_group_size: int) -> pd.DataFrame:
+    """Which (channel, method) credits to suppress: those from 1 to ``min_group_size - 1``
+    customers, plus, per method, the next smallest credited channels while the suppressed
+    ones together stand for fewer than ``min_group_size`` customers (shares sum to 1, so a
+    lone suppressed share would be 1 minus the others)."""
+    mask = (support > 0) & (support < min_group_size)
+    for m in support.columns:
+        col = support[m]
+        while mask[m].any() and col[mask[m]].sum() < min_group_size:
+            rest = col[~mask[m] & (col > 0)]
+            if rest.empty:
+                break
+            mask.loc[rest.sort_values(kind="stable").index[0], m] = True
+    return mask
+
+
 def heuristic_shares(frame: pd.DataFrame, channels: list[str], method: str) -> np.ndarray:
     """First-touch, last-touch or linear credit of conversions, as shares per channel."""
     return _Prepared(frame, channels).heuristic(frame["conversions"].to_numpy(float), method)
@@ -162,7 +211,9 @@ def shapley_shares(frame: pd.DataFrame, channels: list[str]) -> np.ndarray:
 @dataclass
 class Attribution:
     """Shares of conversions per channel and method, with bootstrap intervals for the
-    Markov and Shapley shares."""
+    Markov and Shapley shares. Credits of too few customers are already suppressed (NaN)
+    in ``shares``, ``removal_effects`` and ``intervals`` (see the module docstring);
+    ``suppressed`` says which, ``support`` holds the customers behind each credit."""
 
     shares: pd.DataFrame  # index channel, columns methods
     removal_effects: pd.Series
@@ -171,28 +222,38 @@ class Attribution:
     n_boot: int
     seed: int
     alpha: float
+    min_group_size: int = MIN_GROUP_SIZE
+    support: pd.DataFrame | None = None  # channel x method: customers behind the credit
+    suppressed: pd.DataFrame | None = None  # channel x method: bool
 
     def table(self) -> pd.DataFrame:
         """Share of conversions per channel (rows) and method (columns), with the bootstrap
-        interval of the Markov and Shapley shares."""
+        interval of the Markov and Shapley shares; suppressed credits are NaN and
+        ``suppressed`` marks channels with any."""
         t = self.shares.copy()
         for m in ("markov", "shapley"):
             iv = self.intervals[self.intervals.method == m].set_index("channel")
             t[f"{m}_low"] = iv["low"]
             t[f"{m}_high"] = iv["high"]
         t["removal_effect"] = self.removal_effects
+        t["suppressed"] = (self.suppressed.any(axis=1) if self.suppressed is not None
+                           else False)
         return t
 
-    def as_dict(self) -> dict[str, dict[str, float]]:
-        """method -> channel -> share."""
-        return {m: {c: float(v) for c, v in self.shares[m].items()} for m in self.shares}
+    def as_dict(self) -> dict[str, dict[str, float | None]]:
+        """method -> channel -> share (None where suppressed)."""
+        return {m: {c: None if pd.isna(v) else float(v) for c, v in self.shares[m].items()}
+                for m in self.shares}
 
     def summary(self) -> str:
-        mk = self.shares["markov"].sort_values(ascending=False)
+        mk = self.shares["markov"].dropna().sort_values(ascending=False)
         ft = self.shares["first_touch"]
         lt = self.shares["last_touch"]
         introducers = [c for c in ft.index if ft[c] > lt[c] + 0.02]
         closers = [c for c in ft.index if lt[c] > ft[c] + 0.02]
+        if len(mk) < 2:
+            return (f"Too few customers per channel to show the Markov attribution (groups "
+                    f"under {self.min_group_size} are suppressed).")
         return (f"By Markov removal effect, {mk.index[0]} carries {mk.iloc[0]:.0%} of "
                 f"conversions and {mk.index[1]} {mk.iloc[1]:.0%}. Channels that open journeys "
                 f"more than they close them: {', '.join(introducers) or 'none'}; channels that "
@@ -217,8 +278,8 @@ class Attribution:
         return ax
 
 
-def attribute(paths: PathCounts, n_boot: int = 200, seed: int = 0, alpha: float = 0.05
-              ) -> Attribution:
+def attribute(paths: PathCounts, n_boot: int = 200, seed: int = 0, alpha: float = 0.05,
+              min_group_size: int | None = None) -> Attribution:
     """Attribute conversions to channels with every method in :data:`METHODS`.
 
     Parameters
@@ -231,6 +292,9 @@ def attribute(paths: PathCounts, n_boot: int = 200, seed: int = 0, alpha: float 
         Seed of the bootstrap.
     alpha : float
         Intervals are the ``alpha/2`` and ``1 - alpha/2`` percentiles.
+    min_group_size : int, optional
+        Credits from fewer customers are suppressed (see the module docstring); default
+        ``paths.min_group_size``.
     """
     frame = paths.frame
     channels = paths.channels
@@ -258,5 +322,16 @@ def attribute(paths: PathCounts, n_boot: int = 200, seed: int = 0, alpha: float 
             rows += [{"channel": c, "method": m, "low": lo[i], "high": hi[i]}
                      for i, c in enumerate(channels)]
     intervals = pd.DataFrame(rows, columns=["channel", "method", "low", "high"])
-    return Attribution(table, pd.Series(re, index=table.index, name="removal_effect"),
-                       intervals, paths.conversions, n_boot, seed, alpha)
+    k = paths.min_group_size if min_group_size is None else min_group_size
+    support = path_support(paths)
+    hidden = suppression_mask(support, k)
+    table = table.mask(hidden)
+    removal = pd.Series(re, index=table.index, name="removal_effect").mask(hidden["markov"])
+    if len(intervals):
+        gone = hidden.stack().rename("gone").reset_index().rename(
+            columns={"level_1": "method"})
+        intervals = intervals.merge(gone, on=["channel", "method"], how="left")
+        intervals.loc[intervals.pop("gone").fillna(False).astype(bool), ["low", "high"]] = \
+            np.nan
+    return Attribution(table, removal, intervals, paths.conversions, n_boot, seed, alpha,
+                       k, support, hidden)

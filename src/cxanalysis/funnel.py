@@ -1,9 +1,12 @@
 """Ordered funnels with a conversion window, with ClickHouse ``windowFunnel`` semantics.
 
-Semantics (see ``../shared/README.md`` §3)
------------------------------------------
-Each customer's events are ordered by ``(ts, step index)``: at equal timestamps a later step
-counts as after an earlier one. With steps ``s1..sn`` and window ``W`` seconds:
+Semantics (full text with examples: ``docs/funnel.md``)
+--------------------------------------------------------
+Each customer's events are ordered by ``(ts, step index)`` (step index 0 for non-step
+events): at equal timestamps a later step counts as after an earlier one, and in
+``strict_order`` a non-step event as before the steps. Times are compared in whole
+microseconds, so a gap equal to a fractional window is inside it. With steps ``s1..sn`` and
+window ``W`` seconds (default 7 days):
 
 ``ordered`` (default, ClickHouse's default mode)
     The customer reaches step ``k`` iff there are events ``e1 < e2 < ... < ek`` matching steps
@@ -12,22 +15,24 @@ counts as after an earlier one. With steps ``s1..sn`` and window ``W`` seconds:
     a better attempt.
 ``strict_order`` (ClickHouse's ``'strict_order'``)
     As ``ordered``, but after the first step-1 event any event that is not a step, or a step
-    whose previous step has not been reached, ends the scan (no retry after that point).
+    whose previous step has not been reached, stops the scan (no retry after that point).
 ``strict_steps``
-    As ``strict_order`` but only step events can break the chain (other events are ignored):
+    As ``strict_order`` but only step events can stop the scan (other events are ignored):
     what users usually mean by "strict".
 ``unordered``
     The customer reaches step ``k`` iff events of all of steps ``1..k`` occur, in any order,
     within some ``W``-second span.
 
 Customers reaching step ``k`` = customers whose level is at least ``k``. A customer who has
-not converted and whose last step-1 event is less than ``W`` before the end of the data is
-*in progress*: counted at the step reached, but not as dropped.
+not converted is *in progress* when they could still get further without a new step-1
+event: the window from their last step-1 event is still open at the end of the data and, in
+the strict modes, their scan has not stopped at a break (a stopped scan can never change
+level). In-progress customers are counted at the step reached, but not as dropped.
 
 The *attempt* of a customer is the earliest attempt that reached the customer's level; its
-step events (the first event of each step in it) fix the breakdown values (first touch =
-channel of its step 1, last touch = channel of its last step reached), so a breakdown never
-splits a sequence.
+step events (the first event of each step that validly continued it) give the step times
+``t{k}`` and fix the breakdown values (first touch = channel of its step 1, last touch =
+channel of its last step reached), so a breakdown never splits a sequence.
 
 Implementation: an Ibis window recursion. For step ``k`` events, the attempt start is the
 latest valid step-``k-1`` start among preceding events (``max(...) over (... rows between
@@ -56,7 +61,7 @@ from cxanalysis.data import (
     CXDataError,
     Source,
     between_days,
-    epoch_seconds,
+    epoch_micros,
     in_days,
     window_end,
 )
@@ -95,17 +100,19 @@ def _check_steps(steps: Sequence[str], window_seconds: float, mode: str) -> list
     return steps
 
 
-def _levels_sequential(ev: ibis.Table, n: int, window: float, mode: str) -> ibis.Table:
-    """Per event: ``lvl`` (step reached validly by this event, else NULL) and ``att`` (start of
-    its attempt, epoch seconds); rows after a strict-mode break are dropped."""
-    w = ibis.window(group_by="customer_id", order_by=["sec", "step"], rows=(None, -1))
-    t = ev.mutate(s1=ibis.ifelse(ev.step == 1, ev.sec, None))
+def _levels_sequential(ev: ibis.Table, n: int, window: int, mode: str) -> ibis.Table:
+    """Per event: ``lvl`` (step reached validly by this event, else NULL), ``att`` (start of
+    its attempt, epoch microseconds) and ``stopped`` (the customer's scan has ended at a
+    strict-mode break, so their level can never change); rows from the break on are
+    dropped. ``window`` is in microseconds."""
+    w = ibis.window(group_by="customer_id", order_by=["us", "step"], rows=(None, -1))
+    t = ev.mutate(s1=ibis.ifelse(ev.step == 1, ev.us, None))
     cand_cols = []
     for k in range(2, n + 1):
         prev = t[f"s{k - 1}"]
         cand = ibis.ifelse(t.step == k, prev.max().over(w), None)
         t = t.mutate(**{f"c{k}": cand})
-        t = t.mutate(**{f"s{k}": ibis.ifelse(t.sec - t[f"c{k}"] <= window, t[f"c{k}"], None)})
+        t = t.mutate(**{f"s{k}": ibis.ifelse(t.us - t[f"c{k}"] <= window, t[f"c{k}"], None)})
         cand_cols.append(f"c{k}")
     starts = [t[f"s{k}"] for k in range(1, n + 1)]
     t = t.mutate(att=ibis.coalesce(*starts),
@@ -116,50 +123,54 @@ def _levels_sequential(ev: ibis.Table, n: int, window: float, mode: str) -> ibis
         out_of_order = ibis.or_(*[(t.step == k) & t[f"c{k}"].isnull() for k in range(2, n + 1)])
         breaking = out_of_order if mode == "strict_steps" else (out_of_order | (t.step == 0))
         t = t.mutate(brk=seen1 & breaking)
-        # rank of each row in (sec, step) order; rows from the first break on are ignored
+        # rank of each row in (us, step) order; rows from the first break on are ignored
         t = t.mutate(rn=ibis.row_number().over(
-            ibis.window(group_by="customer_id", order_by=["sec", "step"])))
+            ibis.window(group_by="customer_id", order_by=["us", "step"])))
         t = t.mutate(first_brk=ibis.ifelse(t.brk, t.rn, None).min().over(
             ibis.window(group_by="customer_id")))
         t = t.filter(t.first_brk.isnull() | (t.rn < t.first_brk))
-    return t.filter(t.lvl.notnull()).select("customer_id", "ts", "sec", "channel", "step",
-                                            "lvl", "att")
+        stopped = t.first_brk.notnull()
+    else:
+        stopped = ibis.literal(False)
+    return t.filter(t.lvl.notnull()).select("customer_id", "ts", "us", "channel", "step",
+                                            "lvl", "att", stopped=stopped)
 
 
-def _levels_ordered(ev: ibis.Table, n: int, window: float) -> ibis.Table:
+def _levels_ordered(ev: ibis.Table, n: int, window: int) -> ibis.Table:
     """``ordered`` mode, same output as :func:`_levels_sequential`, computed level by level
     on shrinking inputs: the valid step-``k`` events are found among the step-``k`` events
     of customers with a valid step-``k-1`` event, each with the latest valid step-``k-1``
     start before it. Each pass sorts only those two kinds of rows, not the whole log."""
-    w = ibis.window(group_by="customer_id", order_by=["sec", "step"], rows=(None, -1))
-    cols = ["customer_id", "ts", "sec", "channel", "step"]
+    w = ibis.window(group_by="customer_id", order_by=["us", "step"], rows=(None, -1))
+    cols = ["customer_id", "ts", "us", "channel", "step"]
     valid = ev.filter(ev.step == 1).select(*cols, lvl=ibis.literal(1, type="int64"),
-                                           att=ev.sec)
+                                           att=ev.us)
     parts = [valid]
     for k in range(2, n + 1):
         prev = valid.select(*cols, s=valid.att)
         steps_k = ev.filter(ev.step == k).semi_join(prev.select("customer_id"), "customer_id")
-        both = ibis.union(prev, steps_k.select(*cols, s=ibis.null().cast("float64")))
+        both = ibis.union(prev, steps_k.select(*cols, s=ibis.null().cast("int64")))
         both = both.mutate(c=both.s.max().over(w))
         valid = both.filter((both.step == k) & both.c.notnull()
-                            & (both.sec - both.c <= window)).select(
+                            & (both.us - both.c <= window)).select(
             *cols, lvl=ibis.literal(k, type="int64"), att=_.c)
         parts.append(valid)
-    return ibis.union(*parts)
+    return ibis.union(*parts).mutate(stopped=ibis.literal(False))
 
 
-def _levels_unordered(ev: ibis.Table, n: int, window: float) -> ibis.Table:
-    """Per event as a window start: how many of steps 1..k occur within ``window`` after."""
-    w = ibis.window(group_by="customer_id", order_by="sec", range=(0, None))
-    t = ev.mutate(**{f"n{j}": ibis.ifelse(ev.step == j, ev.sec, None).min().over(w)
+def _levels_unordered(ev: ibis.Table, n: int, window: int) -> ibis.Table:
+    """Per event as a window start: how many of steps 1..k occur within ``window``
+    microseconds after."""
+    w = ibis.window(group_by="customer_id", order_by="us", range=(0, None))
+    t = ev.mutate(**{f"n{j}": ibis.ifelse(ev.step == j, ev.us, None).min().over(w)
                      for j in range(1, n + 1)})
-    present = [(t[f"n{j}"].notnull() & (t[f"n{j}"] - t.sec <= window)) for j in range(1, n + 1)]
+    present = [(t[f"n{j}"].notnull() & (t[f"n{j}"] - t.us <= window)) for j in range(1, n + 1)]
     cases = []
     for k in range(n, 0, -1):
         cases.append((ibis.and_(*present[:k]), k))
-    t = t.mutate(lvl=ibis.cases(*cases, else_=None), att=t.sec)
-    return t.filter(t.lvl.notnull()).select("customer_id", "ts", "sec", "channel", "step",
-                                            "lvl", "att")
+    t = t.mutate(lvl=ibis.cases(*cases, else_=None), att=t.us)
+    return t.filter(t.lvl.notnull()).select("customer_id", "ts", "us", "channel", "step",
+                                            "lvl", "att", stopped=ibis.literal(False))
 
 
 @dataclass
@@ -459,10 +470,11 @@ def _step_events(events: ibis.Table, steps: list[str], mode: str,
             raise CXDataError(f"events has no column {col!r}")
     events = between_days(events, start, end)
     step_of = ibis.cases(*[(events.event == s, i) for i, s in enumerate(steps, 1)], else_=0)
-    ev = events.mutate(step=step_of, sec=epoch_seconds(events.ts))
+    # integer microseconds: exact, so a gap equal to a fractional window is inside it
+    ev = events.mutate(step=step_of, us=epoch_micros(events.ts))
     if mode != "strict_order":
         ev = ev.filter(ev.step > 0)
-    return events, ev.select("customer_id", "ts", "sec", "channel", "event", "step")
+    return events, ev.select("customer_id", "ts", "us", "channel", "event", "step")
 
 
 def _check_step_events(events: ibis.Table, steps: list[str], mode: str,
@@ -509,7 +521,8 @@ def funnel(
     steps : sequence of str
         Event names, in order (distinct, at least two).
     window_seconds : float
-        Conversion window measured from step 1, in seconds (default 7 days).
+        Conversion window measured from step 1, in seconds (default 7 days); fractions are
+        allowed and compared in whole microseconds (a gap equal to the window is inside).
     mode : {"ordered", "strict_order", "strict_steps", "unordered"}
     start, end : str, optional
         First and last day (ISO dates, inclusive, UTC) of events considered.
@@ -524,44 +537,56 @@ def funnel(
     all_events = source.table("events") if isinstance(source, Source) else source
     events, ev = _step_events(all_events, steps, mode, start, end)
     _check_step_events(all_events, steps, mode, start, end)
-    window = float(window_seconds)
+    # the window in whole microseconds (0.7 s is 700000 us, not 0.69999...)
+    window = int(round(float(window_seconds) * 1_000_000))
     lv = (_levels_unordered(ev, n, window) if mode == "unordered"
           else _levels_ordered(ev, n, window) if mode == "ordered"
           else _levels_sequential(ev, n, window, mode))
-    # The customer's level, and the earliest attempt that reached it.
-    best = lv.group_by("customer_id").aggregate(level=_.lvl.max())
+    # The customer's level, and the earliest attempt that reached it; the last step-1 event
+    # the scan read (in the strict modes: before the break) and whether the scan stopped,
+    # for "in progress".
+    best = lv.group_by("customer_id").aggregate(
+        level=_.lvl.max(), last_step1=ibis.ifelse(_.step == 1, _.us, None).max(),
+        halted=_.stopped.any())
     top = lv.join(best, [lv.customer_id == best.customer_id, lv.lvl == best.level])
-    chosen = top.group_by("customer_id").aggregate(level=_.level.max(), att=_.att.min())
+    chosen = top.group_by("customer_id").aggregate(
+        level=_.level.max(), att=_.att.min(), last_step1=_.last_step1.max(),
+        halted=_.halted.any())
     chain_src = lv.join(chosen, [lv.customer_id == chosen.customer_id, lv.att == chosen.att])
     if mode == "unordered":
         # the start event plus, per step, the first event of that step within the window
         chain_src = ev.join(chosen, ev.customer_id == chosen.customer_id).filter(
-            lambda t: (t.sec >= t.att) & (t.sec - t.att <= window) & (t.step <= t.level))
-    aggs = {"level": _.level.max(), "att": _.att.min()}
+            lambda t: (t.us >= t.att) & (t.us - t.att <= window) & (t.step <= t.level))
+    aggs = {"level": _.level.max(), "att": _.att.min(), "last_step1": _.last_step1.max(),
+            "halted": _.halted.any(), "first_ts": _.ts.min()}
+    # each step's first event; of several at the same instant, the first channel name, so
+    # the breakdown values do not depend on the engine's row order
+    chain_src = chain_src.mutate(first_us=chain_src.us.min().over(
+        ibis.window(group_by=[chain_src.customer_id, chain_src.step])))
+    first_of = chain_src.us == chain_src.first_us
     for k in range(1, n + 1):
         aggs[f"t{k}"] = ibis.ifelse(_.step == k, _.ts, None).min()
-        aggs[f"ch{k}"] = ibis.ifelse(_.step == k, _.channel, None).argmin(
-            ibis.ifelse(_.step == k, _.sec, None))
+        aggs[f"ch{k}"] = ibis.ifelse((_.step == k) & first_of, _.channel, None).min()
     per = chain_src.group_by("customer_id").aggregate(**aggs)
-    last1 = ev.filter(ev.step == 1).group_by("customer_id").aggregate(last_step1=_.sec.max())
-    per = per.left_join(last1, "customer_id").drop("customer_id_right")
     data_end_ts = pd.Timestamp(all_events.ts.max().execute())
     if end is not None:
         data_end_ts = min(data_end_ts, window_end(end))
-    data_end = data_end_ts.timestamp()
+    data_end = int(data_end_ts.value // 1000)  # ns -> us since the epoch
     per = per.mutate(
         start=ibis.cases(*[(per.level >= 1, per.t1)], else_=None) if mode != "unordered"
-        else per.att.cast("int64").as_timestamp("s").cast("timestamp('UTC')"),
-        in_progress=(per.level < n) & (per.last_step1 + window > data_end),
+        else per.first_ts,  # the attempt's start event: its earliest event
+        # an unconverted customer can still progress only while the window from their last
+        # step-1 event is open and (strict modes) their scan has not stopped at a break
+        in_progress=(per.level < n) & ~per.halted & (per.last_step1 + window > data_end),
         first_channel=per.ch1,
         last_channel=ibis.cases(*[(per.level == k, per[f"ch{k}"]) for k in range(1, n + 1)]),
-    )
+    ).drop("first_ts")
     excluded = 0
     if exclude:
         ex = events.filter(_.event.isin(list(exclude)))  # already within the dates
-        ex = ex.select(xc=ex.customer_id, xs=epoch_seconds(ex.ts))
+        ex = ex.select(xc=ex.customer_id, xs=epoch_micros(ex.ts))
         last_t = ibis.cases(*[(per.level == k, per[f"t{k}"]) for k in range(1, n + 1)])
-        spans = per.select("customer_id", "att", lt=epoch_seconds(last_t))
+        spans = per.select("customer_id", "att", lt=epoch_micros(last_t))
         hit = spans.join(ex, spans.customer_id == ex.xc).filter(
             lambda t: (t.xs > t.att) & (t.xs < t.lt)).select("customer_id").distinct()
         excluded = int(hit.count().execute())
@@ -570,7 +595,8 @@ def funnel(
     con = all_events._find_backend()
     customers = con.create_table(name, per, temp=True)
     frame = _step_table(customers, steps, alpha)
-    return FunnelResult(steps, window, mode, frame, customers, data_end_ts, excluded, alpha)
+    return FunnelResult(steps, float(window_seconds), mode, frame, customers, data_end_ts,
+                        excluded, alpha)
 
 
 def _step_table(customers: ibis.Table, steps: list[str], alpha: float) -> pd.DataFrame:
@@ -581,8 +607,9 @@ def _step_table(customers: ibis.Table, steps: list[str], alpha: float) -> pd.Dat
         aggs[f"reach{k}"] = (c.level >= k).sum()
         aggs[f"prog{k}"] = ((c.level == k) & c.in_progress).sum()
         if k > 1:
-            gap = (c[f"t{k}"].epoch_seconds() - c[f"t{k - 1}"].epoch_seconds()) / 3600
-            tot = (c[f"t{k}"].epoch_seconds() - c.t1.epoch_seconds()) / 3600
+            # exact microseconds (Ibis's epoch_seconds() truncates to whole seconds on DuckDB)
+            gap = (epoch_micros(c[f"t{k}"]) - epoch_micros(c[f"t{k - 1}"])) / 3.6e9
+            tot = (epoch_micros(c[f"t{k}"]) - epoch_micros(c.t1)) / 3.6e9
             aggs[f"gap_med{k}"] = gap.quantile(0.5)
             aggs[f"gap_p90{k}"] = gap.quantile(0.9)
             aggs[f"tot_med{k}"] = tot.quantile(0.5)

@@ -2,7 +2,9 @@
 
 A *journey* is a customer's run of pre-purchase touches (events of the stages awareness,
 discovery, consideration and purchase by default), ordered by time, that ends with a
-conversion event (``purchase``) or with ``inactivity_days`` without a touch. Its *path* is
+conversion event (``purchase``) or with ``inactivity_days`` without a touch. Touches at the
+same instant are ordered with a conversion last, otherwise by channel then event name, so
+results never depend on the input's row order. Its *path* is
 the sequence of channels touched, consecutive repeats of a channel collapsed
 (``social > web > web > app`` becomes ``social > web > app``).
 
@@ -22,7 +24,7 @@ import numpy as np
 import pandas as pd
 from ibis import _
 
-from cxanalysis.data import CXDataError, Source
+from cxanalysis.data import CXDataError, Source, epoch_micros
 from cxanalysis.privacy import MIN_GROUP_SIZE
 from cxanalysis.schema import STAGES
 
@@ -33,15 +35,29 @@ PRE_PURCHASE_STAGES = ("awareness", "discovery", "consideration", "purchase")
 
 @dataclass
 class PathCounts:
-    """Distinct channel paths with how many journeys followed them and how many converted."""
+    """Distinct channel paths with how many journeys followed them and how many converted.
+
+    ``frame`` holds every path (it stays in memory for attribution); what is shown —
+    :meth:`table`, :meth:`summary`, :meth:`plot`, :meth:`combinations`, :meth:`plot_flow`,
+    :meth:`plot_transitions` — leaves out groups of fewer than ``min_group_size`` journeys
+    (the notebook's ``min_group_size`` when given to :func:`journey_paths`; each method
+    also takes it as an argument)."""
 
     frame: pd.DataFrame  # path, journeys, conversions
     inactivity_days: float
+    min_group_size: int = MIN_GROUP_SIZE
+    #: Per channel (index): distinct customers with a converted journey whose first channel
+    #: (``first_touch``), last channel (``last_touch``) or any channel (``any_touch``) it is;
+    #: the group sizes behind attribution credit. None when unknown (a hand-made frame).
+    support: pd.DataFrame | None = None
 
-    def table(self, top: int | None = 15, min_group_size: int = MIN_GROUP_SIZE) -> pd.DataFrame:
+    def _k(self, min_group_size: int | None) -> int:
+        return self.min_group_size if min_group_size is None else min_group_size
+
+    def table(self, top: int | None = 15, min_group_size: int | None = None) -> pd.DataFrame:
         """The most common paths (paths followed by fewer than ``min_group_size`` journeys
         are left out), with their conversion rate."""
-        f = self.frame[self.frame["journeys"] >= min_group_size].copy()
+        f = self.frame[self.frame["journeys"] >= self._k(min_group_size)].copy()
         f["conversion"] = f["conversions"] / f["journeys"]
         f = f.sort_values(["journeys", "path"], ascending=[False, True])
         return (f.head(top) if top else f).reset_index(drop=True)
@@ -58,15 +74,21 @@ class PathCounts:
     def channels(self) -> list[str]:
         return sorted({c for p in self.frame["path"] for c in p.split(SEP)})
 
-    def summary(self) -> str:
-        top = self.table(top=1).iloc[0]
-        return (f"{self.journeys:,} journeys ({self.conversions:,} converted) over "
-                f"{len(self.frame):,} distinct channel paths; the most common is "
-                f"{top.path} ({int(top.journeys):,} journeys, {top.conversion:.0%} convert).")
+    def summary(self, min_group_size: int | None = None) -> str:
+        head = (f"{self.journeys:,} journeys ({self.conversions:,} converted) over "
+                f"{len(self.frame):,} distinct channel paths; ")
+        shown = self.table(top=1, min_group_size=min_group_size)
+        if shown.empty:
+            return head + (f"no path is followed by {self._k(min_group_size)} or more "
+                           "journeys.")
+        top = shown.iloc[0]
+        return head + (f"the most common is {top.path} ({int(top.journeys):,} journeys, "
+                       f"{top.conversion:.0%} convert).")
 
-    def plot(self, ax: plt.Axes | None = None, top: int = 12) -> plt.Axes:
+    def plot(self, ax: plt.Axes | None = None, top: int = 12,
+             min_group_size: int | None = None) -> plt.Axes:
         ax = ax if ax is not None else plt.subplots(figsize=(8, 4.5))[1]
-        f = self.table(top=top).iloc[::-1]
+        f = self.table(top=top, min_group_size=min_group_size).iloc[::-1]
         ax.barh(f["path"], f["journeys"], color="#90caf9", label="journeys")
         ax.barh(f["path"], f["conversions"], color="#1e88e5", label="converted")
         ax.set_xlabel("journeys")
@@ -74,13 +96,13 @@ class PathCounts:
         ax.legend(frameon=False, loc="lower right")
         return ax
 
-    def combinations(self, min_group_size: int = MIN_GROUP_SIZE, top: int = 10) -> pd.DataFrame:
+    def combinations(self, min_group_size: int | None = None, top: int = 10) -> pd.DataFrame:
         """Channel sets (order ignored) with journeys, conversions and conversion rate,
         ranked by conversions: the combinations that precede conversion."""
         f = self.frame.assign(channels=[" + ".join(sorted(set(p.split(SEP))))
                                         for p in self.frame["path"]])
         g = f.groupby("channels", as_index=False)[["journeys", "conversions"]].sum()
-        g = g[g["journeys"] >= min_group_size]
+        g = g[g["journeys"] >= self._k(min_group_size)]
         g["conversion"] = g["conversions"] / g["journeys"]
         return g.sort_values(["conversions", "channels"], ascending=[False, True]).head(top) \
             .reset_index(drop=True)
@@ -111,19 +133,24 @@ class PathCounts:
         t = self.transitions()
         return t.div(t.sum(axis=1).replace(0, np.nan), axis=0).fillna(0)
 
-    def plot_transitions(self, ax: plt.Axes | None = None) -> plt.Axes:
+    def plot_transitions(self, ax: plt.Axes | None = None,
+                         min_group_size: int | None = None) -> plt.Axes:
+        """Heatmap of :meth:`transition_matrix`; rows of states left fewer than
+        ``min_group_size`` times are blank."""
         import seaborn as sns
 
         ax = ax if ax is not None else plt.subplots(figsize=(8, 5))[1]
-        sns.heatmap(self.transition_matrix(), annot=True, fmt=".2f", cmap="Blues", ax=ax,
-                    cbar=False)
+        small = self.transitions().sum(axis=1) < self._k(min_group_size)
+        probs = self.transition_matrix().mask(small, axis=0)
+        sns.heatmap(probs, annot=True, fmt=".2f", cmap="Blues", ax=ax, cbar=False)
         ax.set_title("Channel transition probabilities")
         return ax
 
     def plot_flow(self, ax: plt.Axes | None = None, depth: int = 3,
-                  min_group_size: int = MIN_GROUP_SIZE) -> plt.Axes:
+                  min_group_size: int | None = None) -> plt.Axes:
         """A Sankey-style flow: channel at touch 1..``depth`` then the outcome; band widths
         are journeys (flows smaller than ``min_group_size`` journeys are not drawn)."""
+        min_group_size = self._k(min_group_size)
         ax = ax if ax is not None else plt.subplots(figsize=(10, 5))[1]
         cols: list[dict[str, float]] = [dict() for _ in range(depth + 1)]
         links: dict[tuple[int, str, str], float] = {}
@@ -203,18 +230,23 @@ def sessionize(source: Source | ibis.Table, start: str | None = None, end: str |
     ``touches``."""
     ev = _journey_events(source, start, end, stages)
     is_conv = (ev.event == conversion_event).cast("int8")
-    ev = ev.mutate(is_conv=is_conv)
-    w = ibis.window(group_by="customer_id", order_by=["ts", "is_conv"])
-    ev = ev.mutate(prev_ts=ev.ts.lag().over(w), prev_conv=ev.is_conv.lag().over(w),
+    ev = ev.mutate(is_conv=is_conv, us=epoch_micros(ev.ts))
+    # Touches tied on time are ordered by conversion last, then channel and event name, so
+    # paths do not depend on the engine's row order; rows tied on all four are
+    # interchangeable (a path uses only the channel).
+    order = ["us", "is_conv", "channel", "event"]
+    w = ibis.window(group_by="customer_id", order_by=order)
+    ev = ev.mutate(prev_us=ev.us.lag().over(w), prev_conv=ev.is_conv.lag().over(w),
                    prev_ch=ev.channel.lag().over(w))
-    gap = ev.ts.epoch_seconds() - ev.prev_ts.epoch_seconds()
-    new = ev.prev_ts.isnull() | (gap > inactivity_days * 86_400) | (ev.prev_conv == 1)
+    gap = ev.us - ev.prev_us
+    new = (ev.prev_us.isnull() | (gap > inactivity_days * 86_400 * 1_000_000)
+           | (ev.prev_conv == 1))
     ev = ev.mutate(new=new.cast("int64"))
     ev = ev.mutate(journey=ev.new.sum().over(
-        ibis.window(group_by="customer_id", order_by=["ts", "is_conv"], rows=(None, 0))),
+        ibis.window(group_by="customer_id", order_by=order, rows=(None, 0))),
         keep=(ev.new == 1) | (ev.channel != ev.prev_ch))
     return ev.group_by(["customer_id", "journey"]).aggregate(
-        path=_.channel.group_concat(SEP, where=_.keep, order_by=[_.ts, _.is_conv]),
+        path=_.channel.group_concat(SEP, where=_.keep, order_by=[_[c] for c in order]),
         converted=_.is_conv.max() == 1,
         started=_.ts.min(), ended=_.ts.max(), touches=_.count())
 
@@ -222,7 +254,8 @@ def sessionize(source: Source | ibis.Table, start: str | None = None, end: str |
 def journey_paths(source: Source | ibis.Table, start: str | None = None,
                   end: str | None = None, inactivity_days: float = 7,
                   conversion_event: str = "purchase",
-                  stages: Sequence[str] | None = PRE_PURCHASE_STAGES) -> PathCounts:
+                  stages: Sequence[str] | None = PRE_PURCHASE_STAGES,
+                  min_group_size: int = MIN_GROUP_SIZE) -> PathCounts:
     """Counts of journeys and conversions per distinct channel path (see the module
     docstring for the journey definition).
 
@@ -237,6 +270,8 @@ def journey_paths(source: Source | ibis.Table, start: str | None = None,
         The event that converts (and ends) a journey.
     stages : sequence of str or None
         Stages whose events are touches (None: every event).
+    min_group_size : int
+        The smallest group of journeys the result shows (its tables, summary and plots).
     """
     j = sessionize(source, start, end, inactivity_days, conversion_event, stages)
     paths = (j.group_by("path").aggregate(journeys=_.count(),
@@ -247,13 +282,28 @@ def journey_paths(source: Source | ibis.Table, start: str | None = None,
                           "and dates")
     paths["journeys"] = paths["journeys"].astype(int)
     paths["conversions"] = paths["conversions"].astype(int)
-    return PathCounts(paths, inactivity_days)
+    channels = sorted({c for p in paths["path"] for c in p.split(SEP)})
+    return PathCounts(paths, inactivity_days, min_group_size, _support(j, channels))
+
+
+def _support(journeys: ibis.Table, channels: list[str]) -> pd.DataFrame:
+    """Distinct customers with a converted journey touching each channel first, last or
+    anywhere (one aggregate query in the engine)."""
+    conv = journeys.filter(journeys.converted)
+    chans = conv.path.split(SEP)
+    kinds = {"first_touch": lambda c: chans[0] == c, "last_touch": lambda c: chans[-1] == c,
+             "any_touch": lambda c: chans.contains(c)}
+    aggs = {f"{kind}__{i}": conv.customer_id.nunique(where=test(c))
+            for kind, test in kinds.items() for i, c in enumerate(channels)}
+    row = conv.aggregate(**aggs).execute().iloc[0]
+    return pd.DataFrame({kind: [int(row[f"{kind}__{i}"]) for i in range(len(channels))]
+                         for kind in kinds}, index=pd.Index(channels, name="channel"))
 
 
 @dataclass
 class StageDurations:
-    """Hours from a customer's first event in a stage to the first event of the next stage
-    reached, by group (persona, channel, ...)."""
+    """Hours a journey spends in each stage before moving on to a later one (see
+    :func:`stage_durations`), by group (persona, channel, ...)."""
 
     frame: pd.DataFrame
 
@@ -265,37 +315,72 @@ class StageDurations:
         pivot = self.frame.pivot(index="stage", columns="group", values="median_hours")
         pivot = pivot.reindex([s for s in STAGES if s in pivot.index])
         pivot.plot.bar(ax=ax)
-        ax.set_ylabel("median hours to the next stage")
+        ax.set_ylabel("median hours until a later stage")
         ax.set_title("Time spent in each stage")
         ax.legend(frameon=False, fontsize=8, bbox_to_anchor=(1, 1))
         return ax
 
 
-def stage_durations(source: Source, by: str | ibis.Table = "channel",
+def stage_durations(source: Source | ibis.Table, by: str | ibis.Table = "channel",
                     column: str | None = None, start: str | None = None,
                     end: str | None = None, inactivity_days: float = 7,
                     min_group_size: int = MIN_GROUP_SIZE) -> StageDurations:
-    """Per stage: median and p90 hours from the journey's first event in that stage to its
-    first event in the next stage reached (journeys as in :func:`sessionize`, with every
-    stage through retention as touches), grouped by the channel of the stage's first event
-    (``by="channel"``) or by a per-customer label table ``by`` with ``column``."""
+    """Median and p90 hours spent in each stage of a journey before moving on.
+
+    Journeys here are a customer's runs of events of every stage (awareness through
+    retention) separated by more than ``inactivity_days`` without an event. The time in
+    stage ``s`` of a journey is the time from the journey's **first event of stage s** to its
+    **first event of any later stage** (in the order of :data:`cxanalysis.schema.STAGES`) at
+    or after that moment. It is never negative: an event of a later stage that happened
+    *before* the customer entered ``s`` (a loyalty login before the delivery, say) does not
+    count as moving on. Journeys that never reach a later stage after entering ``s`` (the
+    last stage of every journey) give no time for ``s``.
+
+    Parameters
+    ----------
+    source : Source or ibis.Table
+        A source (its ``events``, which need a ``stage`` column) or an events table.
+    by : "channel" or ibis.Table
+        Group by the channel of the stage's first event (ties on time: the first channel
+        name), or by a per-customer label table with ``customer_id`` and ``column``.
+    start, end : str, optional
+        First and last day (ISO dates, inclusive, UTC) of events considered.
+    inactivity_days : float
+        A gap longer than this (in days) starts a new journey.
+    min_group_size : int
+        Stage x group cells with fewer customers are left out.
+
+    Returns
+    -------
+    StageDurations
+        Per stage and group: ``journeys``, ``customers``, ``median_hours``, ``p90_hours``.
+    """
     ev = _journey_events(source, start, end, stages=None)
     if "stage" not in ev.columns:
         raise CXDataError("events has no 'stage' column: stage durations need it")
     order = ibis.cases(*[(ev.stage == s, i) for i, s in enumerate(STAGES)], else_=None)
-    ev = ev.filter(ev.stage.notnull()).mutate(stage_no=order)
-    w = ibis.window(group_by="customer_id", order_by="ts")
-    ev = ev.mutate(prev_ts=ev.ts.lag().over(w))
-    new = ev.prev_ts.isnull() | (ev.ts.epoch_seconds() - ev.prev_ts.epoch_seconds()
-                                 > inactivity_days * 86_400)
+    ev = ev.filter(ev.stage.notnull()).mutate(stage_no=order, us=epoch_micros(ev.ts))
+    # ties on time: the earlier stage first (so a later stage at the same instant counts as
+    # moving on), then channel and event, so results do not depend on row order
+    ts_order = ["us", "stage_no", "channel", "event"]
+    w = ibis.window(group_by="customer_id", order_by=ts_order)
+    ev = ev.mutate(prev_us=ev.us.lag().over(w))
+    new = ev.prev_us.isnull() | (ev.us - ev.prev_us > inactivity_days * 86_400 * 1_000_000)
     ev = ev.mutate(journey=new.cast("int64").sum().over(
-        ibis.window(group_by="customer_id", order_by="ts", rows=(None, 0))))
-    firsts = ev.group_by(["customer_id", "journey", "stage", "stage_no"]).aggregate(
-        first_ts=_.ts.min(), channel=_.channel.argmin(_.ts))
-    w2 = ibis.window(group_by=["customer_id", "journey"], order_by="stage_no")
-    firsts = firsts.mutate(next_ts=firsts.first_ts.lead().over(w2))
-    durs = firsts.filter(firsts.next_ts.notnull()).mutate(
-        hours=(_.next_ts.epoch_seconds() - _.first_ts.epoch_seconds()) / 3600)
+        ibis.window(group_by="customer_id", order_by=ts_order, rows=(None, 0))))
+    # per event: the first event of a stage later than its own, at or after it
+    ahead = ibis.window(group_by=["customer_id", "journey"], order_by=ts_order,
+                        rows=(0, None))
+    ev = ev.mutate(next_us=ibis.cases(*[
+        (ev.stage_no == i, ibis.ifelse(ev.stage_no > i, ev.us, None).min().over(ahead))
+        for i in range(len(STAGES) - 1)], else_=None))
+    # the stage's first event (ties: first channel name) and when the journey moved on
+    key = ["customer_id", "journey", "stage_no"]
+    ev = ev.mutate(first_us=ev.us.min().over(ibis.window(group_by=key)))
+    firsts = ev.filter(ev.us == ev.first_us).group_by([*key, "stage"]).aggregate(
+        first_us=_.first_us.min(), channel=_.channel.min(), next_us=_.next_us.min())
+    durs = firsts.filter(firsts.next_us.notnull()).mutate(
+        hours=(_.next_us - _.first_us) / 3.6e9)
     if isinstance(by, str):
         if by != "channel":
             raise ValueError("by must be 'channel' or a per-customer label table")

@@ -5,7 +5,8 @@ touchpoints predict conversion and retention.
   (aggregated in the engine).
 - :func:`comment_themes` — themes of free-text comments with TF-IDF + NMF (scikit-learn,
   offline, seeded). Comments are redacted (:func:`cxanalysis.privacy.redact`) before
-  modelling; reports show only theme words and counts, never a comment.
+  modelling, and only words used by at least ``min_group_size`` distinct customers enter
+  the model; reports show only theme words and counts, never a comment.
 - :func:`moments_of_truth` — a regularised logistic regression of an outcome in a later
   window (any order; a repeat order) on whether the customer performed each touchpoint in
   the calibration window; standardised coefficients as odds ratios.
@@ -24,7 +25,7 @@ from ibis import _
 
 from cxanalysis.data import CXDataError, Source
 from cxanalysis.overview import nps_score
-from cxanalysis.privacy import MIN_GROUP_SIZE, redact, suppress_small_groups
+from cxanalysis.privacy import MIN_GROUP_SIZE, redact, suppress_small_groups, terms_used_by
 
 
 def _ts_between(t: ibis.Table, col: str, start: str | None, end: str | None) -> ibis.Table:
@@ -106,7 +107,10 @@ def comment_themes(source: Source, n_themes: int = 5, seed: int = 0, top_words: 
                    min_group_size: int = MIN_GROUP_SIZE) -> CommentThemes:
     """Themes of feedback comments with TF-IDF + NMF (each comment's main theme = its
     largest NMF weight). Themes are named by their top words. Comments are redacted first
-    and never returned."""
+    and never returned; a word or bigram is a term of the model only if at least
+    ``min_group_size`` distinct customers (and 3 comments) used it, so names and addresses
+    that the redaction misses cannot reach the theme words. Theme counts by touchpoint
+    with fewer than ``min_group_size`` customers are left out."""
     from sklearn.decomposition import NMF
     from sklearn.feature_extraction.text import TfidfVectorizer
 
@@ -114,13 +118,23 @@ def comment_themes(source: Source, n_themes: int = 5, seed: int = 0, top_words: 
     if "comment" not in fb.columns:
         raise CXDataError("feedback has no 'comment' column: no themes to find")
     cols = ["event", "comment"] + (["nps"] if "nps" in fb.columns else [])
-    df = fb.filter(fb.comment.notnull() & (fb.comment.strip() != "")).select(*cols) \
-        .order_by(cols).execute()
+    df = fb.filter(fb.comment.notnull() & (fb.comment.strip() != "")).select(
+        *cols, "customer_id").order_by([*cols, "customer_id"]).execute()
     if len(df) < max(n_themes * 5, min_group_size):
         raise CXDataError(f"only {len(df)} comments: too few to find {n_themes} themes")
     text = [redact(c) for c in df["comment"]]
-    vec = TfidfVectorizer(stop_words="english", min_df=3, ngram_range=(1, 2),
-                          token_pattern=r"(?u)\b[a-z][a-z]+\b")
+    opts = {"stop_words": "english", "ngram_range": (1, 2),
+            "token_pattern": r"(?u)\b[a-z][a-z]+\b"}
+    # terms used by too few customers (document frequency in customers) never enter the model
+    analyze = TfidfVectorizer(**opts).build_analyzer()
+    terms = [analyze(t) for t in text]
+    common = (terms_used_by(terms, df["customer_id"].tolist(), min_group_size)
+              & terms_used_by(terms, range(len(terms)), 3))  # and in 3 comments
+    if len(common) < n_themes:
+        raise CXDataError(f"feedback: only {len(common)} word(s) of the comments are used by "
+                          f"{min_group_size} or more customers: too few to find {n_themes} "
+                          "themes")
+    vec = TfidfVectorizer(**opts, vocabulary=sorted(common))
     x = vec.fit_transform(text)
     model = NMF(n_components=n_themes, random_state=seed, init="nndsvda", max_iter=500)
     w = model.fit_transform(x)
@@ -131,12 +145,12 @@ def comment_themes(source: Source, n_themes: int = 5, seed: int = 0, top_words: 
         names.append(", ".join(top))
     words = pd.DataFrame({"theme": [f"T{i + 1}" for i in range(n_themes)], "top_words": names})
     df = df.drop(columns="comment").assign(theme=[f"T{i + 1}" for i in w.argmax(axis=1)])
-    aggs = {"comments": ("theme", "size")}
+    aggs = {"comments": ("theme", "size"), "customers": ("customer_id", "nunique")}
     if "nps" in df:
         aggs["mean_nps"] = ("nps", "mean")
     counts = df.groupby(["event", "theme"], as_index=False).agg(**aggs)
     counts["share"] = counts["comments"] / counts.groupby("event")["comments"].transform("sum")
-    counts = counts[counts["comments"] >= min_group_size].reset_index(drop=True)
+    counts = counts[counts["customers"] >= min_group_size].reset_index(drop=True)
     return CommentThemes(words, counts, len(df), seed)
 
 

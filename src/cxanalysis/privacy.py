@@ -7,7 +7,7 @@ minimum size (default :data:`MIN_GROUP_SIZE` customers) is suppressed in tables 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Hashable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -32,6 +32,31 @@ def redact(text: str | None) -> str | None:
     out = _ID.sub("[id]", out)
     out = _NAME_AFTER.sub(lambda m: m.group(0).replace(m.group(1), "[name]"), out)
     return out
+
+
+def terms_used_by(doc_terms: Iterable[Iterable[str]], owners: Sequence[Hashable],
+                  min_owners: int = MIN_GROUP_SIZE) -> set[str]:
+    """Terms used by at least ``min_owners`` distinct owners (document frequency counted in
+    customers, not documents).
+
+    Free text can carry what redaction misses (a name without "my name is", an address
+    written as "name at example dot com"); such words are used by one or a few customers, so
+    a word shown in a report must have been written by a group of at least ``min_owners``.
+
+    Parameters
+    ----------
+    doc_terms : iterable of iterables of str
+        The terms of each document (e.g. a comment's words and bigrams).
+    owners : sequence
+        The owner (customer) of each document, aligned with ``doc_terms``.
+    min_owners : int
+        Minimum number of distinct owners.
+    """
+    users: dict[str, set[Hashable]] = {}
+    for terms, owner in zip(doc_terms, owners, strict=True):
+        for term in set(terms):
+            users.setdefault(term, set()).add(owner)
+    return {t for t, who in users.items() if len(who) >= min_owners}
 
 
 def suppress_small_groups(
