@@ -756,3 +756,19 @@ def test_item9_persona_calibration_after_the_first_assignment_warns(world) -> No
     res.check_persona_calibration(["2025-01-01", "2025-10-01"])  # no duplicate
     assert len(res.warnings) == 1
     assert res.check_persona_calibration(None) is None
+
+
+def test_item9_notebook_03_checks_the_persona_window_and_prints_warnings() -> None:
+    """The report computes the persona-calibration warning before the decision cell and
+    prints every warning beside the (pinned) decision; results.json carries them."""
+    import nbformat
+
+    nb = nbformat.read(Path(__file__).resolve().parents[1] / "notebooks"
+                       / "03_test_and_learn.ipynb", as_version=4)
+    code = [c.source for c in nb.cells if c.cell_type == "code"]
+    check = next(i for i, c in enumerate(code) if "check_persona_calibration(" in c)
+    decision = next(i for i, c in enumerate(code) if "print(res.summary())" in c)
+    assert check < decision
+    assert "# NBVAL_CHECK_OUTPUT" in code[decision]
+    assert "for w in res.warnings:" in code[decision]
+    assert any("publish(res.results())" in c for c in code[decision:])

@@ -543,7 +543,7 @@ class Segmented:
 
 @dataclass
 class Decision:
-    verdict: str  # "ship", "don't ship" or "keep testing"
+    verdict: str  # "ship", "don't ship", "keep testing", "keep running" or "not testable"
     variant: str | None
     reason: str
 
@@ -1100,8 +1100,8 @@ def analyze(
     if guardrails is None:
         guardrails = {"support_contacts": "increase"} if source.has("events") else {}
     gspecs = guardrail_specs(guardrails, guardrail_margin)
-    if planned_customers is not None and not (isinstance(planned_customers, int)
-                                              and planned_customers > 0):
+    if planned_customers is not None and (isinstance(planned_customers, bool) or not (
+            isinstance(planned_customers, int) and planned_customers > 0)):
         raise ValueError(f"planned_customers must be a positive integer or None, not "
                          f"{planned_customers!r}")
     secondary = [m for m in secondary_metrics if m != primary_metric]
