@@ -1588,11 +1588,16 @@ def _horizon(planned_customers: int | None, end: Any, window_days: float,
                    text=(f"{'planned horizon reached' if reached else 'running'} — "
                          f"{analysed:,} of {planned_customers:,} customers"))
     elif end is not None:
-        day = pd.Timestamp(end) + pd.Timedelta(days=window_days)
-        reached = data_end >= day
+        day = pd.Timestamp(end)
+        # a naive end (a date) is read as UTC, like every instant of the data contract
+        day = (day.tz_localize("UTC") if day.tzinfo is None else day) + pd.Timedelta(
+            days=window_days)
+        end_ts = pd.Timestamp(data_end)
+        reached = (end_ts.tz_localize("UTC") if end_ts.tzinfo is None else end_ts) >= day
         out.update(basis="experiments.end", reached=reached, horizon_date=str(day.date()),
-                   text=(f"planned horizon reached ({day:%Y-%m-%d}: every window of the "
-                         f"{analysed:,} customers assigned by experiments.end has closed)"
+                   text=(f"planned horizon reached ({day:%Y-%m-%d}: experiments.end + "
+                         f"{window_days:g} days, when the window of every customer assigned "
+                         f"by the end has closed); {analysed:,} customers analysed"
                          if reached else
                          f"running — {analysed:,} customers with a closed window so far; "
                          f"the planned horizon is {day:%Y-%m-%d} (experiments.end + "
