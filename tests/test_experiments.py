@@ -782,3 +782,13 @@ def test_item8_horizon_from_a_naive_experiment_end_is_read_as_utc() -> None:
     h = ex._horizon(400, end, 14, pd.Timestamp("2025-01-01", tz="UTC"), 400)
     assert h["basis"] == "planned_customers" and h["reached"]
     assert h["text"] == "planned horizon reached — 400 of 400 customers"
+
+
+def test_item8_early_stop_splits_alpha_across_treatments(tmp_path: Path) -> None:
+    folder = _tiny_world(tmp_path / "w", lifts=(0.0, 0.0, 0.25))
+    res = ex.analyze(open_source(folder), "exp", secondary_metrics=[], pre_days=30, mde=0.5,
+                     planned_customers=10**6)
+    last = res.sequential.table().groupby("variant").tail(1).set_index("variant")
+    assert last.loc["c", "always_valid_p"] < 0.025 and last.loc["c", "cs_low"] > 0
+    assert res.decision.verdict == "ship" and res.decision.variant == "c"
+    assert "always-valid p below 0.025 (alpha / 2 treatments)" in res.decision.reason
