@@ -1,7 +1,9 @@
-"""The learning log: where it is written and how its rows are keyed (issue 11, item 14)."""
+"""The learning log: where it is written and how its rows are keyed (issue 11, item 14);
+append-only, one row per look (issue 16, item 8)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -22,11 +24,16 @@ def _result(experiment_id: str = "exp_a", verdict: str = "ship", lift: float = 0
     primary = pd.Series({"variant": "treatment", "metric": "conversion", "abs_diff": 0.01,
                          "abs_ci_low": 0.0, "abs_ci_high": 0.02, "rel_lift": lift,
                          "rel_ci_low": 0.0, "rel_ci_high": 0.2, "p_adjusted": 0.01})
+    guards = pd.DataFrame([{"metric": "csat", "variant": "treatment",
+                            "bad_direction": "decrease", "abs_ci_low": -0.4,
+                            "abs_ci_high": 0.5, "margin_abs": 0.17, "status": "inconclusive"}])
     return SimpleNamespace(
         experiment_id=experiment_id, name="A test", hypothesis="it helps",
         decision=SimpleNamespace(verdict=verdict, variant="treatment", reason="because"),
         primary=lambda variant=None: primary, srm_p_value=0.5,
-        counts={"control": 100, "treatment": 100}, data_end=pd.Timestamp("2025-06-30"))
+        counts={"control": 100, "treatment": 100}, data_end=pd.Timestamp("2025-06-30"),
+        guardrails=guards, horizon={"text": "running — 200 of 1,000 customers"},
+        parameters={"alpha": 0.05, "mde": 0.1, "primary_metric": "conversion"})
 
 
 def test_item14_learning_log_defaults_to_the_run_output_folder(tmp_path: Path, monkeypatch
@@ -45,19 +52,50 @@ def test_item14_learning_log_defaults_to_the_run_output_folder(tmp_path: Path, m
 
 def test_item14_learning_log_rows_are_keyed_by_experiment_and_source(tmp_path: Path) -> None:
     log = tmp_path / "learning_log.csv"
-    ex.log_learning(_result(verdict="ship"), log, fingerprint="demo")
-    ex.log_learning(_result(verdict="don't ship", lift=-0.05), log, fingerprint="other")
+    t1 = "2026-01-05T10:00:00Z"
+    ex.log_learning(_result(verdict="ship"), log, fingerprint="demo", looked_at=t1)
+    ex.log_learning(_result(verdict="don't ship", lift=-0.05), log, fingerprint="other",
+                    looked_at=t1)
     table = pd.read_csv(log, dtype=str)
     assert list(zip(table.experiment_id, table.source_fingerprint, table.decision,
                     strict=True)) == [("exp_a", "demo", "ship"), ("exp_a", "other", "don't ship")]
     before = log.read_bytes()
-    # A re-run on the same source replaces its own row only.
-    ex.log_learning(_result(verdict="keep testing", lift=0.02), log, fingerprint="demo")
+    # The same look written again replaces its own row only.
+    ex.log_learning(_result(verdict="keep testing", lift=0.02), log, fingerprint="demo",
+                    looked_at=t1)
     table = pd.read_csv(log, dtype=str).set_index("source_fingerprint")
     assert len(table) == 2 and table.loc["demo", "decision"] == "keep testing"
     assert table.loc["other", "decision"] == "don't ship"
-    ex.log_learning(_result(verdict="ship"), log, fingerprint="demo")
-    assert log.read_bytes() == before  # same data, same bytes
+    ex.log_learning(_result(verdict="ship"), log, fingerprint="demo", looked_at=t1)
+    assert log.read_bytes() == before  # same look, same bytes
+
+
+def test_item8_learning_log_is_append_only_one_row_per_look(tmp_path: Path) -> None:
+    log = tmp_path / "learning_log.csv"
+    looks = ["2026-01-05T10:00:00Z", "2026-01-06T09:30:00Z", "2026-01-07T08:00:00Z"]
+    verdicts = ["keep running", "keep running", "ship"]
+    # written out of order: rows are kept and sorted by look time
+    for i in (2, 0, 1):
+        ex.log_learning(_result(verdict=verdicts[i]), log, fingerprint="demo",
+                        looked_at=looks[i])
+    table = pd.read_csv(log, dtype=str, keep_default_na=False)
+    assert list(table.looked_at) == looks and list(table.decision) == verdicts
+    assert list(table.columns) == ex.LOG_COLUMNS
+    row = table.iloc[0]
+    assert json.loads(row.guardrails) == {"csat@treatment": {
+        "status": "inconclusive", "bad_direction": "decrease", "margin_abs": 0.17,
+        "abs_ci": [-0.4, 0.5]}}
+    assert json.loads(row.parameters) == {"alpha": 0.05, "mde": 0.1,
+                                          "primary_metric": "conversion"}
+    assert row.horizon == "running — 200 of 1,000 customers" and row.data_end == "2025-06-30"
+    # the default look time is now (UTC), so a later run adds a row, never replaces one
+    ex.log_learning(_result(), log, fingerprint="demo")
+    table = pd.read_csv(log, dtype=str)
+    assert len(table) == 4
+    assert pd.Timestamp(table.looked_at.iloc[-1]) > pd.Timestamp(looks[-1])
+    # a naive look time is read as UTC
+    ex.log_learning(_result(), log, fingerprint="demo", looked_at="2026-01-05 10:00:00")
+    assert len(pd.read_csv(log)) == 4
 
 
 def test_item14_a_log_without_fingerprints_keeps_its_rows(tmp_path: Path) -> None:
@@ -66,6 +104,7 @@ def test_item14_a_log_without_fingerprints_keeps_its_rows(tmp_path: Path) -> Non
         log, index=False)
     table = ex.log_learning(_result(verdict="don't ship"), log, fingerprint="demo")
     assert list(table.source_fingerprint) == ["", "demo"]
+    assert table.looked_at.iloc[0] == "" and table.looked_at.iloc[1] != ""
     assert list(table.decision) == ["ship", "don't ship"]
     assert list(pd.read_csv(log).columns) == ex.LOG_COLUMNS
 

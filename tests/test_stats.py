@@ -205,3 +205,71 @@ def test_item8_relative_lift_needs_a_positive_control_level() -> None:
     se = np.sqrt(vt / mc**2 + mt**2 * vc / mc**4)
     assert e.rel_lift == pytest.approx(mt / mc - 1, rel=1e-12)
     assert e.rel_ci[1] - e.rel_lift == pytest.approx(sps.norm.isf(0.025) * se, rel=1e-10)
+
+
+# ------------------------------------------------------------------ issue 16, items 6 and 9
+
+
+def test_item9_eb_shrink_matches_a_hand_computation() -> None:
+    # y = (0, 2), s = (1, 1): Q = 2 on 1 df, sum w - sum w^2 / sum w = 1, so tau^2 = 1;
+    # mu = 1, B = 1/2: shrunk (0.5, 1.5), se sqrt(1/2 * 1 + 1/4 * 1/(1/2 + 1/2)) = sqrt(.75)
+    est, se, tau2, mu = st.eb_shrink([0.0, 2.0], [1.0, 1.0])
+    assert tau2 == pytest.approx(1.0) and mu == pytest.approx(1.0)
+    np.testing.assert_allclose(est, [0.5, 1.5])
+    np.testing.assert_allclose(se, [np.sqrt(0.75)] * 2)
+    # Q = 0.5 < df: tau^2 = 0 and every group gets the pooled estimate with its se
+    est, se, tau2, mu = st.eb_shrink([0.0, 1.0], [1.0, 1.0])
+    assert tau2 == 0.0
+    np.testing.assert_allclose(est, [0.5, 0.5])
+    np.testing.assert_allclose(se, [np.sqrt(0.5)] * 2)
+    with pytest.raises(ValueError, match="positive"):
+        st.eb_shrink([0.0, 1.0], [1.0, 0.0])
+
+
+def test_item9_eb_tau2_and_mean_match_statsmodels_dersimonian_laird() -> None:
+    from statsmodels.stats.meta_analysis import combine_effects
+
+    rng = np.random.default_rng(5)
+    y = rng.normal(0.1, 0.15, 7)
+    v = rng.uniform(0.002, 0.03, 7)
+    est, se, tau2, mu = st.eb_shrink(y, np.sqrt(v))
+    ref = combine_effects(y, v, method_re="dl")
+    assert tau2 == pytest.approx(ref.tau2, rel=1e-10) and tau2 > 0
+    assert mu == pytest.approx(ref.mean_effect_re, rel=1e-10)
+    b = v / (v + tau2)
+    np.testing.assert_allclose(est, b * mu + (1 - b) * y, rtol=1e-12)
+    # shrinkage pulls every estimate towards mu and never widens the spread
+    assert np.all(np.abs(est - mu) <= np.abs(y - mu) + 1e-15)
+    assert np.all(se < np.sqrt(v))
+
+
+@pytest.mark.parametrize(("low", "high", "bad", "margin", "want"), [
+    (-0.1, 0.4, "increase", 0.5, "pass"),          # harm up to 0.4 < margin 0.5
+    (-0.1, 0.6, "increase", 0.5, "inconclusive"),  # harm up to 0.6 allowed
+    (0.1, 0.3, "increase", 0.5, "fail"),           # significant harm, even within margin
+    (-0.6, 0.1, "decrease", 0.5, "inconclusive"),  # a decrease of 0.6 is not ruled out
+    (-0.4, 0.1, "decrease", 0.5, "pass"),
+    (-0.3, -0.1, "decrease", 0.5, "fail"),
+    (-0.3, -0.1, "increase", 0.5, "pass"),         # a significant improvement passes
+    (-0.1, 0.4, "increase", np.nan, "inconclusive"),  # no margin: cannot pass
+    (0.1, 0.4, "increase", np.nan, "fail"),           # ... but harm still fails
+    (np.nan, np.nan, "increase", 0.5, "inconclusive"),
+    (-0.1, 0.5, "increase", 0.5, "inconclusive"),  # the margin itself is not excluded
+])
+def test_item6_guardrail_status_hand_cases(low, high, bad, margin, want) -> None:
+    assert st.guardrail_status(low, high, bad, margin) == want
+    assert want in st.GUARDRAIL_STATUSES
+
+
+def test_item6_guardrail_pass_is_a_one_sided_noninferiority_test() -> None:
+    """pass <=> the one-sided non-inferiority z-test (H0: harm >= M) rejects at alpha/2."""
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        d, se, m = rng.normal(0, 1), rng.uniform(0.2, 1), rng.uniform(0, 2)
+        z = sps.norm.isf(0.025)
+        status = st.guardrail_status(d - z * se, d + z * se, "increase", m)
+        p_ni = sps.norm.cdf((d - m) / se)  # small when the harm is clearly below m
+        if status == "pass":
+            assert p_ni < 0.025
+        elif status == "inconclusive":
+            assert p_ni >= 0.025 - 1e-12 and d - z * se <= 0

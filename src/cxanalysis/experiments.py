@@ -28,12 +28,32 @@ nps                       ratio       NPS points of answers: promoters   (none; 
                                       (9-10) +100, detractors (0-6) -100,
                                       passives 0; per answer
 csat                      ratio       mean CSAT (1-5) per answer         (none; delta method)
+response_rate             proportion  1 if any feedback row (a survey    same in the pre-period
+                                      answer), else 0
+nps_assigned              mean        mean NPS points of the customer's  same in the pre-period
+                                      answers; 0 when none
+csat_satisfied            proportion  1 if the mean of the customer's    same in the pre-period
+                                      CSAT answers is 4 or more, else 0
+                                      (no answer: 0)
 support_contacts          mean        ``support_contact`` events         same in the pre-period
 event:<name>              proportion  1 if the customer did event <name> same in the pre-period
 ========================  ==========  ==========================================================
 
 Ratio metrics treat the customer as the unit (numerator and denominator summed per customer,
 delta-method variance), so customers with many orders or answers are not over-counted.
+
+Survey metrics and who answers (issue 16, item 7). ``nps`` and ``csat`` are averaged over
+the customers who answered, and the treatment can change who answers: they compare
+*respondents*, a group selected after treatment, and estimate the effect on the experience
+of those who answer only when the response rate does not differ between arms. The
+per-assigned-customer variants compare the randomised groups as assigned, so they estimate a
+causal effect, of a combined quantity: ``nps_assigned`` is the net promoter balance per
+assigned customer (share of assigned customers whose answers are on average promoter minus
+detractor, weighted: a non-respondent counts 0, like a passive), i.e. roughly the response
+rate times the respondents' NPS; ``csat_satisfied`` is the share of assigned customers who
+answered and were satisfied (mean CSAT 4-5: top-two box). ``response_rate`` (share of
+assigned customers who gave any feedback in the window) is reported as its own metric so a
+change of either variant can be read as a change of who answers or of what they say.
 
 Statistics, corrections and the decision rule are documented in :func:`analyze`.
 """
@@ -108,7 +128,20 @@ METRICS: dict[str, MetricSpec] = {m.name: m for m in [
                "mean CSAT (1-5) of the answers given in the window"),
     MetricSpec("support_contacts", "mean", "support", "pre_support", ("events",),
                "service contacts (events named support_contact, any channel) per customer in the window"),
+    MetricSpec("response_rate", "proportion", "responded", "pre_responded", ("feedback",),
+               "share of assigned customers with any feedback (survey answer) in the window"),
+    MetricSpec("nps_assigned", "mean", "nps_cust", "pre_nps_cust", ("feedback",),
+               "NPS points per assigned customer: mean points (+100/0/-100) of the customer's "
+               "answers in the window, 0 without an answer (causal, mixes response and score)"),
+    MetricSpec("csat_satisfied", "proportion", "csat_sat", "pre_csat_sat", ("feedback",),
+               "share of assigned customers who answered with a mean CSAT of 4-5 in the window "
+               "(no answer counts as not satisfied; causal, mixes response and score)"),
 ]}
+
+#: The feedback column each survey metric reads (None: any feedback row).
+_FEEDBACK_COLUMN: dict[str, str | None] = {
+    "nps": "nps", "csat": "csat", "nps_assigned": "nps", "csat_satisfied": "csat",
+    "response_rate": None}
 
 
 def metric_spec(name: str) -> MetricSpec:
@@ -189,7 +222,6 @@ def _metric_rows(source: Source, specs: Sequence[MetricSpec]) -> ibis.Table:
     ``ev`` (the event name). One join with the units then serves every metric; keeping
     the rows narrow is what keeps that join cheap at millions of rows."""
     needed = {t for s in specs for t in s.tables}
-    names = {s.name for s in specs}
     with_events = "events" in needed
     parts = []
 
@@ -209,13 +241,15 @@ def _metric_rows(source: Source, specs: Sequence[MetricSpec]) -> ibis.Table:
         parts.append(part(o, _ORDERS, v1=o.amount))
     if "feedback" in needed:
         f = source.table("feedback")
+        cols = {_FEEDBACK_COLUMN.get(s.name, s.name) for s in specs if "feedback" in s.tables}
         for s in specs:
-            if "feedback" in s.tables and s.name not in f.columns:
-                raise CXDataError(f"metric {s.name!r} needs feedback column {s.name!r}, which "
+            col = _FEEDBACK_COLUMN.get(s.name, s.name)
+            if "feedback" in s.tables and col is not None and col not in f.columns:
+                raise CXDataError(f"metric {s.name!r} needs feedback column {col!r}, which "
                                   "the feedback table lacks")
         nps = (ibis.cases((f.nps >= 9, 100.0), (f.nps <= 6, -100.0), (f.nps.notnull(), 0.0),
-                          else_=None) if "nps" in names else None)
-        parts.append(part(f, _FEEDBACK, v1=nps, v2=f.csat if "csat" in names else None))
+                          else_=None) if "nps" in cols else None)
+        parts.append(part(f, _FEEDBACK, v1=nps, v2=f.csat if "csat" in cols else None))
     if with_events:
         e = source.table("events")
         parts.append(part(e, _EVENTS, ev=e.event))
@@ -253,12 +287,18 @@ def _activity(source: Source, units: ibis.Table, metrics: Sequence[str], window_
                     pre_orders=j.src.count(where=is_order & before),
                     revenue=j.v1.sum(where=is_order & post).fill_null(0.0),
                     pre_revenue=j.v1.sum(where=is_order & before).fill_null(0.0))
-    if "nps" in names:
-        aggs.update(nps_points=j.v1.sum(where=is_fb & post).fill_null(0.0),
-                    nps_answers=j.v1.count(where=is_fb & post))
-    if "csat" in names:
-        aggs.update(csat_sum=j.v2.sum(where=is_fb & post).fill_null(0.0),
-                    csat_answers=j.v2.count(where=is_fb & post))
+    for col, v, metric in (("nps", j.v1, "nps_assigned"), ("csat", j.v2, "csat_satisfied")):
+        if names & {col, metric}:
+            aggs.update({f"{col}_{'points' if col == 'nps' else 'sum'}":
+                         v.sum(where=is_fb & post).fill_null(0.0),
+                         f"{col}_answers": v.count(where=is_fb & post)})
+        if metric in names:
+            aggs.update({f"pre_{col}_{'points' if col == 'nps' else 'sum'}":
+                         v.sum(where=is_fb & before).fill_null(0.0),
+                         f"pre_{col}_answers": v.count(where=is_fb & before)})
+    if "response_rate" in names:
+        aggs.update(responded=(j.src.count(where=is_fb & post) > 0).cast("int64"),
+                    pre_responded=(j.src.count(where=is_fb & before) > 0).cast("int64"))
     if "support_contacts" in names:
         sup = is_ev & j.ev.isin(list(SUPPORT_EVENTS))
         aggs.update(support=j.src.count(where=sup & post),
@@ -272,6 +312,15 @@ def _activity(source: Source, units: ibis.Table, metrics: Sequence[str], window_
     if "orders" in needed:
         act = act.mutate(converted=(act.orders > 0).cast("int64"),
                          pre_converted=(act.pre_orders > 0).cast("int64"))
+    for pre in ("", "pre_"):
+        # per assigned customer: a customer without an answer counts 0 (see the module doc)
+        if "nps_assigned" in names:
+            pts, n = act[f"{pre}nps_points"], act[f"{pre}nps_answers"]
+            act = act.mutate(**{f"{pre}nps_cust": ibis.ifelse(n > 0, pts / n, 0.0)})
+        if "csat_satisfied" in names:
+            tot, n = act[f"{pre}csat_sum"], act[f"{pre}csat_answers"]
+            act = act.mutate(**{f"{pre}csat_sat": ibis.ifelse((n > 0) & (tot >= 4 * n), 1, 0)
+                                .cast("int64")})
     return act
 
 
@@ -419,12 +468,28 @@ class Segmented:
     breakdown. Groups with fewer than ``min_group_size`` customers in an arm are
     suppressed (figures blanked). ``rel_lift`` follows the rule of :func:`analyze`: NaN
     when the group's control level is zero or negative
-    (:func:`cxanalysis.stats.relative_defined`)."""
+    (:func:`cxanalysis.stats.relative_defined`).
+
+    Reporting rule (issue 16, item 9): group differences are reported only when the
+    interaction test rejects homogeneity (Cochran's Q p < ``alpha``); otherwise the summary
+    says the effect does not detectably differ between groups and names no group.
+    ``shrunk_diff`` (with ``shrunk_ci_low``/``shrunk_ci_high``) is each group's effect
+    shrunk towards the common effect by empirical Bayes
+    (:func:`cxanalysis.stats.eb_shrink`, normal-normal with the method-of-moments tau^2):
+    the estimate to read for a single group, since the raw group estimates of the largest
+    and smallest groups are the most exaggerated."""
 
     by: str
     metric: str
     frame: pd.DataFrame
     heterogeneity: pd.DataFrame
+    alpha: float = 0.05
+
+    def differs(self, variant: str | None = None) -> bool:
+        """Whether the interaction test says the effect differs between groups."""
+        h = self.heterogeneity
+        h = h if variant is None else h[h.variant == variant]
+        return bool((h.p_value < self.alpha).any())
 
     def table(self) -> pd.DataFrame:
         return self.frame
@@ -437,7 +502,14 @@ class Segmented:
         y = np.arange(len(f))[::-1]
         ax.errorbar(f["abs_diff"], y, xerr=[f["abs_diff"] - f["ci_low"],
                                            f["ci_high"] - f["abs_diff"]],
-                    fmt="o", capsize=3, color="#1e88e5")
+                    fmt="o", capsize=3, color="#1e88e5", label="group estimate")
+        if f["shrunk_diff"].notna().any():
+            ax.errorbar(f["shrunk_diff"], y - 0.25,
+                        xerr=[f["shrunk_diff"] - f["shrunk_ci_low"],
+                              f["shrunk_ci_high"] - f["shrunk_diff"]],
+                        fmt="s", capsize=3, color="#d81b60",
+                        label="shrunk (empirical Bayes)")
+            ax.legend(fontsize=8)
         ax.set_yticks(y, labels)
         ax.axvline(0, color="black", lw=0.8)
         ax.set_xlabel(f"{self.metric}: treatment - control")
@@ -445,19 +517,33 @@ class Segmented:
         return ax
 
     def summary(self) -> str:
+        """The breakdown in words, under the reporting rule of the class: groups are named
+        only when Cochran's Q says the effect differs."""
         parts = []
         for _i, h in self.heterogeneity.iterrows():
-            sig = self.frame[(self.frame.variant == h.variant) & self.frame.significant
-                             .fillna(False).astype(bool)]
-            parts.append(f"{h.variant}: Cochran's Q {h.q:.1f} on {int(h.df)} df, "
-                         f"p = {h.p_value:.2g}; significant after Holm in "
+            q = f"Cochran's Q {h.q:.1f} on {int(h.df)} df, p = {h.p_value:.2g}"
+            f = self.frame[self.frame.variant == h.variant]
+            if not (h.p_value < self.alpha):
+                parts.append(f"{h.variant}: no evidence that the effect differs by "
+                             f"{self.by} ({q} >= {self.alpha:g}); read the overall effect, "
+                             "not the groups one by one")
+                continue
+            sig = f[f.significant.fillna(False).astype(bool)]
+            top = f.dropna(subset=["shrunk_diff"]).sort_values("shrunk_diff")
+            ends = (f"; shrunk effects range from {top.shrunk_diff.iloc[0]:+.3g} "
+                    f"({top.group.iloc[0]}) to {top.shrunk_diff.iloc[-1]:+.3g} "
+                    f"({top.group.iloc[-1]})" if len(top) > 1 else "")
+            parts.append(f"{h.variant}: the effect differs by {self.by} ({q} < "
+                         f"{self.alpha:g}){ends}; significant after Holm in "
                          f"{', '.join(map(str, sig.group)) or 'no group'}")
+        if not parts:
+            return f"Effect on {self.metric} by {self.by}: fewer than two testable groups."
         return f"Effect on {self.metric} by {self.by}: " + "; ".join(parts) + "."
 
 
 @dataclass
 class Decision:
-    verdict: str  # "ship", "don't ship" or "keep testing"
+    verdict: str  # "ship", "don't ship", "keep testing", "keep running" or "not testable"
     variant: str | None
     reason: str
 
@@ -495,6 +581,15 @@ class ExperimentResult:
     not_testable_reason: str | None = None
     #: metric -> why CUPED was not applied to it although ``variance_reduction`` was on
     cuped_not_applied: dict[str, str] = field(default_factory=dict)
+    #: where the test stands against its planned horizon (see :func:`analyze`)
+    horizon: dict[str, Any] = field(default_factory=lambda: {"reached": True, "text": ""})
+    #: the analysis parameters (recorded in the learning log)
+    parameters: dict[str, Any] = field(default_factory=dict)
+    #: the first assignment (UTC)
+    first_assigned: pd.Timestamp | None = None
+    #: threats to validity found after the analysis (e.g. a persona calibration window that
+    #: overlaps the assignments), published as ``warnings`` in results.json
+    warnings: list[str] = field(default_factory=list)
     _units: ibis.Table | None = None
     _activity: ibis.Table | None = None
     _activity_stored: bool = False
@@ -640,12 +735,51 @@ class ExperimentResult:
         frame.loc[frame.suppressed, ["n_control", "n_treatment"]] = np.nan
         frame[["n_control", "n_treatment"]] = frame[["n_control", "n_treatment"]].astype("Int64")
         het = []
+        z = st.stats.norm.isf(self.alpha / 2)
+        for c in ("shrunk_diff", "shrunk_se", "shrunk_ci_low", "shrunk_ci_high"):
+            frame[c] = np.nan
         for v, f in frame[ok].groupby("variant", sort=False):
             f = f[f.se > 0]
             q, p, df = st.cochran_q(f.abs_diff.to_numpy(), f.se.to_numpy())
             het.append({"variant": v, "groups": len(f), "q": q, "df": df, "p_value": p})
-        heterogeneity = pd.DataFrame(het, columns=["variant", "groups", "q", "df", "p_value"])
-        return Segmented(label, metric, frame, heterogeneity)
+            if len(f) >= 2:
+                est, se, tau2, _mu = st.eb_shrink(f.abs_diff.to_numpy(), f.se.to_numpy())
+                frame.loc[f.index, "shrunk_diff"] = est
+                frame.loc[f.index, "shrunk_se"] = se
+                frame.loc[f.index, "shrunk_ci_low"] = est - z * se
+                frame.loc[f.index, "shrunk_ci_high"] = est + z * se
+                het[-1]["tau2"] = tau2
+        heterogeneity = pd.DataFrame(het, columns=["variant", "groups", "q", "df", "p_value",
+                                                   "tau2"])
+        return Segmented(label, metric, frame, heterogeneity, self.alpha)
+
+    def check_persona_calibration(self, calibration: Sequence[Any] | None) -> str | None:
+        """Warn when the persona calibration window ends after the first assignment.
+
+        Personas fitted on behaviour after assignment can be changed by the treatment (a
+        post-treatment, "bad" control): a persona breakdown then compares groups the
+        treatment helped form. The window ``[start, end]`` is in ISO dates, ``end``
+        inclusive (the whole day). The warning is added to :attr:`warnings` (published as
+        ``warnings`` in results.json) and returned; None when the window ends before the
+        first assignment (or is not known).
+        """
+        if calibration is None or self.first_assigned is None:
+            return None
+        end = pd.Timestamp(calibration[1])
+        end = end.tz_localize("UTC") if end.tzinfo is None else end.tz_convert("UTC")
+        first = pd.Timestamp(self.first_assigned)
+        first = first.tz_localize("UTC") if first.tzinfo is None else first.tz_convert("UTC")
+        # a date means the whole day: the window reaches up to the next midnight
+        stop = end.normalize() + pd.Timedelta(days=1) if end == end.normalize() else end
+        if stop <= first:
+            return None
+        msg = (f"Persona calibration ends {end:%Y-%m-%d}, after the first assignment "
+               f"({first:%Y-%m-%d %H:%M} UTC): personas built on post-assignment behaviour "
+               "can be shaped by the treatment (a bad control), so the persona breakdown may "
+               "be biased; calibrate personas on a window that ends before the test starts.")
+        if msg not in self.warnings:
+            self.warnings.append(msg)
+        return msg
 
     def per_customer(self) -> ibis.Table:
         """The analysed customers, one row each with every metric column (an Ibis
@@ -707,6 +841,15 @@ class ExperimentResult:
                                                self.bayes.p_treatment_better, strict=True))}
                if len(self.bayes) else {}),
             "notes": list(self.notes),
+            "guardrail_details": {
+                f"{g.metric}@{g.variant}" if many else g.metric: {
+                    "status": g.status, "bad_direction": g.bad_direction,
+                    "margin": g.margin, "margin_abs": g.margin_abs,
+                    "abs_ci": [g.abs_ci_low, g.abs_ci_high], "worst_harm": g.worst_harm,
+                    "statement": g.statement}
+                for g in self.guardrails.itertuples()},
+            "horizon": dict(self.horizon),
+            "warnings": list(self.warnings),
         }
 
 
@@ -739,13 +882,125 @@ def _planned_split(source: Source, experiment_id: str, variants: list[str]
     return split, info, notes
 
 
+#: Default non-inferiority margin of a guardrail: harm of 5% of the control level.
+GUARDRAIL_MARGIN = 0.05
+
+
+@dataclass(frozen=True)
+class Guardrail:
+    """A guardrail: the metric, the direction that is bad and the non-inferiority margin
+    (relative to the control level, or absolute in the metric's units)."""
+
+    metric: str
+    bad: str
+    margin: float | None = GUARDRAIL_MARGIN
+    margin_abs: float | None = None
+
+    def margin_for(self, control_level: float) -> float:
+        """The margin in the metric's units (NaN when a relative margin has no positive
+        control level to be relative to)."""
+        if self.margin_abs is not None:
+            return float(self.margin_abs)
+        if not st.relative_defined(control_level):
+            return float("nan")
+        return float(self.margin) * float(control_level)
+
+    def margin_text(self) -> str:
+        return (f"{self.margin_abs:g} (absolute)" if self.margin_abs is not None
+                else f"{self.margin:.1%} of the control level")
+
+
+def guardrail_specs(guardrails: Mapping[str, Any], default_margin: float = GUARDRAIL_MARGIN
+                    ) -> dict[str, Guardrail]:
+    """Parse the ``guardrails`` parameter: ``{metric: "increase" | "decrease"}`` (the bad
+    direction, margin ``default_margin`` of the control level) or ``{metric: {"direction":
+    ..., "margin": relative}}`` / ``{"direction": ..., "margin_abs": absolute}``."""
+    out = {}
+    for m, v in guardrails.items():
+        spec = {"direction": v} if isinstance(v, str) else dict(v)
+        d = spec.pop("direction", None)
+        if d not in ("increase", "decrease"):
+            raise ValueError(f"guardrail {m!r}: the bad direction must be 'increase' or "
+                             f"'decrease', not {d!r}")
+        rel, ab = spec.pop("margin", None), spec.pop("margin_abs", None)
+        if spec:
+            raise ValueError(f"guardrail {m!r}: unknown keys {', '.join(map(str, spec))} (use "
+                             "direction, margin or margin_abs)")
+        if rel is not None and ab is not None:
+            raise ValueError(f"guardrail {m!r}: give margin (relative) or margin_abs, not both")
+        for name, x in (("margin", rel), ("margin_abs", ab), ("guardrail_margin",
+                                                             default_margin)):
+            if x is not None and not (isinstance(x, int | float) and x >= 0):
+                raise ValueError(f"guardrail {m!r}: {name} must be a number >= 0, not {x!r}")
+        out[m] = Guardrail(m, d, None if ab is not None else
+                           float(default_margin if rel is None else rel),
+                           None if ab is None else float(ab))
+    return out
+
+
+def _guardrail_rows(effects: pd.DataFrame, specs: Mapping[str, Guardrail], alpha: float,
+                    power: float = 0.8) -> pd.DataFrame:
+    """Status of every guardrail x treatment (:func:`cxanalysis.stats.guardrail_status`)
+    from the reported row's ``1 - alpha`` interval, with the statement in words.
+
+    ``customers_per_arm_needed``: customers per arm for the interval to exclude harm of the
+    margin ``M`` with probability ``power`` when there is no true harm. The standard error
+    scales as ``1 / sqrt(n)``, so ``n = n_now * ((z_{1-alpha/2} + z_power) * se / M)^2``
+    with ``n_now`` the smaller arm."""
+    zz = st.stats.norm.isf(alpha / 2) + st.stats.norm.isf(1 - power)
+    rows = []
+    for m, g in specs.items():
+        for _i, r in effects[effects.reported & (effects.base_metric == m)].iterrows():
+            level = r.control_mean if "control_mean" in r else np.nan
+            margin = g.margin_for(level)
+            sign = 1 if g.bad == "increase" else -1
+            # the worst harm the interval still allows, in units and relative to control
+            worst = max(sign * r.abs_ci_low, sign * r.abs_ci_high)
+            rel = (f" ({worst / level:+.1%} of the control level)"
+                   if st.relative_defined(level) and np.isfinite(worst) else "")
+            if pd.isna(r.p_value):
+                status = "inconclusive"
+                text = f"not testable ({r.not_testable}): no harm could be ruled out"
+            elif not np.isfinite(margin):
+                status = st.guardrail_status(r.abs_ci_low, r.abs_ci_high, g.bad, np.nan)
+                text = (f"significant harm: the whole {1 - alpha:.0%} interval is on the bad "
+                        f"side ({g.bad})" if status == "fail" else
+                        "a relative margin needs a positive control level (give margin_abs): "
+                        f"the interval allows harm up to {worst:+.4g}")
+            else:
+                status = st.guardrail_status(r.abs_ci_low, r.abs_ci_high, g.bad, margin)
+                text = {"pass": f"no harm beyond {margin:.4g} ({g.margin_text()}) detected",
+                        "fail": f"significant harm: the whole {1 - alpha:.0%} interval is on "
+                                f"the bad side ({g.bad})",
+                        "inconclusive": f"the interval still allows harm up to {worst:+.4g}"
+                                        f"{rel}, beyond the margin {margin:.4g} "
+                                        f"({g.margin_text()})"}[status]
+            n_now = min(r.n_control, r.n_treatment)
+            need = (math.ceil(n_now * (zz * r.se / margin) ** 2)
+                    if np.isfinite(margin) and margin > 0 and np.isfinite(r.se) else None)
+            rows.append({"metric": m, "variant": r.variant, "bad_direction": g.bad,
+                         "abs_diff": r.abs_diff, "abs_ci_low": r.abs_ci_low,
+                         "abs_ci_high": r.abs_ci_high, "p_value": r.p_value,
+                         "margin": g.margin if g.margin_abs is None else np.nan,
+                         "margin_abs": margin, "worst_harm": worst, "status": status,
+                         "statement": text, "customers_per_arm_needed": need})
+    return pd.DataFrame(rows, columns=_GUARD_COLS)
+
+
+_GUARD_COLS = ["metric", "variant", "bad_direction", "abs_diff", "abs_ci_low", "abs_ci_high",
+               "p_value", "margin", "margin_abs", "worst_harm", "status", "statement",
+               "customers_per_arm_needed"]
+
+
 def analyze(
     source: Source,
     experiment_id: str,
     control: str | None = None,
     primary_metric: str = "conversion",
     secondary_metrics: Sequence[str] = ("revenue", "orders", "revenue_per_order", "nps"),
-    guardrails: Mapping[str, str] | None = None,
+    guardrails: Mapping[str, Any] | None = None,
+    guardrail_margin: float = GUARDRAIL_MARGIN,
+    planned_customers: int | None = None,
     window_days: float = 14,
     pre_days: float = 90,
     alpha: float = 0.05,
@@ -769,9 +1024,20 @@ def analyze(
         Control variant; default: ``experiments.control``, else ``"control"``.
     primary_metric, secondary_metrics : str
         Names from :data:`METRICS` or ``event:<name>``.
-    guardrails : mapping metric -> "increase" | "decrease"
-        The direction that is *bad*. Default ``{"support_contacts": "increase"}`` when the
-        source has events.
+    guardrails : mapping metric -> "increase" | "decrease" | dict
+        The direction that is *bad*, or ``{"direction": ..., "margin": relative}`` /
+        ``{"direction": ..., "margin_abs": absolute}`` with the non-inferiority margin of
+        that guardrail. Default ``{"support_contacts": "increase"}`` when the source has
+        events.
+    guardrail_margin : float
+        Margin of the guardrails that do not state their own, relative to the control
+        level (0.05: harm of 5 % of the control's level is tolerated). See the guardrail
+        rule below.
+    planned_customers : int, optional
+        Planned sample size (customers across all arms with a closed analysis window): the
+        planned horizon. None: the horizon is ``experiments.end`` + ``window_days`` (every
+        customer assigned by the end has a closed window); when neither is known the end
+        of the data is taken as the horizon and a note says so.
     window_days, pre_days : float
         Analysis window after ``assigned_at`` and pre-period before it, in days.
     alpha, power : float
@@ -794,12 +1060,27 @@ def analyze(
     min_group_size : int
         Breakdown groups with fewer customers in an arm are suppressed.
 
+    Guardrail rule
+    --------------
+    Each guardrail gets a status from the reported row's ``1 - alpha`` interval (uncorrected:
+    a harm signal is not diluted) against its margin ``M`` (in the metric's units), with the
+    difference oriented so that positive is harm (:func:`cxanalysis.stats.guardrail_status`):
+    ``fail`` when the whole interval shows harm (significant harm, of any size);
+    ``pass`` when the interval excludes harm of ``M`` or more ("no harm beyond M detected";
+    never "safe"); ``inconclusive`` otherwise (and when the guardrail cannot be tested).
+
     Decision rule
     -------------
-    ``don't ship`` when the sample ratio mismatches (p < 0.001), a guardrail fails (harm
-    significant at ``alpha``, uncorrected) or the best treatment's primary effect is
-    significantly negative; ``ship`` (the treatment with the smallest corrected p) when its
-    primary effect is significantly positive; otherwise ``don't ship`` when the interval
+    At any look: ``don't ship`` when the sample ratio mismatches (p < 0.001) or a guardrail
+    fails. Before the planned horizon (see ``planned_customers``) only the always-valid
+    (mSPRT) test of the primary metric may decide, at ``alpha`` divided by the number of
+    treatments: ``don't ship`` when its confidence sequence lies below 0, ``ship`` when it
+    lies above 0 and every guardrail passes; otherwise ``keep running``, with "running — N
+    of M customers". At the horizon, on the fixed-horizon test: ``don't ship`` when the best
+    treatment's primary effect is significantly negative; ``ship`` (the treatment with the
+    smallest corrected p) when its primary effect is significantly positive and every
+    guardrail passes, ``keep testing`` when it is positive but a guardrail is inconclusive
+    (harm beyond the margin not ruled out); otherwise ``don't ship`` when the interval
     already rules out a lift of ``mde``, else ``keep testing`` with the days needed.
 
     ``not testable`` (after the SRM and guardrail checks) when the primary metric cannot
@@ -818,10 +1099,11 @@ def analyze(
     source.require("assignments")
     if guardrails is None:
         guardrails = {"support_contacts": "increase"} if source.has("events") else {}
-    for m, d in guardrails.items():
-        if d not in ("increase", "decrease"):
-            raise ValueError(f"guardrail {m!r}: the bad direction must be 'increase' or "
-                             f"'decrease', not {d!r}")
+    gspecs = guardrail_specs(guardrails, guardrail_margin)
+    if planned_customers is not None and (isinstance(planned_customers, bool) or not (
+            isinstance(planned_customers, int) and planned_customers > 0)):
+        raise ValueError(f"planned_customers must be a positive integer or None, not "
+                         f"{planned_customers!r}")
     secondary = [m for m in secondary_metrics if m != primary_metric]
     guard = [m for m in guardrails if m not in secondary and m != primary_metric]
     all_metrics = list(dict.fromkeys([primary_metric, *secondary, *guard]))
@@ -973,6 +1255,12 @@ def analyze(
         notes.append("Relative lifts are not shown for metrics whose control value is zero "
                      "or negative: " + ", ".join(sorted(set(effects.loc[neg, "base_metric"])))
                      + ".")
+    among = [m for m in all_metrics if m in ("nps", "csat")]
+    if among:
+        # treatment can change who answers a survey (issue 16, item 7)
+        notes.append(f"{', '.join(among)} average the answers of respondents, a group the "
+                     "treatment can change: read them beside response_rate and the "
+                     "per-assigned-customer nps_assigned / csat_satisfied.")
     has_adj = effects.groupby("base_metric")["adjusted"].transform("any")
     effects["reported"] = effects["adjusted"] | ~has_adj
     effects["family"] = effects.role
@@ -984,18 +1272,8 @@ def analyze(
     effects.loc[g, "p_adjusted"] = effects.loc[g, "p_value"]
     effects["significant"] = effects.p_adjusted < alpha
 
-    # guardrails: fail when the harm is significant (two-sided test at alpha, uncorrected)
-    grows = []
-    for m, bad in guardrails.items():
-        for _i, r in effects[effects.reported & (effects.base_metric == m)].iterrows():
-            harm = (r.abs_diff > 0) if bad == "increase" else (r.abs_diff < 0)
-            status = ("not testable" if pd.isna(r.p_value)
-                      else "fail" if (harm and r.p_value < alpha) else "pass")
-            grows.append({"metric": m, "variant": r.variant, "bad_direction": bad,
-                          "abs_diff": r.abs_diff, "abs_ci_low": r.abs_ci_low,
-                          "abs_ci_high": r.abs_ci_high, "p_value": r.p_value, "status": status})
-    guard_df = pd.DataFrame(grows, columns=["metric", "variant", "bad_direction", "abs_diff",
-                                            "abs_ci_low", "abs_ci_high", "p_value", "status"])
+    # guardrails: pass / inconclusive / fail against the non-inferiority margin
+    guard_df = _guardrail_rows(effects, gspecs, alpha, power)
 
     balance = _balance(arm, control, treatments, specs)
     checks = _checks(raw, n_multi, outside, open_n, counts, split, srm_chi2, srm_p, balance,
@@ -1032,7 +1310,19 @@ def analyze(
                              estimate=f"{primary_metric}, unadjusted",
                              note="Not run: the primary metric is not testable (see the "
                                   "decision).")
-    decision = _decide(prim, guard_df, srm_p, alpha, mde, planning, why_not, primary_metric)
+    horizon = _horizon(planned_customers, end, window_days, data_end, int(per_day.n.sum()))
+    if horizon["basis"] == "none":
+        notes.append(f"No planned horizon: {horizon['text']}; a decision read at an arbitrary "
+                     "date is a peek, so record experiments.end or pass planned_customers.")
+    decision = _decide(prim, guard_df, srm_p, alpha, mde, planning, why_not, primary_metric,
+                       horizon, seq)
+    parameters = {"primary_metric": primary_metric, "secondary_metrics": list(secondary),
+                  "guardrails": {m: {"direction": g.bad, "margin": g.margin,
+                                     "margin_abs": g.margin_abs} for m, g in gspecs.items()},
+                  "window_days": window_days, "pre_days": pre_days, "alpha": alpha,
+                  "power": power, "mde": mde, "variance_reduction": variance_reduction,
+                  "correction": correction, "sequential": sequential,
+                  "planned_customers": planned_customers}
     return ExperimentResult(
         experiment_id=experiment_id, name=info.get("name"), hypothesis=info.get("hypothesis"),
         control=control, variants=variants, primary_metric=primary_metric, alpha=alpha,
@@ -1041,6 +1331,7 @@ def analyze(
         guardrails=guard_df, bayes=bayes, planning=planning, decision=decision,
         sequential=seq, data_end=data_end, window_days=window_days, pre_days=pre_days,
         notes=notes, not_testable_reason=why_not, cuped_not_applied=cuped_not_applied,
+        horizon=horizon, parameters=parameters, first_assigned=pd.Timestamp(first_assigned),
         _units=closed, _activity=activity, _min_group_size=min_group_size)
 
 
@@ -1286,38 +1577,87 @@ def _describe(r: pd.Series, alpha: float) -> str:
             f"({lift}; corrected p = {r.p_adjusted:.2g})")
 
 
+def _horizon(planned_customers: int | None, end: Any, window_days: float,
+             data_end: pd.Timestamp, analysed: int) -> dict[str, Any]:
+    """Where the test stands against its planned horizon (see :func:`analyze`)."""
+    out: dict[str, Any] = {"analysed_customers": int(analysed),
+                           "planned_customers": planned_customers, "horizon_date": None}
+    if planned_customers is not None:
+        reached = analysed >= planned_customers
+        out.update(basis="planned_customers", reached=reached,
+                   text=(f"{'planned horizon reached' if reached else 'running'} — "
+                         f"{analysed:,} of {planned_customers:,} customers"))
+    elif end is not None:
+        day = pd.Timestamp(end)
+        # a naive end (a date) is read as UTC, like every instant of the data contract
+        day = (day.tz_localize("UTC") if day.tzinfo is None else day) + pd.Timedelta(
+            days=window_days)
+        end_ts = pd.Timestamp(data_end)
+        reached = (end_ts.tz_localize("UTC") if end_ts.tzinfo is None else end_ts) >= day
+        out.update(basis="experiments.end", reached=reached, horizon_date=str(day.date()),
+                   text=(f"planned horizon reached ({day:%Y-%m-%d}: experiments.end + "
+                         f"{window_days:g} days, when the window of every customer assigned "
+                         f"by the end has closed); {analysed:,} customers analysed"
+                         if reached else
+                         f"running — {analysed:,} customers with a closed window so far; "
+                         f"the planned horizon is {day:%Y-%m-%d} (experiments.end + "
+                         f"{window_days:g} days), the data end on {data_end:%Y-%m-%d}"))
+    else:
+        out.update(basis="none", reached=True,
+                   text=(f"no planned horizon recorded (experiments.end or planned_customers): "
+                         f"the end of the data ({data_end:%Y-%m-%d}) is taken as the horizon"))
+    return out
+
+
+def _guard_text(guard: pd.DataFrame, status: str) -> str:
+    rows = guard[guard.status == status]
+    return "; ".join(f"{g.metric} ({g.variant}): {g.statement}" for g in rows.itertuples())
+
+
 def _decide(prim: pd.DataFrame, guard: pd.DataFrame, srm_p: float, alpha: float, mde: float,
             planning: pd.DataFrame, not_testable: str | None = None,
-            metric: str = "the primary metric") -> Decision:
+            metric: str = "the primary metric", horizon: Mapping[str, Any] | None = None,
+            seq: Sequential | None = None) -> Decision:
+    """The decision rule of :func:`analyze` (documented there)."""
+    horizon = horizon or {"reached": True, "text": ""}
     if srm_p < SRM_ALPHA:
         return Decision("don't ship", None,
                         f"Sample ratio mismatch (p = {srm_p:.2g}): the assignment is broken, so "
                         "no effect can be trusted. Fix the assignment and re-run the test.")
     failed = guard[guard.status == "fail"]
+    unsure = guard[guard.status == "inconclusive"]
+    harm = (f"Guardrail failed: {_guard_text(guard, 'fail')}." if len(failed) else "")
     testable = prim.dropna(subset=["p_adjusted"])
     if not_testable is None and testable.empty:
         not_testable = "no comparison could be computed"
     if not_testable is not None:
         untested = f"The primary metric ({metric}) is not testable: {not_testable}."
         if len(failed):  # a harm signal is reported whatever the primary metric does
-            names = ", ".join(f"{g.metric} ({g.variant})" for g in failed.itertuples())
-            return Decision("don't ship", None, f"Guardrail failed: {names} moved in the bad "
-                                                f"direction significantly. {untested}")
+            return Decision("don't ship", None, f"{harm} {untested}")
         return Decision("not testable", None,
                         f"{untested} No decision can be drawn from this test: make the "
                         "primary metric measurable (or choose one that varies) and re-run.")
     best = testable.sort_values(["p_adjusted", "abs_diff"], ascending=[True, False]).iloc[0]
-    pos = testable[(testable.p_adjusted < alpha) & (testable.abs_diff > 0)]
     effect = _describe(best, alpha)
     if len(failed):
-        names = ", ".join(f"{g.metric} ({g.variant})" for g in failed.itertuples())
-        return Decision("don't ship", None, f"Guardrail failed: {names} moved in the bad "
-                                            f"direction significantly. Primary: {effect}.")
+        return Decision("don't ship", None, f"{harm} Primary: {effect}.")
+    guards_ok = (f"every guardrail passed: {_guard_text(guard, 'pass')}" if len(guard)
+                 else "no guardrails were set")
+    if not horizon["reached"]:
+        return _decide_early(testable, guard, alpha, horizon, seq, metric, effect, guards_ok)
+    pos = testable[(testable.p_adjusted < alpha) & (testable.abs_diff > 0)]
     if len(pos):
         win = pos.sort_values("abs_diff", ascending=False).iloc[0]
+        if len(unsure):
+            return Decision("keep testing", None,
+                            f"{win.variant} improves {_describe(win, alpha)}, but not every "
+                            f"guardrail rules out harm beyond its margin: "
+                            f"{_guard_text(guard, 'inconclusive')}. Ship only once no harm "
+                            "beyond the margins is detected: extend the test or run a "
+                            "follow-up sized for the guardrail (or accept that risk "
+                            "explicitly).")
         return Decision("ship", str(win.variant), f"{win.variant} improves "
-                                                  f"{_describe(win, alpha)}; every guardrail "
-                                                  "passed.")
+                                                  f"{_describe(win, alpha)}; {guards_ok}.")
     if best.p_adjusted < alpha and best.abs_diff < 0:
         return Decision("don't ship", None, f"The treatment is significantly worse: {effect}.")
     if best.rel_ci_high < mde:
@@ -1333,20 +1673,74 @@ def _decide(prim: pd.DataFrame, guard: pd.DataFrame, srm_p: float, alpha: float,
                     f"{effect}.{more}")
 
 
+def _decide_early(testable: pd.DataFrame, guard: pd.DataFrame, alpha: float,
+                  horizon: Mapping[str, Any], seq: Sequential | None, metric: str,
+                  effect: str, guards_ok: str) -> Decision:
+    """Before the planned horizon: only the always-valid test may stop the test (at
+    ``alpha`` / number of treatments), the fixed-horizon p-value is shown for information
+    only."""
+    k = max(len(testable), 1)
+    level = alpha / k
+    running = f"Running — {horizon['text'].removeprefix('running — ')}."
+    info = (f" The fixed-horizon estimate so far ({effect}) is not a decision: a p-value "
+            "read before the planned horizon is a peek.")
+    if seq is None or not len(seq.frame.dropna(subset=["always_valid_p"])):
+        return Decision("keep running", None,
+                        f"{running} The always-valid test is not available"
+                        f"{' (' + seq.note + ')' if seq is not None and seq.note else ''}, so "
+                        f"the test runs to its horizon.{info}")
+    last = seq.frame.dropna(subset=["always_valid_p"]).groupby("variant").tail(1)
+    hits = last[last.always_valid_p < level]
+    worse = hits[hits.cs_high < 0]
+    better = hits[hits.cs_low > 0]
+    where = f"always-valid p below {level:.3g} (alpha / {k} treatment{'s' if k > 1 else ''})"
+    if len(worse):
+        w = worse.iloc[0]
+        return Decision("don't ship", None,
+                        f"Stopped early on the always-valid test: {w.variant} is worse on "
+                        f"{metric} ({where}: p = {w.always_valid_p:.2g}, confidence sequence "
+                        f"{w.cs_low:+.4g} to {w.cs_high:+.4g}). {running}")
+    if len(better):
+        b = better.sort_values("abs_diff", ascending=False).iloc[0]
+        sure = (f"{where}: p = {b.always_valid_p:.2g}, confidence sequence {b.cs_low:+.4g} "
+                f"to {b.cs_high:+.4g}")
+        if (guard.status == "inconclusive").any():
+            return Decision("keep running", None,
+                            f"{running} {b.variant} is better on {metric} ({sure}), but not "
+                            f"every guardrail rules out harm beyond its margin yet: "
+                            f"{_guard_text(guard, 'inconclusive')}.")
+        return Decision("ship", str(b.variant),
+                        f"Stopped early on the always-valid test: {b.variant} improves "
+                        f"{metric} ({sure}); {guards_ok}. {running}")
+    p = float(last.always_valid_p.min())
+    return Decision("keep running", None,
+                    f"{running} Before the horizon only the always-valid test can decide; its "
+                    f"p = {p:.2g} (needs < {level:.3g}).{info}")
+
+
 # --------------------------------------------------------------------------- learning log
 
-LOG_COLUMNS = ["experiment_id", "source_fingerprint", "name", "hypothesis", "decision",
-               "variant", "primary_metric", "abs_diff", "abs_ci_low", "abs_ci_high",
+LOG_COLUMNS = ["experiment_id", "source_fingerprint", "looked_at", "name", "hypothesis",
+               "decision", "variant", "primary_metric", "abs_diff", "abs_ci_low", "abs_ci_high",
                "rel_lift", "rel_ci_low", "rel_ci_high", "p_adjusted", "srm_p_value",
-               "customers", "data_end", "reason"]
+               "customers", "data_end", "horizon", "guardrails", "parameters", "reason"]
+#: The key of a log row: one look at one experiment on one source.
+LOG_KEY = ["experiment_id", "source_fingerprint", "looked_at"]
 
 
 def log_learning(result: ExperimentResult, path: str | Path | None = None,
-                 fingerprint: str | None = None) -> pd.DataFrame:
-    """Record the experiment in a CSV learning log, replacing an earlier row of the same
-    experiment on the same source (a re-run updates, never duplicates; the same experiment
-    id on another source is another row). The date logged is the end of the data analysed,
-    so re-running on the same data rewrites the same bytes. Written atomically.
+                 fingerprint: str | None = None, looked_at: Any = None) -> pd.DataFrame:
+    """Append this look at the experiment to a CSV learning log (append-only).
+
+    Every look is kept, so the log shows how often and when a test was read (peeking is
+    visible) and what each look concluded. A row is keyed by experiment id, source
+    fingerprint and look time (``looked_at``); only a row with the same key is replaced (the
+    same look written twice), no row is ever removed. Each row records the decision, the
+    primary effect, ``data_end`` (end of the data analysed), ``horizon`` (where the test
+    stood against its planned horizon), ``guardrails`` (JSON: per guardrail its status,
+    margin and interval) and ``parameters`` (JSON: the analysis parameters). Rows of a log
+    written before these columns existed are kept with the new columns empty. Written
+    atomically.
 
     Parameters
     ----------
@@ -1356,47 +1750,70 @@ def log_learning(result: ExperimentResult, path: str | Path | None = None,
         The CSV file; default ``learning_log.csv`` in :func:`cxanalysis.results.output_dir`
         (the run's ``--out`` folder under ``cxanalysis report``, else ``../reports``).
     fingerprint : str, optional
-        The source's fingerprint (``Source.fingerprint``): rows are keyed by experiment
-        id and fingerprint. Without it the row is keyed by the experiment id alone.
+        The source's fingerprint (``Source.fingerprint``); empty when not given.
+    looked_at : timestamp-like, optional
+        Time of the look (UTC); default now. Pass it to make a write reproducible.
 
     Returns
     -------
     DataFrame
-        The whole log, sorted by experiment id and fingerprint.
+        The whole log, sorted by experiment id, fingerprint and look time.
     """
+    import json
+
     from cxanalysis.report import atomic_write
-    from cxanalysis.results import output_dir
+    from cxanalysis.results import dumps, output_dir
 
     path = Path(path) if path is not None else output_dir() / "learning_log.csv"
     fp = fingerprint or ""
+    when = pd.Timestamp.now(tz="UTC") if looked_at is None else pd.Timestamp(looked_at)
+    when = when.tz_localize("UTC") if when.tzinfo is None else when.tz_convert("UTC")
+    look = when.strftime("%Y-%m-%dT%H:%M:%SZ")
     p = result.primary(result.decision.variant) if result.decision.variant else result.primary()
+    guards = getattr(result, "guardrails", pd.DataFrame())
+    guard_json = {f"{g.metric}@{g.variant}": {
+        "status": g.status, "bad_direction": g.bad_direction,
+        "margin_abs": g.margin_abs, "abs_ci": [g.abs_ci_low, g.abs_ci_high]}
+        for g in guards.itertuples()} if len(guards) else {}
+    horizon = getattr(result, "horizon", {}) or {}
     row = {"experiment_id": result.experiment_id, "source_fingerprint": fp,
-           "name": result.name, "hypothesis": result.hypothesis,
+           "looked_at": look, "name": result.name, "hypothesis": result.hypothesis,
            "decision": result.decision.verdict,
            "variant": p.variant, "primary_metric": p.metric, "abs_diff": p.abs_diff,
            "abs_ci_low": p.abs_ci_low, "abs_ci_high": p.abs_ci_high, "rel_lift": p.rel_lift,
            "rel_ci_low": p.rel_ci_low, "rel_ci_high": p.rel_ci_high,
            "p_adjusted": p.p_adjusted, "srm_p_value": result.srm_p_value,
            "customers": sum(result.counts.values()),
-           "data_end": str(result.data_end.date()), "reason": result.decision.reason}
+           "data_end": str(result.data_end.date()), "horizon": horizon.get("text", ""),
+           "guardrails": json.dumps(json.loads(dumps(guard_json)), sort_keys=True),
+           "parameters": json.dumps(json.loads(dumps(getattr(result, "parameters", {}))),
+                                    sort_keys=True),
+           "reason": result.decision.reason}
     if path.exists():
-        log = pd.read_csv(path, dtype={"experiment_id": str, "source_fingerprint": str})
-        # A log written before fingerprints were recorded has no such column: its rows
-        # keep an empty fingerprint (an unknown source) and are never replaced by a keyed row.
-        log = log.reindex(columns=LOG_COLUMNS)
-        log["source_fingerprint"] = ["" if pd.isna(v) else str(v)
-                                     for v in log["source_fingerprint"]]
-        log = log[(log.experiment_id != result.experiment_id)
-                  | (log.source_fingerprint != fp)]
+        log = pd.read_csv(path, dtype=str, keep_default_na=False)
+        # A log written before these columns existed keeps its rows, with them empty (an
+        # unknown source or look time): they never share a key with a new row.
+        log = log.reindex(columns=LOG_COLUMNS, fill_value="")
+        same = ((log.experiment_id == result.experiment_id) & (log.source_fingerprint == fp)
+                & (log.looked_at == look))
+        log = log[~same]
     else:
         log = pd.DataFrame(columns=LOG_COLUMNS)
-    new = pd.DataFrame([row], columns=LOG_COLUMNS)
-    log = new if log.empty else pd.concat([log, new], ignore_index=True)
-    log = log.sort_values(["experiment_id", "source_fingerprint"]).reset_index(drop=True)
     buf = io.StringIO()
-    log.to_csv(buf, index=False, float_format="%.6g")
+    pd.DataFrame([row], columns=LOG_COLUMNS).to_csv(buf, index=False, float_format="%.6g")
+    new = pd.read_csv(io.StringIO(buf.getvalue()), dtype=str, keep_default_na=False)
+    log = new if log.empty else pd.concat([log, new], ignore_index=True)
+    log = log.sort_values(LOG_KEY, kind="mergesort").reset_index(drop=True)
+    buf = io.StringIO()
+    log.to_csv(buf, index=False)
     atomic_write(path, buf.getvalue())
+    for c in _LOG_NUMERIC:  # the file holds text; the returned table holds numbers
+        log[c] = pd.to_numeric(log[c].replace("", np.nan))
     return log
+
+
+_LOG_NUMERIC = ["abs_diff", "abs_ci_low", "abs_ci_high", "rel_lift", "rel_ci_low",
+                "rel_ci_high", "p_adjusted", "srm_p_value", "customers"]
 
 
 def experiment_ids(source: Source) -> list[str]:
@@ -1423,6 +1840,21 @@ def next_test(result: ExperimentResult, breakdowns: Sequence[Segmented] = ()) ->
               if not pd.isna(h.p_value) and h.p_value < result.alpha]
     if d.verdict == "ship":
         lines.append(f"Ship {d.variant}, then test the next change on the same primary metric.")
+    elif d.verdict == "keep running":
+        lines.append(f"Keep {result.experiment_id} running to its planned horizon "
+                     f"({result.horizon.get('text', '')}); decide then, or earlier only on the "
+                     "always-valid test.")
+    elif d.verdict == "keep testing" and (result.guardrails.status == "inconclusive").any() \
+            and not result.effects.query("role == 'primary' and reported and "
+                                         "p_adjusted < @result.alpha and abs_diff > 0").empty:
+        g = result.guardrails[result.guardrails.status == "inconclusive"]
+        need = [f"{r.metric} about {int(r.customers_per_arm_needed):,} customers per arm"
+                for r in g.itertuples() if pd.notna(r.customers_per_arm_needed)]
+        pw = result.parameters.get("power", 0.8)
+        lines.append("The primary metric improved, but harm beyond the guardrail margin is not "
+                     "ruled out for " + ", ".join(g.metric.unique()) + "."
+                     + (f" To rule it out (if there is no true harm, with power {pw:.0%}): "
+                        + "; ".join(need) + "." if need else ""))
     elif d.verdict == "keep testing" and len(plan):
         p = plan.iloc[0]
         # a relative MDE needs a positive control level, the days a finite sample size
@@ -1438,10 +1870,11 @@ def next_test(result: ExperimentResult, breakdowns: Sequence[Segmented] = ()) ->
     else:
         lines.append("Drop this change; record the learning and test a different hypothesis.")
     for s, h in hetero:
-        best = s.frame[(s.frame.variant == h.variant)].dropna(subset=["abs_diff"])
+        # only where the interaction test says so, and on the shrunk estimates
+        best = s.frame[(s.frame.variant == h.variant)].dropna(subset=["shrunk_diff"])
         if len(best):
-            top = best.sort_values("abs_diff", ascending=False).iloc[0]
+            top = best.sort_values("shrunk_diff", ascending=False).iloc[0]
             lines.append(f"The effect differs by {s.by} (Cochran's Q p = {h.p_value:.2g}); it "
-                         f"is largest for {top.group} ({top.abs_diff:+.3g}): a follow-up "
-                         f"targeted at that group is worth testing.")
+                         f"is largest for {top.group} ({top.shrunk_diff:+.3g}, shrunk): a "
+                         f"follow-up targeted at that group is worth testing.")
     return " ".join(lines)

@@ -334,3 +334,79 @@ def adjust_pvalues(p: np.ndarray | Sequence[float], method: str = "holm") -> np.
     res[order] = np.minimum(adj, 1.0)
     out[ok] = res
     return out
+
+
+def eb_shrink(effects: np.ndarray | Sequence[float], ses: np.ndarray | Sequence[float]
+              ) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """Empirical-Bayes (normal-normal) shrinkage of subgroup effects towards their mean.
+
+    Model: ``y_i ~ N(theta_i, s_i^2)``, ``theta_i ~ N(mu, tau^2)``. ``tau^2`` is the
+    method-of-moments (DerSimonian-Laird) estimate
+    ``max(0, (Q - (k - 1)) / (sum w - sum w^2 / sum w))`` with ``w = 1 / s^2`` and Cochran's
+    ``Q``; ``mu`` is the random-effects mean ``sum w* y / sum w*``, ``w* = 1 / (s^2 + tau^2)``.
+    Each effect is pulled towards ``mu`` by ``B_i = s_i^2 / (s_i^2 + tau^2)``:
+    ``theta_i = mu + (1 - B_i) (y_i - mu)``, with standard error
+    ``sqrt((1 - B_i) s_i^2 + B_i^2 / sum w*)`` (the posterior variance given ``tau^2`` plus
+    the uncertainty of ``mu``; the uncertainty of ``tau^2`` itself is ignored). With
+    ``tau^2 = 0`` every group gets the pooled estimate.
+
+    Parameters
+    ----------
+    effects, ses : array-like
+        Subgroup estimates and their standard errors (same units, e.g. a difference in
+        conversion rate); standard errors must be positive.
+
+    Returns
+    -------
+    (shrunk estimates, their standard errors, tau^2, mu)
+    """
+    y = np.asarray(effects, float)
+    s2 = np.asarray(ses, float) ** 2
+    if len(y) == 0:
+        return np.array([]), np.array([]), float("nan"), float("nan")
+    if np.any(~(s2 > 0)):
+        raise ValueError("standard errors must be positive")
+    w = 1 / s2
+    fixed = (w * y).sum() / w.sum()
+    q = float((w * (y - fixed) ** 2).sum())
+    denom = w.sum() - (w**2).sum() / w.sum()
+    tau2 = max(0.0, (q - (len(y) - 1)) / denom) if denom > 0 else 0.0
+    ws = 1 / (s2 + tau2)
+    mu = float((ws * y).sum() / ws.sum())
+    b = s2 / (s2 + tau2)
+    shrunk = mu + (1 - b) * (y - mu)
+    se = np.sqrt((1 - b) * s2 + b**2 / ws.sum())
+    return shrunk, se, float(tau2), mu
+
+
+GUARDRAIL_STATUSES = ("pass", "inconclusive", "fail")
+
+
+def guardrail_status(ci_low: float, ci_high: float, bad: str, margin: float) -> str:
+    """Status of a guardrail from the interval of its difference (treatment - control)
+    against a non-inferiority margin.
+
+    ``harm`` is the difference oriented so that positive is bad (``bad="increase"``: the
+    difference itself; ``"decrease"``: its negative). With the harm interval ``[L, U]`` and
+    the margin ``M >= 0`` (absolute, in the metric's units):
+
+    - ``"fail"``: ``L > 0``, the whole interval lies on the harmful side of zero
+      (significant harm at the interval's level, whatever its size: harm smaller than the
+      margin still fails, because it is a demonstrated harm);
+    - ``"pass"``: ``U < M``, harm of ``M`` or more is excluded ("no harm beyond M
+      detected"; a two-sided ``1 - alpha`` interval makes this a one-sided
+      non-inferiority test at ``alpha / 2``);
+    - ``"inconclusive"``: otherwise; the interval allows harm of ``M`` or more but does not
+      show harm. Also when an interval end is NaN, and (unless it fails) when the margin
+      is NaN (a relative margin without a positive control level).
+    """
+    if bad not in ("increase", "decrease"):
+        raise ValueError(f"bad direction must be 'increase' or 'decrease', not {bad!r}")
+    lo, hi = (ci_low, ci_high) if bad == "increase" else (-ci_high, -ci_low)
+    if np.isnan(lo) or np.isnan(hi):
+        return "inconclusive"
+    if lo > 0:
+        return "fail"
+    if not np.isnan(margin) and hi < margin:
+        return "pass"
+    return "inconclusive"
