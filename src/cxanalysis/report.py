@@ -235,6 +235,7 @@ def run_reports(
     notebooks_dir: str | os.PathLike[str] = "notebooks",
     per_notebook: Mapping[str, Mapping[str, Any]] | None = None,
     echo: bool = True,
+    mapping: str | os.PathLike[str] | None = None,
 ) -> list[ReportResult]:
     """Execute notebooks and write their reports; see the module docstring.
 
@@ -255,6 +256,9 @@ def run_reports(
         ``{notebook name: {parameter: value}}``; each name must be known to that notebook.
     echo : bool
         Print a progress line per notebook.
+    mapping : path-like or str, optional
+        Mapping file or preset name for the source (sets the ``mapping`` parameter; a file
+        made absolute). Checked before anything runs.
 
     Raises
     ------
@@ -276,6 +280,14 @@ def run_reports(
         if not src.exists():
             raise ReportError(f"source {src} does not exist")
         common["source"] = str(src)
+    if mapping is not None:
+        from cxanalysis.data import CXDataError
+        from cxanalysis.mapping import mapping_parameter
+
+        try:
+            common["mapping"] = mapping_parameter(mapping)
+        except CXDataError as exc:
+            raise ReportError(str(exc)) from exc
 
     plans: list[tuple[Path, dict[str, Any], dict[str, Any]]] = []
     problems: list[str] = []
@@ -421,7 +433,8 @@ def main(args: argparse.Namespace) -> int:
             file_common, per = split_params_file(data, names)
             params = {**file_common, **params}  # the command line wins over the file
         results = run_reports(args.notebooks, source=args.source, params=params, out=args.out,
-                              notebooks_dir=nb_dir, per_notebook=per)
+                              notebooks_dir=nb_dir, per_notebook=per,
+                              mapping=getattr(args, "mapping", None))
     except ReportError as exc:
         print(f"error: {exc}", flush=True)
         return 2
