@@ -286,6 +286,13 @@ def run_reports(
 
         try:
             common["mapping"] = mapping_parameter(mapping)
+            if "source" in common:
+                # Files, tables and columns the mapping names are checked against the source
+                # here (schema only, no data scanned), so that a wrong entry stops the run
+                # before any report is replaced by a failed one.
+                from cxanalysis.data import open_source
+
+                open_source(common["source"], mapping=common["mapping"], validate=False).close()
         except CXDataError as exc:
             raise ReportError(str(exc)) from exc
 
