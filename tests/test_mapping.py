@@ -152,6 +152,36 @@ def test_validate_date_only_values_are_not_read_as_offsets(tmp_path: Path) -> No
                   pd.Timestamp("1997-01-02 11:00", tz="UTC")]
 
 
+def test_parquet_dates_and_naive_timestamps_follow_the_same_rule(tmp_path: Path) -> None:
+    folder = tmp_path / "s"
+    folder.mkdir()
+    pd.DataFrame({"customer_id": ["c1", "c2"], "event": ["visit", "visit"],
+                  "ts": pd.to_datetime(["1997-01-01", "1997-07-01"]).date}
+                 ).to_parquet(folder / "events.parquet", index=False)
+    pd.DataFrame({"customer_id": ["c1"], "ts": [pd.Timestamp("1997-01-01 12:00")],
+                  "amount": [1.0]}).to_parquet(folder / "orders.parquet", index=False)
+    found = {(p.table, p.column, p.rule): p.rows for p in validate(folder).errors}
+    assert found == {("events", "ts", "date without time zone"): 2,
+                     ("orders", "ts", "naive timestamp"): 1}
+    src = open_source(folder, mapping={"timezone": "Europe/London"})
+    assert src.table("events").order_by("ts").ts.execute().tolist() == [
+        pd.Timestamp("1997-01-01 00:00", tz="UTC"), pd.Timestamp("1997-06-30 23:00", tz="UTC")]
+    assert src.table("orders").ts.execute().tolist() == [pd.Timestamp("1997-01-01 12:00",
+                                                                      tz="UTC")]
+
+
+def test_source_fingerprint_includes_the_mapping(tmp_path: Path) -> None:
+    folder = _export(tmp_path / "export")
+    other = tmp_path / "other"
+    other.mkdir()
+    a = open_source(folder, mapping=_mapping(tmp_path)).fingerprint
+    (other / "same.yaml").write_text(PINNED)
+    assert open_source(folder, mapping=other / "same.yaml").fingerprint == a  # name ignored
+    shifted = _mapping(other, PINNED.replace("Europe/Berlin", "UTC"))
+    assert open_source(folder, mapping=shifted).fingerprint != a
+    assert len(a) == 16
+
+
 def test_validate_empty_folder_is_an_error(tmp_path: Path) -> None:
     """Issue 11 item 18: an empty folder (or wrongly cased names) printed "OK: " and exit 0."""
     empty = tmp_path / "empty"
@@ -200,6 +230,14 @@ def test_mapping_errors_name_the_entry(tmp_path: Path, text: str, entry: str,
                          capture_output=True, text=True)
     assert run.returncode == 2 and message in run.stderr
     assert sorted(p.name for p in folder.iterdir()) == ["clicks.csv", "orders.csv"]
+
+
+def test_a_preset_on_a_folder_without_its_file_names_the_entry(tmp_path: Path) -> None:
+    folder = _export(tmp_path / "export")  # clicks.csv, orders.csv: no events.* file
+    with pytest.raises(CXDataError, match=r"preset ga4: tables.events.from: no file or folder "
+                                          r"'events' \(events.parquet, events/ or events.csv\)"
+                                          r" in .* \(found: clicks.csv, orders.csv\)"):
+        open_source(folder, mapping="ga4")
 
 
 def test_mapping_file_or_preset_must_exist(tmp_path: Path) -> None:

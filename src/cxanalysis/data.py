@@ -19,8 +19,10 @@ Example
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
+import json
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -208,7 +210,15 @@ class Source:
 
     @property
     def fingerprint(self) -> str:
-        return fingerprint(self.path)
+        """:func:`fingerprint` of the files, combined with the mapping's content when the
+        source was opened with one (the same files read through another mapping are other
+        data); the mapping's file name does not count."""
+        if self.mapping is None:
+            return fingerprint(self.path)
+        spec = dataclasses.asdict(self.mapping)
+        spec.pop("name")
+        text = fingerprint(self.path) + json.dumps(spec, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def close(self) -> None:
         """Release the DuckDB connection (and the read-only attachment of a database)."""
@@ -318,7 +328,7 @@ def _connect(path: Path, mapping: Mapping | None = None
             wanted = tm.source if tm and tm.source else name
             if wanted in present:
                 raw[name] = f"SELECT *, (rowid) AS {_ROW} FROM src.main.{_ident(wanted)}"
-            elif tm and tm.source:
+            elif tm:  # the mapping describes this table: it must be there
                 raise CXDataError(
                     f"{mapping.entry('tables', name, 'from')}: the database {path} has no "
                     f"table {wanted!r} (tables: {', '.join(sorted(present)) or 'none'})")
@@ -336,10 +346,12 @@ def _connect(path: Path, mapping: Mapping | None = None
                         raise CXDataError(f"{mapping.entry('tables', name, 'from')}: "
                                           f"{exc}") from exc
                     raise
-            elif tm and tm.source:
+            elif tm:  # the mapping describes this table: it must be there
                 raise CXDataError(
                     f"{mapping.entry('tables', name, 'from')}: no file or folder "
-                    f"{wanted!r} in {path} (found: {_listing(path)})")
+                    f"{wanted!r}" + ("" if tm.source else
+                                     f" ({wanted}.parquet, {wanted}/ or {wanted}.csv)")
+                    + f" in {path} (found: {_listing(path)})")
     else:
         raise CXDataError(f"source {path} does not exist (expected a folder of Parquet/CSV "
                           "files or a DuckDB database file)")
@@ -453,10 +465,10 @@ def _create_raw_views(source: Source, raw: dict[str, str]) -> None:
                 f"'{UNSPECIFIED_CHANNEL}' (map a column, or set a constant in the mapping)")
             source.derived_columns.setdefault(name, set()).add("channel")
         if name == "orders" and "order_id" not in cols:
-            # A file's row number identifies its row; a folder of files has no single
-            # numbering, so there the scan order numbers the rows.
-            rownum = (_ROW if "file_row_number" not in raw[name] or "*.parquet" not in raw[name]
-                      else "(row_number() OVER () - 1)")
+            # A file's row number identifies its row; a folder of Parquet files numbers rows
+            # per file, so there the scan order numbers them.
+            parts = "file_row_number" in raw[name] and "*.parquet" in raw[name]
+            rownum = "(row_number() OVER () - 1)" if parts else _ROW
             extra.append(f"'row ' || CAST({rownum} AS VARCHAR) AS order_id")
             source.derived.append(
                 f"orders.order_id: {where} has no order id; each row is one order, "
@@ -681,6 +693,12 @@ def _validate(source: Source, types: dict[str, dict[str, str]],
         spec: Table = TABLES[name]
         raw_types = types[name]
         derived = source.derived_columns.get(name, set())
+        if name == "customers" and {"customer_id", "signup_date"} <= derived:
+            # Derived from the validated tables, unique and complete by construction:
+            # checking it would only rescan them.
+            report.row_counts[name] = int(
+                con.raw_sql('SELECT count(*) FROM "__raw_customers"').fetchone()[0])
+            continue
         present = [c for c in spec.columns if c.name in raw_types]
         for col in spec.columns:
             if col.required and col.name not in raw_types:
@@ -706,11 +724,17 @@ def _validate(source: Source, types: dict[str, dict[str, str]],
                                f"cannot be read as {col.kind}"))
             elif col.kind == "timestamp" and tz is not None:
                 pass  # typed values, naive ones read in the mapping's time zone
+            elif col.kind == "timestamp" and rtype == "DATE":
+                checks.append((col, "date without time zone", f"{raw} IS NOT NULL",
+                               "stored as DATE: a day in some time zone, not an instant; set "
+                               "`timezone:` in a mapping (--mapping) to read it as midnight "
+                               "there"))
             elif col.kind == "timestamp" and (rtype.startswith("TIMESTAMP")
-                                              and "TIME ZONE" not in rtype or rtype == "DATE"):
+                                              and "TIME ZONE" not in rtype):
                 checks.append((col, "naive timestamp", f"{raw} IS NOT NULL",
                                f"stored as {rtype} without a time zone; store UTC instants "
-                               "(TIMESTAMP WITH TIME ZONE, or text ending in Z/+00:00)"))
+                               "(TIMESTAMP WITH TIME ZONE, or text ending in Z/+00:00), or "
+                               "set `timezone:` in a mapping (--mapping)"))
             elif col.kind == "timestamp" and not rtype.startswith("TIMESTAMP WITH TIME ZONE"):
                 checks.append((col, "naive timestamp",
                                f"{raw} IS NOT NULL AND {text} <> '' AND "
