@@ -360,7 +360,7 @@ def _connect(path: Path, mapping: Mapping | None = None
     return con, raw
 
 
-def _no_tables_error(path: Path, mapping: Mapping | None) -> CXDataError:
+def _no_tables_error(path: Path) -> CXDataError:
     expected = ", ".join(f"{n}.parquet/.csv" for n in TABLES)
     if path.is_file():
         return CXDataError(f"source {path} holds no table of the data contract: expected "
@@ -636,7 +636,7 @@ def open_source(
     con, raw = _connect(path, mp)
     if not raw:
         con.disconnect()
-        raise _no_tables_error(path, mp)
+        raise _no_tables_error(path)
     source = Source(path=path, con=con, names=tuple(n for n in TABLES if n in raw),
                     mapping=mp)
     try:

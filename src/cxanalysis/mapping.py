@@ -230,6 +230,10 @@ def load_mapping(spec: str | os.PathLike[str] | MappingABC[str, Any] | Mapping |
                  ) -> Mapping | None:
     """Read and check a mapping: a YAML file path, a preset name, a dict, or None.
 
+    ``extends: PRESET_OR_FILE`` is resolved first (a file name relative to the extending
+    file, else to the working directory): the base's tables are merged with this mapping's,
+    key by key, ``columns`` and ``constants`` entry by entry; ``timezone`` is replaced.
+
     Raises
     ------
     CXDataError
@@ -253,7 +257,10 @@ def load_mapping(spec: str | os.PathLike[str] | MappingABC[str, Any] | Mapping |
                          "(or the chain loops)")
         seen.add(base)
         near = Path(name).parent / base  # a file named relative to the extending file
-        base_data, _ = _raw(str(near) if Path(name).is_file() and near.is_file() else base)
+        base_data, base_name = _raw(str(near) if Path(name).is_file() and near.is_file()
+                                    else base)
+        if not isinstance(base_data or {}, MappingABC):
+            raise _error(f"mapping {base_name}: expected keys timezone/tables at the top level")
         data = _merge(dict(base_data or {}), data)
     data.pop("extends", None)
     m = Mapping(name=name)
