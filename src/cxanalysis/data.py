@@ -411,11 +411,11 @@ def _mapped_select(con: ibis.BaseBackend, name: str, tm: TableMapping | None,
                    mapping: Mapping | None) -> tuple[str, list[tuple[str, str]]]:
     """SELECT list of ``__raw_NAME`` over ``__src_NAME``: contract names per the mapping,
     other columns passed through; and the (column, expectation) of parsed expressions."""
+    if tm is None:
+        return "*", []
     src_types = _column_types(con, f"__src_{name}")
     src_cols = [c for c in src_types if c != _ROW]
     spec = TABLES[name]
-    if tm is None:
-        return "*", []
     select: list[str] = []
     exprs: list[tuple[str, str]] = []
     consumed: set[str] = set()
