@@ -240,6 +240,11 @@ def test_a_preset_on_a_folder_without_its_file_names_the_entry(tmp_path: Path) -
         open_source(folder, mapping="ga4")
 
 
+def test_timezone_names_are_matched_case_insensitively() -> None:
+    assert load_mapping({"timezone": "utc"}).timezone == "UTC"
+    assert load_mapping({"timezone": "europe/berlin"}).timezone == "Europe/Berlin"
+
+
 def test_mapping_file_or_preset_must_exist(tmp_path: Path) -> None:
     with pytest.raises(CXDataError, match="no such file, and not a preset"):
         load_mapping(tmp_path / "nope.yaml")

@@ -211,19 +211,21 @@ def _rule(m: Mapping, table: str, col: str, value: Any) -> ColumnRule:
     return ColumnRule(names(value))
 
 
-def check_timezone(name: str, where: str) -> None:
-    """Raise :class:`CXDataError` unless DuckDB knows the IANA zone ``name``."""
+def check_timezone(name: str, where: str) -> str:
+    """The canonical spelling of the IANA zone ``name`` (matched case-insensitively, so
+    ``utc`` is ``UTC``); a :class:`CXDataError` naming ``where`` unless DuckDB knows it."""
     import duckdb
 
     if not isinstance(name, str) or not name:
         raise _error(f"{where}: expected an IANA time zone name such as UTC or "
                      f"Europe/Berlin, got {name!r}")
     with duckdb.connect() as con:
-        known = con.execute("SELECT count(*) FROM pg_timezone_names() WHERE name = ?",
-                            [name]).fetchone()[0]
-    if not known:
+        found = con.execute("SELECT min(name) FROM pg_timezone_names() "
+                            "WHERE lower(name) = lower(?)", [name]).fetchone()[0]
+    if found is None:
         raise _error(f"{where}: unknown time zone {name!r} (use an IANA name such as UTC, "
                      "Europe/Berlin or America/New_York)")
+    return str(found)
 
 
 def load_mapping(spec: str | os.PathLike[str] | MappingABC[str, Any] | Mapping | None
@@ -270,7 +272,7 @@ def load_mapping(spec: str | os.PathLike[str] | MappingABC[str, Any] | Mapping |
                      f"(known: {sorted(_TOP_KEYS)})")
     tz = data.get("timezone")
     if tz is not None:
-        check_timezone(tz, m.entry("timezone"))
+        tz = check_timezone(tz, m.entry("timezone"))
     tables_raw = data.get("tables") or {}
     if not isinstance(tables_raw, MappingABC):
         raise _error(f"{m.entry('tables')}: expected contract table: entry")
