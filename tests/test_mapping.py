@@ -548,3 +548,85 @@ def test_report_with_a_broken_mapping_writes_nothing(tmp_path: Path, world_path:
     assert message in run.stdout + run.stderr
     assert sorted(p.name for p in out.iterdir()) == ["00_data_overview.html"]
     assert (out / "00_data_overview.html").read_text() == "previous report"
+
+
+# --------------------------------------------------------------------------- a world exported
+# The synthetic world as a plain export: no customers table, events as a CSV with its own
+# column names and naive wall-clock times in Asia/Kolkata (UTC+05:30); other tables as they
+# are (contract names need no mapping).
+
+KOLKATA = """timezone: Asia/Kolkata
+tables:
+  events:
+    from: clicks.csv
+    columns: {customer_id: user_id, ts: local_time, event: action, channel: touchpoint}
+"""
+
+
+@pytest.fixture(scope="module")
+def exported_world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    from cxanalysis.synth import generate
+
+    world = Path(generate(400, seed=7, out=tmp_path_factory.mktemp("world")))
+    export = tmp_path_factory.mktemp("export")
+    for name in ("orders", "feedback", "assignments", "experiments"):
+        (export / f"{name}.parquet").write_bytes((world / f"{name}.parquet").read_bytes())
+    ev = pd.read_parquet(world / "events.parquet")
+    pd.DataFrame({
+        "user_id": ev["customer_id"],
+        "local_time": ev["ts"].dt.tz_convert("Asia/Kolkata").dt.strftime("%Y-%m-%d %H:%M:%S.%f"),
+        "action": ev["event"], "touchpoint": ev["channel"], "stage": ev["stage"],
+    }).to_csv(export / "clicks.csv", index=False)
+    mapping = export.parent / f"{export.name}.yaml"
+    mapping.write_text(KOLKATA)
+    return world, export, mapping
+
+
+def test_exported_world_reads_back_the_same_instants(exported_world) -> None:
+    world, export, mapping = exported_world
+    src = open_source(export, mapping=mapping)
+    got = src.table("events").ts.execute().sort_values().reset_index(drop=True)
+    want = pd.read_parquet(world / "events.parquet")["ts"].sort_values().reset_index(drop=True)
+    assert (got == want).all()  # naive Kolkata wall clock -> the original UTC instants, to 1 µs
+    # Derived signup: the Kolkata day of each customer's first activity in any table.
+    acts = [pd.read_parquet(world / f"{n}.parquet", columns=["customer_id", c])
+            .rename(columns={c: "t"}) for n, c in (("events", "ts"), ("orders", "ts"),
+                                                    ("feedback", "ts"),
+                                                    ("assignments", "assigned_at"))]
+    first = pd.concat(acts).groupby("customer_id")["t"].min().dt.tz_convert("Asia/Kolkata")
+    cust = src.table("customers").execute().set_index("customer_id")["signup_date"]
+    assert (pd.to_datetime(cust).dt.date.sort_index() == first.dt.date.sort_index()).all()
+
+
+@pytest.fixture(scope="module")
+def exported_world_reports(exported_world, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    _, export, mapping = exported_world
+    out = tmp_path_factory.mktemp("reports")
+    subprocess.run([*RUN, "report", "--source", str(export), "--mapping", str(mapping),
+                    "--out", str(out), "--notebooks-dir", str(ROOT / "notebooks"),
+                    # no learning-log row in the repository's reports/ from a test run
+                    "-p", "learning_log=null"],
+                   capture_output=True, text=True, timeout=1800)
+    return {p.name.split(".")[0]: json.loads(p.read_text())
+            for p in out.glob("*.results.json")}
+
+
+@pytest.mark.parametrize("notebook", ["00_data_overview", "02_journey_funnel"])
+def test_exported_world_notebooks_run_with_the_mapping(exported_world_reports: dict,
+                                                       notebook: str) -> None:
+    res = exported_world_reports[notebook]
+    assert res["status"] == "OK", res.get("error")
+    assert res["parameters"]["mapping"].endswith(".yaml")
+
+
+_NO_DEMOGRAPHIC_COLUMNS = ("issue 10 item 3 (sections degrade; helpers H5/H2): the default "
+                           "segment columns (age_band, income_band) are not in a derived "
+                           "customers table")
+
+
+@pytest.mark.xfail(strict=False, reason=_NO_DEMOGRAPHIC_COLUMNS)
+@pytest.mark.parametrize("notebook", ["01_segments_vs_personas", "03_test_and_learn"])
+def test_exported_world_notebooks_without_demographics(exported_world_reports: dict,
+                                                       notebook: str) -> None:
+    res = exported_world_reports[notebook]
+    assert res["status"] == "OK", res.get("error")
