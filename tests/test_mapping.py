@@ -240,6 +240,14 @@ def test_a_preset_on_a_folder_without_its_file_names_the_entry(tmp_path: Path) -
         open_source(folder, mapping="ga4")
 
 
+def test_malformed_table_entries_are_errors_not_crashes() -> None:
+    with pytest.raises(CXDataError, match=r"mapping dict: tables.events: expected keys "
+                                          r"from/columns/constants"):
+        load_mapping({"extends": "ga4", "tables": {"events": "clicks.csv"}})
+    with pytest.raises(CXDataError, match=r"tables.events.columns.ts: expected a source column"):
+        load_mapping({"tables": {"events": {"columns": {"ts": 5}}}})
+
+
 def test_timezone_names_are_matched_case_insensitively() -> None:
     assert load_mapping({"timezone": "utc"}).timezone == "UTC"
     assert load_mapping({"timezone": "europe/berlin"}).timezone == "Europe/Berlin"

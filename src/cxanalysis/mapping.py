@@ -168,9 +168,13 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)  # keeps the base's own ``extends``, resolved next
     if "timezone" in over:
         out["timezone"] = over["timezone"]
-    tables = {k: dict(v or {}) for k, v in (base.get("tables") or {}).items()}
+    tables = {k: dict(v) if isinstance(v, MappingABC) else v
+              for k, v in (base.get("tables") or {}).items()}
     for tname, entry in (over.get("tables") or {}).items():
-        cur = tables.setdefault(tname, {})
+        cur = tables.get(tname)
+        if not isinstance(entry, MappingABC) or not isinstance(cur, dict):
+            tables[tname] = entry  # nothing to merge: checked as it stands
+            continue
         for key, value in (entry or {}).items():
             if key in ("columns", "constants") and isinstance(value, MappingABC):
                 cur[key] = {**(cur.get(key) or {}), **value}
