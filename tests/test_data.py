@@ -122,11 +122,23 @@ def test_missing_required_table_is_named(tmp_path: Path) -> None:
 
 
 def test_missing_required_column(tmp_path: Path) -> None:
-    path = write_source(tmp_path / "s", events=_events().drop(columns=["channel"]))
+    path = write_source(tmp_path / "s", events=_events().drop(columns=["event"]))
     found = problems(path)
-    assert ("events", "channel", "missing required column") in found
-    with pytest.raises(CXDataError, match="events.channel: missing required column"):
+    assert ("events", "event", "missing required column") in found
+    with pytest.raises(CXDataError, match="events.event: missing required column"):
         open_source(path, now=NOW)
+
+
+def test_channel_and_order_id_are_derived_when_an_export_lacks_them(tmp_path: Path) -> None:
+    path = write_source(tmp_path / "s", events=_events().drop(columns=["channel"]),
+                        orders=_orders().drop(columns=["order_id", "channel"]))
+    src = open_source(path, now=NOW)
+    assert set(src.table("events").channel.execute()) == {"unspecified"}
+    assert src.table("orders").order_id.execute().tolist() == ["row 0", "row 1"]
+    assert [d.split(":")[0] for d in src.derived] == ["events.channel", "orders.channel",
+                                                      "orders.order_id"]
+    assert src.validation is not None and src.validation.ok
+    assert "derived: orders.order_id" in src.validation.summary()
 
 
 def test_unparseable_values_are_counted_with_row_numbers(tmp_path: Path) -> None:

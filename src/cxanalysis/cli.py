@@ -24,7 +24,7 @@ def _validate(args: argparse.Namespace) -> int:
     from cxanalysis.data import CXDataError, validate
 
     try:
-        report = validate(args.source)
+        report = validate(args.source, mapping=args.mapping)
     except CXDataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="validate a source against the data contract")
     p.add_argument("source", help="folder of Parquet/CSV files or a DuckDB database file")
+    p.add_argument("--mapping", help="mapping YAML file, or a preset (ga4, segment, "
+                   "amplitude): which file is which table, which column is which")
     p.set_defaults(func=_validate)
 
     p = sub.add_parser("report", help="run notebooks headlessly into HTML reports")
@@ -73,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
                    help="set a notebook parameter (YAML value); repeatable")
     p.add_argument("--params-file", help="YAML file of parameters")
+    p.add_argument("--mapping", help="mapping YAML file or preset for --source (sets every "
+                   "notebook's `mapping` parameter)")
     p.add_argument("--out", default="reports", help="output folder")
     p.add_argument("--notebooks-dir", default=None,
                    help="where notebooks live (default: ./notebooks, else the notebooks "

@@ -19,8 +19,10 @@ Example
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
+import json
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -30,11 +32,20 @@ import ibis
 import ibis.expr.datatypes as idt
 import pandas as pd
 
+from cxanalysis.mapping import EPOCH_UNITS, ColumnRule, Mapping, TableMapping, load_mapping
 from cxanalysis.schema import TABLES, Column, Table
 
 _DB_SUFFIXES = (".duckdb", ".db", ".ddb")
 _MAX_EXAMPLES = 5
 _ROW = "__cx_row"  # 0-based row number within the file, for error messages
+_HIDDEN = "__cx_"  # prefix of helper columns that never reach the typed views
+#: Value given to a ``channel`` column an export does not have (see ``Source.derived``).
+UNSPECIFIED_CHANNEL = "unspecified"
+#: Tables whose ``channel`` the contract derives when absent (schema ``Column.derived``).
+_DERIVED_CHANNEL = tuple(n for n, t in TABLES.items()
+                         if any(c.name == "channel" and c.derived for c in t.columns))
+_FILE_SUFFIXES = (".parquet", ".csv", ".tsv", ".txt", ".csv.gz", ".tsv.gz", ".txt.gz",
+                  ".json", ".jsonl", ".ndjson", ".json.gz", ".jsonl.gz", ".ndjson.gz")
 
 
 class CXDataError(ValueError):
@@ -87,6 +98,8 @@ class ValidationReport:
 
     problems: list[Problem] = field(default_factory=list)
     row_counts: dict[str, int] = field(default_factory=dict)
+    #: What the source lacks and was derived (``Source.derived``), shown as notes.
+    derived: list[str] = field(default_factory=list)
 
     @property
     def errors(self) -> list[Problem]:
@@ -111,11 +124,12 @@ class ValidationReport:
         return pd.DataFrame(rows, columns=cols)
 
     def summary(self) -> str:
+        notes = [f"derived: {d}" for d in self.derived]
         if not self.problems:
             tables = ", ".join(f"{t} ({n:,} rows)" for t, n in self.row_counts.items())
-            return f"OK: {tables}"
-        return "\n".join(p.message if p.severity == "error" else f"warning: {p.message}"
-                         for p in self.problems)
+            return "\n".join([f"OK: {tables}", *notes])
+        return "\n".join([*(p.message if p.severity == "error" else f"warning: {p.message}"
+                            for p in self.problems), *notes])
 
     def raise_for_errors(self) -> None:
         if self.errors:
@@ -136,12 +150,26 @@ class Source:
         Contract tables present in the source.
     validation : ValidationReport or None
         The report of :func:`validate`, when the source was validated on open.
+    mapping : Mapping or None
+        The mapping the source was opened with (:mod:`cxanalysis.mapping`).
+    derived : list of str
+        One sentence per table or column that the source does not hold and that was derived
+        (e.g. the ``customers`` table from the ids seen elsewhere); reports show them.
     """
 
     path: Path
     con: ibis.BaseBackend
     names: tuple[str, ...]
     validation: ValidationReport | None = None
+    mapping: Mapping | None = None
+    derived: list[str] = field(default_factory=list)
+    #: table -> contract columns that were derived rather than read (validation skips their
+    #: "missing value" rule: a customer with no activity has no first-activity date).
+    derived_columns: dict[str, set[str]] = field(default_factory=dict)
+    #: table -> raw column types of the (mapped) raw view, as validated.
+    raw_types: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: table -> (contract column, what was expected) of mapped expressions (epoch/format).
+    expressions: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
 
     def has(self, name: str) -> bool:
         return name in self.names
@@ -156,6 +184,7 @@ class Source:
                 f"source {self.path} has no table {name!r}: expected {name}.parquet, "
                 f"{name}.csv or a folder {name}/ of Parquet files"
                 + (" (or a table in the database)" if self.is_database else "")
+                + f", or a mapping entry tables.{name}.from"
                 + f". Tables found: {', '.join(self.names) or 'none'}."
             )
         return self.con.table(name)
@@ -181,7 +210,15 @@ class Source:
 
     @property
     def fingerprint(self) -> str:
-        return fingerprint(self.path)
+        """:func:`fingerprint` of the files, combined with the mapping's content when the
+        source was opened with one (the same files read through another mapping are other
+        data); the mapping's file name does not count."""
+        if self.mapping is None:
+            return fingerprint(self.path)
+        spec = dataclasses.asdict(self.mapping)
+        spec.pop("name")
+        text = fingerprint(self.path) + json.dumps(spec, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def close(self) -> None:
         """Release the DuckDB connection (and the read-only attachment of a database)."""
@@ -205,23 +242,69 @@ def _sql_str(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _raw_relation(path: Path, name: str) -> str | None:
-    """SQL for the raw relation of table ``name`` in folder ``path``, with a row number."""
-    parquet, csv, folder = path / f"{name}.parquet", path / f"{name}.csv", path / name
-    if parquet.exists():
-        return f"SELECT *, file_row_number AS {_ROW} FROM read_parquet({_sql_str(str(parquet))}, file_row_number=true)"
-    if folder.is_dir() and any(folder.glob("*.parquet")):
-        glob = _sql_str(str(folder / "*.parquet"))
-        return f"SELECT *, file_row_number AS {_ROW} FROM read_parquet({glob}, file_row_number=true)"
-    if csv.exists():
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _file_relation(file: Path) -> str:
+    """SQL for the raw relation of one file (or folder of Parquet/CSV files), with a row
+    number; a CXDataError for a kind of file DuckDB is not asked to read."""
+    lower = file.name.lower()
+    if file.is_dir():
+        if any(file.glob("*.parquet")):
+            glob = _sql_str(str(file / "*.parquet"))
+            return (f"SELECT *, file_row_number AS {_ROW} "
+                    f"FROM read_parquet({glob}, file_row_number=true)")
+        if any(file.glob("*.csv")):
+            glob = _sql_str(str(file / "*.csv"))
+            return (f"SELECT *, (row_number() OVER () - 1) AS {_ROW} "
+                    f"FROM read_csv({glob}, header=true, all_varchar=true)")
+        raise CXDataError(f"folder {file} holds no .parquet or .csv files")
+    if lower.endswith(".parquet"):
+        return (f"SELECT *, file_row_number AS {_ROW} "
+                f"FROM read_parquet({_sql_str(str(file))}, file_row_number=true)")
+    if lower.endswith((".csv", ".tsv", ".txt", ".csv.gz", ".tsv.gz", ".txt.gz")):
         # all_varchar: types are decided by the contract, not by a sniffer's guess, so that a
         # bad value is reported by column and row rather than failing the whole scan.
         return (f"SELECT *, (row_number() OVER () - 1) AS {_ROW} "
-                f"FROM read_csv({_sql_str(str(csv))}, header=true, all_varchar=true)")
+                f"FROM read_csv({_sql_str(str(file))}, header=true, all_varchar=true)")
+    if lower.endswith((".json", ".jsonl", ".ndjson", ".json.gz", ".jsonl.gz", ".ndjson.gz")):
+        return (f"SELECT *, (row_number() OVER () - 1) AS {_ROW} "
+                f"FROM read_json_auto({_sql_str(str(file))})")
+    raise CXDataError(f"cannot read {file.name}: expected one of "
+                      f"{', '.join(_FILE_SUFFIXES)} or a folder of Parquet/CSV files")
+
+
+def _find(path: Path, name: str) -> Path | None:
+    """The file holding ``name`` in folder ``path``: ``name`` itself when it has a known
+    suffix (or is a folder), else ``name.parquet``, a folder ``name/``, or ``name.csv``."""
+    exact = path / name
+    if exact.is_file() and exact.name.lower().endswith(_FILE_SUFFIXES):
+        return exact
+    parquet, csv, folder = path / f"{name}.parquet", path / f"{name}.csv", path / name
+    if parquet.exists():
+        return parquet
+    if folder.is_dir() and any(folder.glob("*.parquet")):
+        return folder
+    if csv.exists():
+        return csv
+    if exact.is_dir() and any(exact.glob("*.csv")):
+        return exact
     return None
 
 
-def _connect(path: Path) -> tuple[ibis.BaseBackend, dict[str, str]]:
+def _listing(path: Path) -> str:
+    if path.is_file():
+        return ""
+    names = sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir()
+                   if not p.name.startswith("."))
+    return ", ".join(names) or "nothing"
+
+
+def _connect(path: Path, mapping: Mapping | None = None
+             ) -> tuple[ibis.BaseBackend, dict[str, str]]:
+    """A DuckDB connection with a view ``__src_NAME`` per contract table found (the file
+    as it is, plus a row number); returns the relations by table name."""
     con = ibis.duckdb.connect()
     con.raw_sql("SET TimeZone = 'UTC'")
     # DuckDB takes up to 80% of RAM by default; a cap makes large jobs spill to disk instead
@@ -229,6 +312,7 @@ def _connect(path: Path) -> tuple[ibis.BaseBackend, dict[str, str]]:
     limit = os.environ.get("CX_DUCKDB_MEMORY_LIMIT")
     if limit:
         con.raw_sql(f"SET memory_limit = {_sql_str(limit)}")
+    mapped = mapping.tables if mapping else {}
     raw: dict[str, str] = {}
     if path.is_file():
         if path.suffix not in _DB_SUFFIXES:
@@ -240,24 +324,214 @@ def _connect(path: Path) -> tuple[ibis.BaseBackend, dict[str, str]]:
             "SELECT table_name FROM information_schema.tables WHERE table_catalog = 'src'"
         ).df()["table_name"])
         for name in TABLES:
-            if name in present:
-                raw[name] = f"SELECT *, (rowid) AS {_ROW} FROM src.main.{name}"
+            tm = mapped.get(name)
+            wanted = tm.source if tm and tm.source else name
+            if wanted in present:
+                raw[name] = f"SELECT *, (rowid) AS {_ROW} FROM src.main.{_ident(wanted)}"
+            elif tm:  # the mapping describes this table: it must be there
+                raise CXDataError(
+                    f"{mapping.entry('tables', name, 'from')}: the database {path} has no "
+                    f"table {wanted!r} (tables: {', '.join(sorted(present)) or 'none'})")
     elif path.is_dir():
         for name in TABLES:
-            rel = _raw_relation(path, name)
-            if rel is not None:
-                raw[name] = rel
+            tm = mapped.get(name)
+            wanted = tm.source if tm and tm.source else name
+            found = _find(path, wanted) if not Path(wanted).is_absolute() else (
+                Path(wanted) if Path(wanted).exists() else None)
+            if found is not None:
+                try:
+                    raw[name] = _file_relation(found)
+                except CXDataError as exc:
+                    if tm and tm.source:
+                        raise CXDataError(f"{mapping.entry('tables', name, 'from')}: "
+                                          f"{exc}") from exc
+                    raise
+            elif tm:  # the mapping describes this table: it must be there
+                raise CXDataError(
+                    f"{mapping.entry('tables', name, 'from')}: no file or folder "
+                    f"{wanted!r}" + ("" if tm.source else
+                                     f" ({wanted}.parquet, {wanted}/ or {wanted}.csv)")
+                    + f" in {path} (found: {_listing(path)})")
     else:
         raise CXDataError(f"source {path} does not exist (expected a folder of Parquet/CSV "
                           "files or a DuckDB database file)")
     for name, rel in raw.items():
-        con.raw_sql(f'CREATE OR REPLACE TEMP VIEW "__raw_{name}" AS {rel}')
+        con.raw_sql(f'CREATE OR REPLACE TEMP VIEW "__src_{name}" AS {rel}')
     return con, raw
+
+
+def _no_tables_error(path: Path) -> CXDataError:
+    expected = ", ".join(f"{n}.parquet/.csv" for n in TABLES)
+    if path.is_file():
+        return CXDataError(f"source {path} holds no table of the data contract: expected "
+                           f"tables named {', '.join(TABLES)}; pass --mapping to read "
+                           "tables with other names")
+    return CXDataError(
+        f"source {path} holds no table of the data contract: expected files named "
+        f"{expected} (or a folder NAME/ of Parquet files; names are case-sensitive), "
+        f"found: {_listing(path)}. Rename the files, or pass a mapping "
+        "(--mapping FILE, or a preset: ga4, segment, amplitude) saying which file is which "
+        "table.")
 
 
 def _column_types(con: ibis.BaseBackend, view: str) -> dict[str, str]:
     df = con.raw_sql(f'DESCRIBE SELECT * FROM "{view}"').df()
     return dict(zip(df["column_name"], df["column_type"].str.upper(), strict=True))
+
+
+def _rule_sql(rule: ColumnRule, src_types: dict[str, str], kind: str) -> tuple[str, str]:
+    """(SQL for the contract value, SQL for "the source held a value") of a mapped column."""
+    refs = [_ident(s) for s in rule.sources]
+    if len(refs) == 1:
+        value = refs[0]
+        present = f"({value} IS NOT NULL AND trim(CAST({value} AS VARCHAR)) <> '')"
+    else:
+        # First non-empty value: blanks count as missing (CSV exports write '' for NULL).
+        texts = [f"NULLIF(trim(CAST({r} AS VARCHAR)), '')" for r in refs]
+        types = {src_types[s] for s in rule.sources}
+        value = (f"coalesce({', '.join(refs)})" if len(types) == 1 and types != {"VARCHAR"}
+                 else f"coalesce({', '.join(texts)})")
+        present = f"(coalesce({', '.join(texts)}) IS NOT NULL)"
+    if rule.epoch:
+        per_s = EPOCH_UNITS[rule.epoch]
+        text = f"trim(CAST({value} AS VARCHAR))"
+        # Whole numbers are converted exactly in integers; fractions through a double.
+        micros = (f"coalesce(TRY_CAST(CASE WHEN regexp_matches({text}, '^-?\\d+$') THEN {text} "
+                  f"END AS BIGINT) * {1_000_000 // per_s}, CAST(round(TRY_CAST({text} AS DOUBLE)"
+                  f" * {1_000_000 / per_s!r}) AS BIGINT))")
+        value = f"timezone('UTC', make_timestamp({micros}))"
+    elif rule.format:
+        value = f"try_strptime(trim(CAST({value} AS VARCHAR)), {_sql_str(rule.format)})"
+        if kind == "date":
+            value = f"CAST({value} AS DATE)"
+    return value, present
+
+
+def _mapped_select(con: ibis.BaseBackend, name: str, tm: TableMapping | None,
+                   mapping: Mapping | None) -> tuple[str, list[tuple[str, str]]]:
+    """SELECT list of ``__raw_NAME`` over ``__src_NAME``: contract names per the mapping,
+    other columns passed through; and the (column, expectation) of parsed expressions."""
+    if tm is None:
+        return "*", []
+    src_types = _column_types(con, f"__src_{name}")
+    src_cols = [c for c in src_types if c != _ROW]
+    spec = TABLES[name]
+    select: list[str] = []
+    exprs: list[tuple[str, str]] = []
+    consumed: set[str] = set()
+    for col, rule in tm.columns.items():
+        missing = [s for s in rule.sources if s not in src_types]
+        if missing:
+            raise CXDataError(
+                f"{mapping.entry('tables', name, 'columns', col)}: source column "
+                f"{', '.join(map(repr, missing))} not found in {tm.source or name} "
+                f"(columns: {', '.join(src_cols)})")
+        value, present = _rule_sql(rule, src_types, spec.column(col).kind)
+        select.append(f"{value} AS {_ident(col)}")
+        consumed.update(rule.sources)
+        if rule.epoch or rule.format:
+            what = (f"epoch {rule.epoch} since 1970-01-01" if rule.epoch
+                    else f"format {rule.format}")
+            select.append(f"({present} AND {value} IS NULL) AS {_ident(_HIDDEN + 'bad_' + col)}")
+            exprs.append((col, f"cannot be read with {what} ({rule.describe()})"))
+    for col, value in tm.constants.items():
+        lit = "NULL" if value is None else _sql_str(str(value))
+        select.append(f"CAST({lit} AS VARCHAR) AS {_ident(col)}")
+    replaced = set(tm.columns) | set(tm.constants)
+    # Columns the mapping does not mention pass through unchanged; a source column named
+    # like a mapped contract column is replaced by the mapped value.
+    passthrough = [_ident(c) for c in src_cols if c not in consumed and c not in replaced]
+    return ", ".join([*select, *passthrough, _ROW]), exprs
+
+
+def _create_raw_views(source: Source, raw: dict[str, str]) -> None:
+    """``__raw_NAME``: the source table under contract names (mapping applied, derivable
+    columns derived), still untyped; validation reads it, typed views are built on it."""
+    con, mapping = source.con, source.mapping
+    for name in raw:
+        tm = mapping.tables.get(name) if mapping else None
+        select, exprs = _mapped_select(con, name, tm, mapping)
+        if exprs:
+            source.expressions[name] = exprs
+        con.raw_sql(f'CREATE OR REPLACE TEMP VIEW "__mapped_{name}" AS '
+                    f'SELECT {select} FROM "__src_{name}"')
+        cols = set(_column_types(con, f"__mapped_{name}"))
+        extra: list[str] = []
+        where = f"{tm.source or name}" if tm else name
+        if name in _DERIVED_CHANNEL and "channel" not in cols:
+            extra.append(f"{_sql_str(UNSPECIFIED_CHANNEL)} AS channel")
+            source.derived.append(
+                f"{name}.channel: {where} has no channel; every row is given channel "
+                f"'{UNSPECIFIED_CHANNEL}' (map a column, or set a constant in the mapping)")
+            source.derived_columns.setdefault(name, set()).add("channel")
+        if name == "orders" and "order_id" not in cols:
+            # A file's row number identifies its row; a folder of Parquet files numbers rows
+            # per file, so there the scan order numbers them.
+            parts = "file_row_number" in raw[name] and "*.parquet" in raw[name]
+            rownum = "(row_number() OVER () - 1)" if parts else _ROW
+            extra.append(f"'row ' || CAST({rownum} AS VARCHAR) AS order_id")
+            source.derived.append(
+                f"orders.order_id: {where} has no order id; each row is one order, "
+                "identified by its row number ('row 0', 'row 1', ...)")
+            source.derived_columns.setdefault(name, set()).add("order_id")
+        tail = (", " + ", ".join(extra)) if extra else ""
+        con.raw_sql(f'CREATE OR REPLACE TEMP VIEW "__raw_{name}" AS '
+                    f'SELECT *{tail} FROM "__mapped_{name}"')
+
+
+def _first_activity_sql(source: Source) -> str | None:
+    """SQL of (customer_id, date of first activity) over the typed tables, or None; the date
+    is taken in the mapping's time zone (the day the customer saw), else in UTC."""
+    parts = []
+    for name, col in (("events", "ts"), ("orders", "ts"), ("feedback", "ts"),
+                      ("assignments", "assigned_at")):
+        if name in source.names:
+            cols = _column_types(source.con, name)
+            if "customer_id" in cols and col in cols:
+                parts.append(f'SELECT customer_id, {col} AS t FROM "{name}" '
+                             "WHERE customer_id IS NOT NULL")
+    if not parts:
+        return None
+    tz = source.mapping.timezone if source.mapping else None
+    day = f"CAST(timezone({_sql_str(tz)}, min(t)) AS DATE)" if tz else "CAST(min(t) AS DATE)"
+    return (f"SELECT customer_id, {day} AS signup_date FROM ("
+            + " UNION ALL ".join(parts) + ") GROUP BY customer_id")
+
+
+def _zone(source: Source) -> str:
+    tz = source.mapping.timezone if source.mapping else None
+    return f"day in {tz}" if tz else "day in UTC"
+
+
+def _derive_customers(source: Source) -> None:
+    """The customers table, or its signup_date, from the activity in the other tables."""
+    con = source.con
+    first = _first_activity_sql(source)
+    if first is None:
+        return
+    tables = [n for n in ("events", "orders", "feedback", "assignments") if n in source.names]
+    if "customers" not in source.names:
+        con.raw_sql(
+            'CREATE OR REPLACE TEMP VIEW "__raw_customers" AS SELECT customer_id, signup_date, '
+            f"(row_number() OVER (ORDER BY customer_id) - 1) AS {_ROW} FROM ({first})")
+        source.names = tuple(n for n in TABLES if n in source.names or n == "customers")
+        source.derived.append(
+            "customers: the source has no customers table; it is derived from the customer "
+            f"ids seen in {', '.join(tables)}, with signup_date = the date of each "
+            f"customer's first activity there ({_zone(source)}; no demographics)")
+        source.derived_columns["customers"] = {"customer_id", "signup_date"}
+        _create_typed_view(source, "customers")
+    elif "signup_date" not in _column_types(con, "__raw_customers"):
+        con.raw_sql(
+            'CREATE OR REPLACE TEMP VIEW "__raw_customers" AS SELECT c.*, f.signup_date '
+            f'FROM "__mapped_customers" c LEFT JOIN ({first}) f '
+            "ON CAST(c.customer_id AS VARCHAR) = f.customer_id")
+        source.derived.append(
+            "customers.signup_date: not in the source; derived as the date of each "
+            f"customer's first activity in {', '.join(tables)} ({_zone(source)}; empty for "
+            "customers with none)")
+        source.derived_columns.setdefault("customers", set()).add("signup_date")
+        _create_typed_view(source, "customers")
 
 
 _TYPED_SQL = {
@@ -268,19 +542,31 @@ _TYPED_SQL = {
     "int": "BIGINT",
     "timestamp": "TIMESTAMPTZ",
 }
-_TZ_SUFFIX = r"(Z|z|[+-]\d\d(:?\d\d)?)$"
+# A UTC offset or zone name after a time of day. Requiring the time keeps the day of a
+# date-only value (1997-01-01: its "-01") from being read as an offset.
+_TZ_SUFFIX = r"\d:\d\d(:\d\d(\.\d+)?)?\s*(Z|z|UTC|GMT|[+-]\d\d(:?\d\d)?)$"
+_DATE_ONLY = r"^\d{4}-\d{1,2}-\d{1,2}$"
 
 
-def _typed_expr(col: Column, raw_type: str) -> str:
-    """SQL that casts raw column ``col`` to its contract type (NULL where unparseable)."""
+def _typed_expr(col: Column, raw_type: str, tz: str | None = None) -> str:
+    """SQL that casts raw column ``col`` to its contract type (NULL where unparseable).
+
+    Timestamps without a zone (naive values, dates, text without an offset) are read in
+    ``tz`` when given, else NULL (validation rejects them)."""
     q = f'"{col.name}"'
     if col.kind == "timestamp":
         if raw_type.startswith("TIMESTAMP WITH TIME ZONE"):
             return q
         if raw_type.startswith("TIMESTAMP") or raw_type == "DATE":
-            return "CAST(NULL AS TIMESTAMPTZ)"  # naive: rejected by validation
-        return (f"CASE WHEN regexp_matches(trim(CAST({q} AS VARCHAR)), '{_TZ_SUFFIX}') "
-                f"THEN TRY_CAST(trim(CAST({q} AS VARCHAR)) AS TIMESTAMPTZ) END")
+            if tz is None:
+                return "CAST(NULL AS TIMESTAMPTZ)"  # naive: rejected by validation
+            return f"timezone({_sql_str(tz)}, CAST({q} AS TIMESTAMP))"
+        text = f"trim(CAST({q} AS VARCHAR))"
+        zoned = f"TRY_CAST({text} AS TIMESTAMPTZ)"
+        local = ("NULL" if tz is None else
+                 f"timezone({_sql_str(tz)}, TRY_CAST({text} AS TIMESTAMP))")
+        return (f"CASE WHEN regexp_matches({text}, '{_TZ_SUFFIX}') THEN {zoned} "
+                f"ELSE {local} END")
     if raw_type == _TYPED_SQL[col.kind]:
         return q  # already the contract type: a cast would still cost a pass over the values
     if col.kind == "int":
@@ -288,24 +574,24 @@ def _typed_expr(col: Column, raw_type: str) -> str:
     return f"TRY_CAST({q} AS {_TYPED_SQL[col.kind]})"
 
 
-def _create_typed_views(con: ibis.BaseBackend, raw: dict[str, str]) -> dict[str, dict[str, str]]:
-    types: dict[str, dict[str, str]] = {}
-    for name in raw:
-        spec = TABLES[name]
-        raw_types = _column_types(con, f"__raw_{name}")
-        types[name] = raw_types
-        select = []
-        for col_name in raw_types:
-            if col_name == _ROW:
-                continue
-            if col_name in {c.name for c in spec.columns}:
-                col = spec.column(col_name)
-                select.append(f'{_typed_expr(col, raw_types[col_name])} AS "{col_name}"')
-            else:
-                select.append(f'"{col_name}"')
-        con.raw_sql(f'CREATE OR REPLACE TEMP VIEW "{name}" AS SELECT {", ".join(select)} '
-                    f'FROM "__raw_{name}"')
-    return types
+def _create_typed_view(source: Source, name: str) -> None:
+    con = source.con
+    spec = TABLES[name]
+    tz = source.mapping.timezone if source.mapping else None
+    raw_types = _column_types(con, f"__raw_{name}")
+    source.raw_types[name] = raw_types
+    known = {c.name for c in spec.columns}
+    select = []
+    for col_name in raw_types:
+        if col_name.startswith(_HIDDEN):
+            continue
+        if col_name in known:
+            col = spec.column(col_name)
+            select.append(f'{_typed_expr(col, raw_types[col_name], tz)} AS "{col_name}"')
+        else:
+            select.append(_ident(col_name))
+    con.raw_sql(f'CREATE OR REPLACE TEMP VIEW "{name}" AS SELECT {", ".join(select)} '
+                f'FROM "__raw_{name}"')
 
 
 def open_source(
@@ -313,6 +599,7 @@ def open_source(
     require: Iterable[str] = (),
     validate: bool = True,
     now: dt.datetime | None = None,
+    mapping: str | os.PathLike[str] | dict | Mapping | None = None,
 ) -> Source:
     """Open ``path`` as typed Ibis tables on DuckDB, check required tables, and validate.
 
@@ -327,18 +614,42 @@ def open_source(
         ``source.validation``).
     now : datetime, optional
         Reference instant for the "timestamp in the future" rule (default: the current time).
+    mapping : path-like, str, dict or Mapping, optional
+        A mapping file, a preset name (``ga4``, ``segment``, ``amplitude``) or a mapping
+        dict saying which file holds which table and which column is which
+        (:mod:`cxanalysis.mapping`). Without one, files and columns carry contract names.
 
     Returns
     -------
     Source
+        With ``derived`` listing what was derived rather than read (a ``customers`` table
+        from the ids seen elsewhere, a missing ``order_id`` or ``channel``).
+
+    Raises
+    ------
+    CXDataError
+        When the source holds no contract table at all, lacks a required one, the mapping is
+        wrong (naming the entry), or (with ``validate``) the data breaks the contract.
     """
     path = Path(path).expanduser().resolve()
-    con, raw = _connect(path)
-    source = Source(path=path, con=con, names=tuple(n for n in TABLES if n in raw))
-    source.require(*require)
-    types = _create_typed_views(con, raw)
+    mp = load_mapping(mapping)
+    con, raw = _connect(path, mp)
+    if not raw:
+        con.disconnect()
+        raise _no_tables_error(path)
+    source = Source(path=path, con=con, names=tuple(n for n in TABLES if n in raw),
+                    mapping=mp)
+    try:
+        _create_raw_views(source, raw)
+        for name in source.names:
+            _create_typed_view(source, name)
+        _derive_customers(source)
+        source.require(*require)
+    except Exception:
+        con.disconnect()
+        raise
     if validate:
-        source.validation = _validate(source, types, now=now)
+        source.validation = _validate(source, source.raw_types, now=now)
         source.validation.raise_for_errors()
     return source
 
@@ -346,12 +657,16 @@ def open_source(
 # --------------------------------------------------------------------------- validation
 
 
-def validate(path: str | os.PathLike[str], now: dt.datetime | None = None) -> ValidationReport:
+def validate(path: str | os.PathLike[str], now: dt.datetime | None = None,
+             mapping: str | os.PathLike[str] | dict | Mapping | None = None
+             ) -> ValidationReport:
     """Validate a source against the contract and return the report (never raises on bad
-    data; raises :class:`CXDataError` only when the source cannot be opened at all)."""
-    with open_source(path, validate=False) as source:
-        types = {n: _column_types(source.con, f"__raw_{n}") for n in source.names}
-        return _validate(source, types, now=now)
+    data; raises :class:`CXDataError` when the source cannot be opened at all: it does not
+    exist, holds no contract table, or the mapping is wrong)."""
+    with open_source(path, validate=False, mapping=mapping) as source:
+        report = _validate(source, source.raw_types, now=now)
+        report.derived = list(source.derived)
+        return report
 
 
 def _examples(con: ibis.BaseBackend, name: str, condition: str) -> tuple[int, ...]:
@@ -362,9 +677,9 @@ def _examples(con: ibis.BaseBackend, name: str, condition: str) -> tuple[int, ..
     return tuple(int(x) for x in df["row"])
 
 
-def _typed_ref(col: Column, raw_type: str) -> str:
+def _typed_ref(col: Column, raw_type: str, tz: str | None = None) -> str:
     """``_typed_expr`` with column references qualified by the raw alias ``r``."""
-    return _typed_expr(col, raw_type).replace(f'"{col.name}"', f'r."{col.name}"')
+    return _typed_expr(col, raw_type, tz).replace(f'"{col.name}"', f'r."{col.name}"')
 
 
 def _validate(source: Source, types: dict[str, dict[str, str]],
@@ -372,34 +687,67 @@ def _validate(source: Source, types: dict[str, dict[str, str]],
     con = source.con
     now = now or dt.datetime.now(dt.UTC)
     now_sql = f"TIMESTAMPTZ {_sql_str(now.astimezone(dt.UTC).isoformat())}"
-    report = ValidationReport()
+    report = ValidationReport(derived=list(source.derived))
+    tz = source.mapping.timezone if source.mapping else None
     for name in source.names:
         spec: Table = TABLES[name]
         raw_types = types[name]
+        derived = source.derived_columns.get(name, set())
+        if name == "customers" and {"customer_id", "signup_date"} <= derived:
+            # Derived from the validated tables, unique and complete by construction:
+            # checking it would only rescan them.
+            report.row_counts[name] = int(
+                con.raw_sql('SELECT count(*) FROM "__raw_customers"').fetchone()[0])
+            continue
         present = [c for c in spec.columns if c.name in raw_types]
         for col in spec.columns:
             if col.required and col.name not in raw_types:
+                hint = (f"; map a source column to it under tables.{name}.columns in the "
+                        "mapping" if source.mapping else
+                        "; rename the column or pass a mapping (--mapping)")
                 report.problems.append(Problem(
                     name, col.name, "missing required column", 0,
                     f"the table has no column {col.name!r} ({col.kind}: {col.description}); "
-                    f"columns found: {', '.join(c for c in raw_types if c != _ROW)}"))
+                    f"columns found: "
+                    f"{', '.join(c for c in raw_types if not c.startswith(_HIDDEN))}{hint}"))
         # One aggregate query per table: a named condition per rule, counted with FILTER.
         checks: list[tuple[Column | None, str, str, str]] = []  # col, rule, condition, detail
         for col in present:
             raw = f'r."{col.name}"'
-            typed = _typed_ref(col, raw_types[col.name])
+            typed = _typed_ref(col, raw_types[col.name], tz)
             rtype = raw_types[col.name]
-            if col.kind == "timestamp" and (rtype.startswith("TIMESTAMP")
-                                            and "TIME ZONE" not in rtype or rtype == "DATE"):
+            text = f"trim(CAST({raw} AS VARCHAR))"
+            if col.kind == "timestamp" and tz is not None and not (
+                    rtype.startswith("TIMESTAMP") or rtype == "DATE"):
+                checks.append((col, "unparseable value",
+                               f"{raw} IS NOT NULL AND {text} <> '' AND {typed} IS NULL",
+                               f"cannot be read as {col.kind}"))
+            elif col.kind == "timestamp" and tz is not None:
+                pass  # typed values, naive ones read in the mapping's time zone
+            elif col.kind == "timestamp" and rtype == "DATE":
+                checks.append((col, "date without time zone", f"{raw} IS NOT NULL",
+                               "stored as DATE: a day in some time zone, not an instant; set "
+                               "`timezone:` in a mapping (--mapping) to read it as midnight "
+                               "there"))
+            elif col.kind == "timestamp" and (rtype.startswith("TIMESTAMP")
+                                              and "TIME ZONE" not in rtype):
                 checks.append((col, "naive timestamp", f"{raw} IS NOT NULL",
                                f"stored as {rtype} without a time zone; store UTC instants "
-                               "(TIMESTAMP WITH TIME ZONE, or text ending in Z/+00:00)"))
+                               "(TIMESTAMP WITH TIME ZONE, or text ending in Z/+00:00), or "
+                               "set `timezone:` in a mapping (--mapping)"))
             elif col.kind == "timestamp" and not rtype.startswith("TIMESTAMP WITH TIME ZONE"):
                 checks.append((col, "naive timestamp",
-                               f"{raw} IS NOT NULL AND trim(CAST({raw} AS VARCHAR)) <> '' AND "
-                               f"NOT regexp_matches(trim(CAST({raw} AS VARCHAR)), '{_TZ_SUFFIX}')",
+                               f"{raw} IS NOT NULL AND {text} <> '' AND "
+                               f"NOT regexp_matches({text}, '{_TZ_SUFFIX}') AND "
+                               f"NOT regexp_matches({text}, '{_DATE_ONLY}')",
                                "text timestamps must carry a UTC offset (e.g. "
-                               "2025-03-01T10:00:00Z)"))
+                               "2025-03-01T10:00:00Z), or be read in a zone: set `timezone:` "
+                               "in a mapping (--mapping)"))
+                checks.append((col, "date without time zone",
+                               f"{raw} IS NOT NULL AND regexp_matches({text}, '{_DATE_ONLY}')",
+                               "a date-only value (e.g. 1997-01-01) is a day in some time "
+                               "zone, not an instant: set `timezone:` in a mapping "
+                               "(--mapping) to read it as midnight there"))
                 checks.append((col, "unparseable value",
                                f"{raw} IS NOT NULL AND trim(CAST({raw} AS VARCHAR)) <> '' AND "
                                f"regexp_matches(trim(CAST({raw} AS VARCHAR)), '{_TZ_SUFFIX}') "
@@ -411,7 +759,7 @@ def _validate(source: Source, types: dict[str, dict[str, str]],
                 checks.append((col, "unparseable value",
                                f"{raw} IS NOT NULL{blank} AND {typed} IS NULL",
                                f"cannot be read as {col.kind}"))
-            if not col.nullable:
+            if not col.nullable and col.name not in derived:
                 checks.append((col, "missing value",
                                f"({raw} IS NULL OR trim(CAST({raw} AS VARCHAR)) = '')",
                                "the column may not be empty"))
@@ -443,7 +791,12 @@ def _validate(source: Source, types: dict[str, dict[str, str]],
             if col.kind == "date":
                 checks.append((col, "date in the future", f"{typed} > CAST({now_sql} AS DATE)",
                                f"later than {now:%Y-%m-%d}"))
-        if spec.customer_fk and source.has("customers") and "customer_id" in raw_types:
+        for col_name, detail in source.expressions.get(name, []):
+            checks.append((spec.column(col_name), "unparseable value",
+                           f'r."{_HIDDEN}bad_{col_name}"', detail))
+        customers_derived = "customer_id" in source.derived_columns.get("customers", set())
+        if spec.customer_fk and source.has("customers") and "customer_id" in raw_types \
+                and not customers_derived:  # derived customers hold every id by construction
             cust_types = _column_types(con, "__raw_customers")
             if "customer_id" in cust_types:
                 checks.append((spec.column("customer_id"), "unknown customer",

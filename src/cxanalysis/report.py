@@ -443,6 +443,7 @@ def run_reports(
     notebooks_dir: str | os.PathLike[str] | None = None,
     per_notebook: Mapping[str, Mapping[str, Any]] | None = None,
     echo: bool = True,
+    mapping: str | os.PathLike[str] | None = None,
 ) -> list[ReportResult]:
     """Execute notebooks and write their reports; see the module docstring.
 
@@ -465,6 +466,9 @@ def run_reports(
     echo : bool
         Print a progress line per notebook (stdout) and each failure's first problem
         (stderr).
+    mapping : path-like or str, optional
+        Mapping file or preset name for the source (sets the ``mapping`` parameter; a file
+        made absolute). Checked before anything runs.
 
     Raises
     ------
@@ -491,6 +495,21 @@ def run_reports(
         if not src.exists():
             raise ReportError(f"source {src} does not exist")
         common["source"] = str(src)
+    if mapping is not None:
+        from cxanalysis.data import CXDataError
+        from cxanalysis.mapping import mapping_parameter
+
+        try:
+            common["mapping"] = mapping_parameter(mapping)
+            if "source" in common:
+                # Files, tables and columns the mapping names are checked against the source
+                # here (schema only, no data scanned), so that a wrong entry stops the run
+                # before any report is replaced by a failed one.
+                from cxanalysis.data import open_source
+
+                open_source(common["source"], mapping=common["mapping"], validate=False).close()
+        except CXDataError as exc:
+            raise ReportError(str(exc)) from exc
 
     plans: list[tuple[Path, dict[str, Any], dict[str, Any]]] = []
     problems: list[str] = []
@@ -848,7 +867,8 @@ def main(args: argparse.Namespace) -> int:
             file_common, per = split_params_file(iso_dates(data), names)
             params = {**file_common, **params}  # the command line wins over the file
         results = run_reports(args.notebooks, source=args.source, params=params, out=args.out,
-                              notebooks_dir=nb_dir, per_notebook=per)
+                              notebooks_dir=nb_dir, per_notebook=per,
+                              mapping=getattr(args, "mapping", None))
     except ReportError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2

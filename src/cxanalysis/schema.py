@@ -46,6 +46,10 @@ class Column:
         Inclusive range for numeric columns.
     allowed : tuple of str, optional
         Closed vocabulary for categorical columns (``None``: open vocabulary).
+    derived : str
+        How the column is derived when the source lacks it (empty: never derived; then a
+        required column that is absent is an error). Derivations are listed by validation
+        and in ``Source.derived``.
     """
 
     name: str
@@ -56,6 +60,7 @@ class Column:
     min: float | None = None
     max: float | None = None
     allowed: tuple[str, ...] | None = None
+    derived: str = ""
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,8 @@ class Table:
         Whether ``customer_id`` must refer to a row of ``customers``.
     extra_columns : str
         What other columns mean, if the table accepts open-ended extra columns.
+    derived : str
+        How the table is derived when the source lacks it (empty: never derived).
     """
 
     name: str
@@ -84,6 +91,7 @@ class Table:
     key: tuple[str, ...] = ()
     customer_fk: bool = True
     extra_columns: str = ""
+    derived: str = ""
 
     def column(self, name: str) -> Column:
         for col in self.columns:
@@ -97,6 +105,8 @@ class Table:
 
 
 _TS = "Instant of the interaction, UTC (timezone-aware)."
+_NO_CHANNEL = ("'unspecified' for every row (a mapping can set a real constant instead, e.g. "
+               "`constants: {channel: web}`)")
 
 CUSTOMERS = Table(
     name="customers",
@@ -105,7 +115,10 @@ CUSTOMERS = Table(
     customer_fk=False,
     columns=(
         Column("customer_id", "string", "Customer identifier, unique."),
-        Column("signup_date", "date", "Date the customer relationship started."),
+        Column("signup_date", "date", "Date the customer relationship started.",
+               derived="the day of the customer's first activity in events, orders, feedback "
+               "or assignments (in the mapping's time zone, else UTC); empty for a customer "
+               "with none"),
         Column("age_band", "category", "Age band, e.g. 18-24, 25-34, ...", required=False,
                nullable=True),
         Column("gender", "category", "Self-reported gender.", required=False, nullable=True),
@@ -115,6 +128,8 @@ CUSTOMERS = Table(
     ),
     extra_columns="Any other categorical segment attribute; notebooks take the segment "
     "columns to use as a parameter.",
+    derived="one row per customer_id seen in events, orders, feedback or assignments, with "
+    "signup_date derived as below and no other attribute",
 )
 
 EVENTS = Table(
@@ -124,7 +139,7 @@ EVENTS = Table(
         Column("customer_id", "string", "Customer who interacted."),
         Column("ts", "timestamp", _TS),
         Column("channel", "category", "Channel of the interaction (web, app, store, "
-               "call_centre, email, social, chat, ...)."),
+               "call_centre, email, social, chat, ...).", derived=_NO_CHANNEL),
         Column("event", "category", "Touchpoint or action name (e.g. visit, product_view, "
                "add_to_cart, checkout, purchase, support_contact)."),
         Column("session_id", "string", "Session identifier, if the source has one.",
@@ -139,10 +154,12 @@ ORDERS = Table(
     description="One row per order.",
     key=("order_id",),
     columns=(
-        Column("order_id", "string", "Order identifier, unique."),
+        Column("order_id", "string", "Order identifier, unique.",
+               derived="each row is one order: 'row N', N its 0-based row number in the file"),
         Column("customer_id", "string", "Customer who ordered."),
         Column("ts", "timestamp", "Instant the order was placed, UTC (timezone-aware)."),
-        Column("channel", "category", "Channel the order was placed in."),
+        Column("channel", "category", "Channel the order was placed in.",
+               derived=_NO_CHANNEL),
         Column("amount", "float", "Order value after discount, currency units.", min=0.0),
         Column("discount", "float", "Discount granted on the order, currency units.",
                required=False, nullable=True, min=0.0),
@@ -155,7 +172,8 @@ FEEDBACK = Table(
     columns=(
         Column("customer_id", "string", "Customer who answered."),
         Column("ts", "timestamp", "Instant of the answer, UTC (timezone-aware)."),
-        Column("channel", "category", "Channel the rated interaction happened in."),
+        Column("channel", "category", "Channel the rated interaction happened in.",
+               derived=_NO_CHANNEL),
         Column("event", "category", "What was rated (e.g. purchase, delivery, "
                "support_contact)."),
         Column("nps", "int", "Likelihood to recommend, 0-10.", required=False, nullable=True,
@@ -205,13 +223,19 @@ EXPERIMENTS = Table(
 #: The conventions every table follows (rendered into docs/data-model.md).
 CONVENTIONS: tuple[str, ...] = (
     "Timestamps are instants in UTC: Parquet/DuckDB `TIMESTAMP WITH TIME ZONE`, or text "
-    "with an offset (`2025-03-01T10:00:00Z`, `...+01:00`). Naive timestamps are rejected: a "
-    "local wall-clock time read as UTC silently shifts every window.",
+    "with an offset (`2025-03-01T10:00:00Z`, `...+01:00`). Naive timestamps and date-only "
+    "values (`1997-01-01`) are rejected: a local wall-clock time read as UTC silently shifts "
+    "every window. A mapping with `timezone:` reads them in that zone instead.",
     "Identifiers are strings (numbers are read as text). Money is a non-negative float in "
     "the source's currency.",
     "Categorical columns are strings; the vocabularies named below are those of the demo "
     "world, your data may use its own values unless a column lists allowed values.",
     "Columns not in the contract are passed through untouched. Raw files are never modified.",
+    "An export with its own file and column names is read through a mapping file "
+    "(`--mapping FILE`, or a preset: `ga4`, `segment`, `amplitude`); see "
+    "`cxanalysis.mapping` and the README. What the contract needs but an export cannot have "
+    "is derived where that is honest (the *derived if absent* entries below), and validation "
+    "and the reports say so.",
 )
 
 #: Validation rules (name, meaning); errors unless marked as warnings.
@@ -219,7 +243,10 @@ VALIDATION_RULES: tuple[tuple[str, str], ...] = (
     ("missing required column", "a required column is absent"),
     ("missing value", "a non-nullable column is empty (NULL or blank)"),
     ("unparseable value", "a value cannot be read as the column's type"),
-    ("naive timestamp", "a timestamp without a time zone / UTC offset"),
+    ("naive timestamp", "a timestamp without a time zone / UTC offset (and no mapping "
+     "`timezone:` to read it in)"),
+    ("date without time zone", "a date-only value (`1997-01-01`) in a timestamp column, "
+     "without a mapping `timezone:`"),
     ("not an integer", "an integer column (scores) holds a fraction"),
     ("out of range", "a number outside its allowed range (e.g. amount < 0, NPS > 10)"),
     ("unknown value", "a value outside a closed vocabulary (e.g. an unknown stage)"),
@@ -286,12 +313,22 @@ def data_model_markdown() -> str:
                 rule.append(f"<= {c.max:g}")
             if c.allowed:
                 rule.append("one of " + ", ".join(c.allowed))
-            doc.add(f"| `{c.name}` | {c.kind} | {'yes' if c.required else 'no'} | "
+            required = "derived if absent" if c.derived else "yes" if c.required else "no"
+            doc.add(f"| `{c.name}` | {c.kind} | {required} | "
                     f"{'allowed' if c.nullable else 'no'} | {'; '.join(rule)} | "
                     f"{c.description} |")
         if table.extra_columns:
             doc.add()
             doc.add(f"Other columns: {table.extra_columns}")
+        derived = [(c.name, c.derived) for c in table.columns if c.derived]
+        if table.derived or derived:
+            doc.add()
+            doc.add("Derived if absent:")
+            doc.add()
+            if table.derived:
+                doc.add(f"- the table: {table.derived}")
+            for name, how in derived:
+                doc.add(f"- `{name}`: {how}")
     return "\n".join(doc.lines) + "\n"
 
 
