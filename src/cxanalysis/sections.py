@@ -69,9 +69,9 @@ class Sections:
              columns: Iterable[str] = (), customers: int | None = None,
              min_customers: int | None = None, what: str | None = None) -> None:
         """Raise :class:`SectionSkipped` (caught by the section) when the source lacks any of
-        ``tables``, ``columns`` (``"table.column"``), or when ``customers`` is below
-        ``min_customers``; ``what`` names any other requirement that is false when given
-        as ``what`` with ``customers=0, min_customers=1``."""
+        ``tables`` or ``columns`` (``"table.column"``), or when ``customers`` is below
+        ``min_customers`` (``what`` then names the requirement, e.g. "customers with orders
+        in the holdout window")."""
         lacks = missing(source, tables, columns)
         if lacks:
             raise SectionSkipped("needs " + ", ".join(lacks))
