@@ -240,7 +240,7 @@ def test_personas_from_orders_only(small_world: Path, tmp_path: Path) -> None:
     from cxanalysis.data import open_source
 
     src = open_source(_variant(small_world, tmp_path / "orders", drop=("events", "feedback")))
-    x, inactive = P.behaviour_features(src, *CAL, min_events=2)
+    x, inactive = P.behaviour_features(src, *CAL)  # default: 2+ orders without events
     o = pd.read_parquet(small_world / "orders.parquet")
     o = o[(o.ts >= pd.Timestamp(CAL[0], tz="UTC")) & (o.ts < pd.Timestamp("2025-10-01",
                                                                            tz="UTC"))]
@@ -249,7 +249,7 @@ def test_personas_from_orders_only(small_world: Path, tmp_path: Path) -> None:
     assert not any(c.startswith("mix_") for c in x) and "nps" not in x
     web = (o.channel == "web").groupby(o.customer_id).mean().reindex(x.index)
     np.testing.assert_allclose(x.share_web, web, rtol=1e-12)
-    p = P.fit_personas(src, *CAL, min_events=2, n_boot=2)
+    p = P.fit_personas(src, *CAL, n_boot=2)
     assert p.k >= 2 and len(p.assignments) == len(x)
 
 

@@ -29,7 +29,9 @@ by its ``orders`` alone: each order is one activity, ``share_<channel>`` comes f
 channel and there are no ``mix_`` features. Without a ``customers`` table, signup is the
 customer's first activity in the source. Exposure is the part of the window after signup.
 Customers with fewer than ``min_events`` activities in the window are not clustered (too
-little behaviour to describe); they are counted.
+little behaviour to describe); they are counted. ``min_events=None`` means
+:data:`MIN_EVENTS` events, or :data:`MIN_ORDERS` orders for a source without events (few
+customers order five times in a window).
 
 Degenerate features -- constant over the customers clustered (e.g. the share of the only
 channel), or missing for everyone (e.g. NPS without answers) -- cannot separate personas and
@@ -71,6 +73,10 @@ from threadpoolctl import threadpool_limits
 from cxanalysis.data import CXDataError, Source, between_days, epoch_seconds, window_end
 from cxanalysis.privacy import MIN_GROUP_SIZE
 
+#: Activities a customer needs in the window to be clustered, by default: events, or orders
+#: when the source has no events.
+MIN_EVENTS = 5
+MIN_ORDERS = 2
 #: Channels and event names turned into features, at most (the most active ones).
 MAX_CHANNELS = 10
 # Why only 6 events: the mixes of funnel steps are strongly correlated, and each added one
@@ -101,7 +107,7 @@ def feature_label(name: str) -> str:
 # --------------------------------------------------------------------------- features
 
 
-def behaviour_features(source: Source, start: str, end: str, min_events: int = 5,
+def behaviour_features(source: Source, start: str, end: str, min_events: int | None = None,
                        vocabulary: Mapping[str, Sequence[str]] | None = None
                        ) -> tuple[pd.DataFrame, int]:
     """Feature matrix (index ``customer_id``, columns as in the module docstring) of
@@ -130,7 +136,7 @@ def _slug(value: str) -> str:
     return re.sub(r"\W+", "_", value.strip()).strip("_") or "blank"
 
 
-def _calibration(source: Source, start: str, end: str, min_events: int,
+def _calibration(source: Source, start: str, end: str, min_events: int | None,
                  vocabulary: Mapping[str, Sequence[str]] | None = None
                  ) -> tuple[pd.DataFrame, pd.Series | None, int, dict[str, list[str]]]:
     """Features, calibration-window revenue (both indexed by the active customers; None
@@ -143,6 +149,8 @@ def _calibration(source: Source, start: str, end: str, min_events: int,
     if t1 <= t0:
         raise CXDataError(f"calibration window {start} to {end} is empty")
     activity = "events" if source.has("events") else "orders"
+    if min_events is None:
+        min_events = MIN_EVENTS if activity == "events" else MIN_ORDERS
     full = source.table(activity)
     ev = between_days(full, start, end)
     w = ibis.window(group_by="customer_id", order_by="ts")
@@ -558,7 +566,7 @@ def _name_personas(z: pd.DataFrame) -> tuple[list[str], str]:
 #: Defaults of :func:`fit_personas` that notebook 01 exposes as parameters (kept equal to
 #: 01's parameters cell by a test; used when 02/03 fit personas themselves).
 FIT_DEFAULTS: dict[str, Any] = {"features": None, "method": "kmeans", "k": None,
-                                "k_range": [2, 8], "min_events": 5, "seed": 0,
+                                "k_range": [2, 8], "min_events": None, "seed": 0,
                                 "min_group_size": MIN_GROUP_SIZE}
 
 
@@ -572,7 +580,7 @@ def fit_personas(
     ks: Sequence[int] = range(2, 9),
     seed: int = 0,
     n_boot: int = 20,
-    min_events: int = 5,
+    min_events: int | None = None,
     min_group_size: int = MIN_GROUP_SIZE,
     diagnostics: bool = True,
 ) -> Personas:
