@@ -84,6 +84,11 @@ def test_names_follow_the_distinguishing_features(fitted, truth) -> None:
 def test_predict_reproduces_the_assignment(fitted) -> None:
     again = fitted.model.predict(fitted.features_frame)
     assert (again == fitted.assignments).all()
+    # a missing value counts as the calibration average (z = 0), not an error
+    x = fitted.features_frame.iloc[:50].copy()
+    x["gap_hours"] = np.nan
+    filled = x.assign(gap_hours=fitted.features_frame["gap_hours"].mean())
+    assert (fitted.model.predict(x) == fitted.model.predict(filled)).all()
 
 
 def test_bootstrap_jaccard_separates_structure_from_noise() -> None:

@@ -280,8 +280,13 @@ class PersonaModel:
 
     def predict(self, x: pd.DataFrame) -> pd.Series:
         """Persona name of each row of a feature frame (e.g. new customers, computed with
-        :func:`behaviour_features`)."""
-        z = self.scaler.transform(x[self.features].to_numpy(float))
+        :func:`behaviour_features` and this model's :attr:`vocabulary`); missing values
+        count as the calibration average."""
+        v = x[self.features].to_numpy(float)
+        # a feature missing for a customer (e.g. no gap under 7 days in another window) is
+        # taken as the calibration average: z = 0, neither pulling nor pushing
+        v = np.where(np.isnan(v), self.scaler.mean_[None, :], v)
+        z = self.scaler.transform(v)
         lab = self.model.predict(z)
         names = np.array(self.names, dtype=object)
         return pd.Series(names[lab], index=x.index, name="persona")
