@@ -771,7 +771,7 @@ def test_item9_notebook_03_checks_the_persona_window_and_prints_warnings() -> No
     assert check < decision
     assert "# NBVAL_CHECK_OUTPUT" in code[decision]
     assert "for w in res.warnings:" in code[decision]
-    assert any("publish(res.results())" in c for c in code[decision:])
+    assert any("publish(" in c and "res.results()" in c for c in code[decision:])
 
 
 def test_item8_horizon_from_a_naive_experiment_end_is_read_as_utc() -> None:
