@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -86,3 +87,121 @@ def test_terms_used_by_customers_hand_case() -> None:
     who = ["x", "y", "x", "x"]
     assert terms_used_by(docs, who, 2) == {"a"}
     assert terms_used_by(docs, who, 1) == {"a", "b", "c"}
+
+
+# ------------------------------------------------ persona-adjusted pain points (issue 16 #2)
+
+def _world(cells: dict[tuple[str, str], tuple[int, int]]):
+    """A funnel a -> b: per (persona, channel), (customers, how many stop at a). Every
+    customer does a at t=0 in the channel and, unless they stop, b one second later; a
+    filler event a day later closes every window. Returns (events table, labels)."""
+    import ibis
+
+    rows, labels, i = [], [], 0
+    t0 = pd.Timestamp("2025-01-01", tz="UTC")
+    for (persona, channel), (n, stop) in cells.items():
+        for j in range(n):
+            cid = f"c{i:04d}"
+            i += 1
+            labels.append((cid, persona))
+            rows.append((cid, t0, "a", channel))
+            if j >= stop:
+                rows.append((cid, t0 + pd.Timedelta(seconds=1), "b", channel))
+    rows.append(("zz", t0 + pd.Timedelta(days=1), "x", "web"))
+    ev = pd.DataFrame(rows, columns=["customer_id", "ts", "event", "channel"])
+    con = ibis.duckdb.connect()
+    return con.create_table("events", ev), pd.DataFrame(labels, columns=["customer_id",
+                                                                          "persona"])
+
+
+def test_confounded_channel_is_flagged_raw_but_not_after_persona_adjustment() -> None:
+    """Issue 16 item 2: persona P1 drops a lot and mostly uses web; within each persona web
+    and app drop alike (50% / 10%), so the raw comparison blames web and the adjusted one
+    does not."""
+    from cxanalysis.funnel import funnel
+
+    ev, labels = _world({("P1", "web"): (160, 80), ("P1", "app"): (40, 20),
+                         ("P2", "web"): (40, 4), ("P2", "app"): (160, 16)})
+    adj = pp.adjusted_dropoff(funnel(ev, ["a", "b"], window_seconds=60), labels, "persona",
+                              min_group_size=10)
+    web = adj.table().set_index("channel").loc["web"]
+    assert web.rate == pytest.approx(84 / 200) and web.rest_rate == pytest.approx(36 / 200)
+    # rest re-weighted to web's persona mix: 160 x 50% + 40 x 10% over 200
+    assert web.rest_rate_adjusted == pytest.approx((160 * 0.5 + 40 * 0.1) / 200)
+    assert web.odds_ratio == pytest.approx(1.0)
+    assert bool(web.worse) and not bool(web.worse_adjusted)
+    assert adj.flagged.empty
+    assert "Explained by who uses the channel" in adj.summary()
+
+
+def test_real_channel_effect_survives_persona_adjustment() -> None:
+    from cxanalysis.funnel import funnel
+
+    ev, labels = _world({("P1", "web"): (100, 60), ("P1", "app"): (100, 30),
+                         ("P2", "web"): (100, 30), ("P2", "app"): (100, 10)})
+    adj = pp.adjusted_dropoff(funnel(ev, ["a", "b"], window_seconds=60), labels, "persona",
+                              min_group_size=10)
+    assert adj.flagged["channel"].tolist() == ["web"]
+    web = adj.table().set_index("channel").loc["web"]
+    # MH odds ratio by hand: sum(a d / n) / sum(b c / n) over the two personas
+    r = 60 * 70 / 200 + 30 * 90 / 200
+    s = 40 * 30 / 200 + 70 * 10 / 200
+    assert web.odds_ratio == pytest.approx(r / s)
+    assert "Pain point: a -> b in web" in adj.summary()
+
+
+def test_mantel_haenszel_matches_statsmodels() -> None:
+    from statsmodels.stats.contingency_tables import StratifiedTable
+
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        tables = rng.integers(1, 40, size=(4, 2, 2))
+        got = pp.mantel_haenszel(tables)
+        ref = StratifiedTable(tables.transpose(1, 2, 0).astype(float))
+        assert got["odds_ratio"] == pytest.approx(ref.oddsratio_pooled, rel=1e-10)
+        lo, hi = ref.oddsratio_pooled_confint(alpha=0.05)
+        assert (got["ci_low"], got["ci_high"]) == pytest.approx((lo, hi), rel=1e-8)
+        test = ref.test_null_odds(correction=False)
+        assert got["statistic"] == pytest.approx(test.statistic, rel=1e-10)
+        assert got["p_value"] == pytest.approx(test.pvalue, rel=1e-8)
+        # one-sided: half the two-sided p in the direction of the excess
+        more = (tables[:, 0, 0] - tables[:, 0].sum(1) * tables[:, :, 0].sum(1)
+                / tables.sum((1, 2))).sum() > 0
+        assert got["p_worse"] == pytest.approx(test.pvalue / 2 if more
+                                               else 1 - test.pvalue / 2, rel=1e-8)
+    # a stratum with an empty row carries no information
+    same = pp.mantel_haenszel(np.array([[[5, 5], [2, 8]], [[0, 0], [3, 3]]]))
+    assert same["strata"] == 1 and same["odds_ratio"] == pytest.approx(4.0)
+
+
+def test_window_sweep_reports_each_window() -> None:
+    from cxanalysis.funnel import funnel
+
+    cells = {("P1", "web"): (100, 60), ("P1", "app"): (100, 30),
+             ("P2", "web"): (100, 30), ("P2", "app"): (100, 10)}
+    ev, labels = _world(cells)
+    sweep = pp.window_sweep(ev, ["a", "b"], labels, windows_days=(0.0001, 1),
+                            min_group_size=10)
+    assert sweep["channel"].tolist() == ["web"]
+    assert {"w0.0001d_adjusted", "w1d_adjusted", "w1d_raw"} <= set(sweep.columns)
+    assert bool(sweep["survives"].iloc[0])
+    assert funnel(ev, ["a", "b"], window_seconds=60).table()["customers"].tolist() == [400,
+                                                                                       270]
+
+
+def test_demo_world_only_the_planted_pain_point_survives_persona_adjustment(world,
+                                                                           world_path) -> None:
+    """Issue 16 items 2 and 13: on the demo world, cells flagged raw because of who uses
+    the channel vanish within the true personas; the planted app checkout stays."""
+    import json
+
+    from cxanalysis.funnel import funnel
+
+    truth = json.loads((world_path / "truth" / "truth.json").read_text())["pain_points"][0]
+    labels = pd.read_parquet(world_path / "truth" / "personas.parquet")
+    res = funnel(world, ["visit", "product_view", "add_to_cart", "checkout", "purchase"])
+    adj = pp.adjusted_dropoff(res, labels, "persona")
+    f = adj.table()
+    assert f["worse"].sum() > f["worse_adjusted"].sum()
+    assert [(r.event, r.channel) for r in adj.flagged.itertuples()] == [(truth["step"],
+                                                                        truth["channel"])]

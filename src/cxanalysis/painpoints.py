@@ -7,6 +7,9 @@ touchpoints predict conversion and retention.
   offline, seeded). Comments are redacted (:func:`cxanalysis.privacy.redact`) before
   modelling, and only words used by at least ``min_group_size`` distinct customers enter
   the model; reports show only theme words and counts, never a comment.
+- :func:`adjusted_dropoff` — drop-off by step x channel against the rest of the step,
+  unadjusted and within personas (Mantel–Haenszel), so a channel is not blamed for who
+  uses it; :func:`window_sweep` repeats it over window lengths.
 - :func:`moments_of_truth` — a regularised logistic regression of an outcome in a later
   window (any order; a repeat order) on whether the customer performed each touchpoint in
   the calibration window; standardised coefficients as odds ratios.
@@ -22,10 +25,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from ibis import _
+from scipy import stats
 
 from cxanalysis.data import CXDataError, Source
+from cxanalysis.funnel import FunnelResult, _with_group, two_proportion_z
+from cxanalysis.funnel import funnel as funnel_fn
 from cxanalysis.overview import nps_score
 from cxanalysis.privacy import MIN_GROUP_SIZE, redact, suppress_small_groups, terms_used_by
+from cxanalysis.stats import adjust_pvalues
 
 
 def _ts_between(t: ibis.Table, col: str, start: str | None, end: str | None) -> ibis.Table:
@@ -232,3 +239,207 @@ def moments_of_truth(source: Source, calibration: tuple[str, str], outcome: tupl
             rows.append({"touchpoint": t, "outcome": name, "coef": float(coef),
                          "odds_ratio": float(np.exp(coef)), "share_doing": float(share)})
     return MomentsOfTruth(pd.DataFrame(rows), auc, C)
+
+
+# ------------------------------------------------------------- persona-adjusted pain points
+
+def mantel_haenszel(tables: np.ndarray) -> dict[str, float]:
+    """Mantel–Haenszel pooled odds ratio of K 2x2 tables ``[[a, b], [c, d]]`` (rows: the
+    group and the rest; columns: dropped and continued), its 95% interval (Robins–Breslow–
+    Greenland variance of the log odds ratio) and the Cochran–Mantel–Haenszel test without
+    continuity correction: two-sided ``p_value`` and one-sided ``p_worse`` (odds ratio
+    > 1). Strata where either row is empty carry no information and are left out.
+
+    Returns NaN figures when no stratum is informative or the pooled odds ratio is 0 or
+    infinite.
+    """
+    t = np.asarray(tables, dtype=float).reshape(-1, 2, 2)
+    a, b, c, d = t[:, 0, 0], t[:, 0, 1], t[:, 1, 0], t[:, 1, 1]
+    ok = (a + b > 0) & (c + d > 0)
+    a, b, c, d = a[ok], b[ok], c[ok], d[ok]
+    nan = {"odds_ratio": np.nan, "ci_low": np.nan, "ci_high": np.nan, "statistic": np.nan,
+           "p_value": np.nan, "p_worse": np.nan, "strata": int(ok.sum())}
+    if not ok.any():
+        return nan
+    n = a + b + c + d
+    r, s = (a * d / n).sum(), (b * c / n).sum()
+    e = (a + b) * (a + c) / n
+    with np.errstate(invalid="ignore", divide="ignore"):
+        v = np.where(n > 1, (a + b) * (c + d) * (a + c) * (b + d) / (n**2 * (n - 1)), 0.0)
+    diff, var = (a - e).sum(), v.sum()
+    out = dict(nan)
+    if var > 0:
+        z = diff / np.sqrt(var)
+        out |= {"statistic": float(z**2), "p_value": float(2 * stats.norm.sf(abs(z))),
+                "p_worse": float(stats.norm.sf(z))}
+    if r > 0 and s > 0:
+        p_, q_ = (a + d) / n, (b + c) / n
+        rr, ss = a * d / n, b * c / n
+        se = np.sqrt((p_ * rr).sum() / (2 * r**2) + (p_ * ss + q_ * rr).sum() / (2 * r * s)
+                     + (q_ * ss).sum() / (2 * s**2))
+        zc = stats.norm.isf(0.025)
+        out |= {"odds_ratio": float(r / s), "ci_low": float(np.exp(np.log(r / s) - zc * se)),
+                "ci_high": float(np.exp(np.log(r / s) + zc * se))}
+    return out
+
+
+@dataclass
+class AdjustedPainPoints:
+    """Drop-off by step x channel, compared with the rest of the step before and after
+    adjusting for a per-customer stratum (persona).
+
+    Columns of ``frame``: ``at_risk``, ``dropped``, ``rate`` (the cell's drop-off rate),
+    ``rest_rate`` (the rest of the step, unadjusted), ``rest_rate_adjusted`` (the rest of
+    the step re-weighted to the cell's persona mix: the rate the cell would have if each of
+    its personas dropped like the same persona elsewhere — indirect standardisation),
+    ``excess_lost`` / ``excess_lost_adjusted`` (dropped beyond ``at_risk x`` those rates, in
+    ``unit``), the Mantel–Haenszel odds ratio with its 95% interval, ``p_holm`` (one-sided
+    two-proportion test, unadjusted) and ``p_holm_adjusted`` (one-sided CMH test), both Holm
+    across the cells tested; ``worse`` and ``worse_adjusted`` flag significantly worse cells.
+    A cell is a pain point only when ``worse_adjusted``."""
+
+    frame: pd.DataFrame
+    stratum: str
+    unit: str
+    window_seconds: float
+
+    def table(self) -> pd.DataFrame:
+        return self.frame
+
+    @property
+    def flagged(self) -> pd.DataFrame:
+        return self.frame[self.frame["worse_adjusted"]]
+
+    def summary(self) -> str:
+        f = self.frame[~self.frame["suppressed"]]
+        raw, adj = f[f["worse"]], f[f["worse_adjusted"]]
+        gone = raw[~raw["worse_adjusted"]]
+
+        def name(r: dict | tuple) -> str:
+            r = r if isinstance(r, dict) else r._asdict()
+            return f"{r['event']} -> {r['next_event']} in {r['channel']}"
+
+        text = (f"Unit: {self.unit}. Compared with the rest of their step, {len(raw)} step x "
+                f"channel cell(s) drop off significantly more before adjusting for "
+                f"{self.stratum} and {len(adj)} after (Mantel–Haenszel, Holm).")
+        if len(gone):
+            text += (" Explained by who uses the channel (not flagged within "
+                     f"{self.stratum}s): " + "; ".join(name(r) for r in gone.to_dict("records"))
+                     + ".")
+        for r in adj.sort_values("excess_lost_adjusted", ascending=False).itertuples():
+            text += (f" Pain point: {name(r)}, {r.rate:.0%} of {int(r.at_risk):,} {self.unit} "
+                     f"stop against {r.rest_rate_adjusted:.0%} for the same {self.stratum}s "
+                     f"elsewhere ({r.rest_rate:.0%} unadjusted; odds ratio "
+                     f"{r.odds_ratio:.2f}, 95% CI {r.ci_low:.2f}–{r.ci_high:.2f}).")
+        return text
+
+
+def _stratified_dropoff_counts(fun: FunnelResult, labels: ibis.Table | pd.DataFrame,
+                               column: str) -> pd.DataFrame:
+    """Per step, channel of the step event and stratum: ``at_risk`` and ``dropped``
+    (aggregated in the engine; in-progress units at the step are not at risk)."""
+    c = _with_group(fun.customers, labels, column)
+    n = len(fun.steps)
+    parts = []
+    for k in range(1, n):
+        at_risk = c.filter((c.level >= k) & ~((c.level == k) & c.in_progress))
+        parts.append(at_risk.group_by([at_risk[f"ch{k}"].name("channel"), "group"]).aggregate(
+            at_risk=_.count(), dropped=(_.level == k).sum()).mutate(step=k))
+    df = ibis.union(*parts).execute() if len(parts) > 1 else parts[0].execute()
+    df["at_risk"] = df["at_risk"].astype(int)
+    df["dropped"] = df["dropped"].astype(int)
+    return df
+
+
+def adjusted_dropoff(fun: FunnelResult, labels: ibis.Table | pd.DataFrame,
+                     column: str = "persona", alpha: float = 0.05,
+                     min_group_size: int = MIN_GROUP_SIZE) -> AdjustedPainPoints:
+    """Drop-off at each step by the channel of the step event, compared with the rest of
+    the step unadjusted and within strata of ``labels[column]`` (Mantel–Haenszel).
+
+    Parameters
+    ----------
+    fun : FunnelResult
+        A computed funnel (any unit; counts are in its unit).
+    labels : DataFrame or ibis.Table
+        Per customer: ``customer_id`` and ``column`` (e.g. the persona of notebook 01);
+        customers without a label form the stratum "(unknown)".
+    alpha : float
+        Family-wise error rate of the flags (Holm across the cells tested).
+    min_group_size : int
+        Cells with fewer units at risk are not tested and their counts are suppressed.
+    """
+    df = _stratified_dropoff_counts(fun, labels, column)
+    rows = []
+    for (k, ch), cell in df.groupby(["step", "channel"]):
+        step = df[df["step"] == k]
+        # per stratum: this channel against the rest of the step
+        mine = cell.set_index("group")[["at_risk", "dropped"]]
+        rest = (step[step["channel"] != ch].groupby("group")[["at_risk", "dropped"]].sum()
+                .reindex(mine.index, fill_value=0))
+        n1, x1 = mine["at_risk"].to_numpy(float), mine["dropped"].to_numpy(float)
+        n0, x0 = rest["at_risk"].to_numpy(float), rest["dropped"].to_numpy(float)
+        tables = np.stack([np.stack([x1, n1 - x1], 1), np.stack([x0, n0 - x0], 1)], 1)
+        mh = mantel_haenszel(tables)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r0 = np.where(n0 > 0, x0 / n0, np.nan)
+        has_rest = n0 > 0
+        at, dr = int(n1.sum()), int(x1.sum())
+        rest_n = step["at_risk"].sum() - at
+        rest_x = step["dropped"].sum() - dr
+        expected = ((n1 * r0)[has_rest].sum() / n1[has_rest].sum()
+                    if n1[has_rest].sum() else np.nan)
+        z, _p = two_proportion_z(dr, at, rest_x, rest_n) if rest_n else (np.nan, np.nan)
+        rows.append({
+            "step": int(k), "event": fun.steps[k - 1], "next_event": fun.steps[k],
+            "channel": ch, "at_risk": at, "dropped": dr, "rate": dr / at if at else np.nan,
+            "rest_rate": rest_x / rest_n if rest_n else np.nan,
+            "rest_rate_adjusted": float(expected),
+            "p_raw": float(stats.norm.sf(z)) if np.isfinite(z) and at >= min_group_size
+            else np.nan,
+            "p_mh": mh["p_worse"] if at >= min_group_size else np.nan,
+            "odds_ratio": mh["odds_ratio"], "ci_low": mh["ci_low"], "ci_high": mh["ci_high"],
+        })
+    f = pd.DataFrame(rows)
+    f["excess_lost"] = f["dropped"] - f["at_risk"] * f["rest_rate"]
+    f["excess_lost_adjusted"] = f["dropped"] - f["at_risk"] * f["rest_rate_adjusted"]
+    f["p_holm"] = adjust_pvalues(f["p_raw"].to_numpy(float), "holm")
+    f["p_holm_adjusted"] = adjust_pvalues(f["p_mh"].to_numpy(float), "holm")
+    f["worse"] = (f["p_holm"] < alpha) & (f["rate"] > f["rest_rate"])
+    f["worse_adjusted"] = (f["p_holm_adjusted"] < alpha) & (f["odds_ratio"] > 1)
+    f = f.drop(columns=["p_raw", "p_mh"]).sort_values(
+        ["excess_lost_adjusted", "step", "channel"], ascending=[False, True, True])
+    f = suppress_small_groups(f.reset_index(drop=True), "at_risk", min_group_size,
+                              columns=["at_risk", "dropped", "rate", "excess_lost",
+                                       "excess_lost_adjusted"])
+    return AdjustedPainPoints(f, column, fun.unit, fun.window_seconds)
+
+
+def window_sweep(source: Source | ibis.Table, steps: Sequence[str],
+                 labels: ibis.Table | pd.DataFrame, column: str = "persona",
+                 windows_days: Sequence[float] = (1, 3, 7, 14), mode: str = "ordered",
+                 unit: str = "customers", start: str | None = None, end: str | None = None,
+                 alpha: float = 0.05, min_group_size: int = MIN_GROUP_SIZE) -> pd.DataFrame:
+    """Does a pain-point flag survive other window lengths? The funnel and
+    :func:`adjusted_dropoff` are recomputed for each window (days).
+
+    Returns
+    -------
+    DataFrame
+        One row per step x channel cell flagged (unadjusted or adjusted) in at least one
+        window, with per window ``w{d}d_raw`` and ``w{d}d_adjusted`` (bool flags) and
+        ``survives`` (flagged after adjustment in every window).
+    """
+    out = None
+    keys = ["step", "event", "next_event", "channel"]
+    for d in windows_days:
+        fun = funnel_fn(source, steps, window_seconds=d * 86_400, mode=mode, start=start,
+                        end=end, unit=unit)
+        f = adjusted_dropoff(fun, labels, column, alpha, min_group_size).table()
+        f = f[~f["suppressed"]].set_index(keys)[["worse", "worse_adjusted"]].rename(
+            columns={"worse": f"w{d:g}d_raw", "worse_adjusted": f"w{d:g}d_adjusted"})
+        out = f if out is None else out.join(f, how="outer")
+    out = out.fillna(False).astype(bool)
+    out = out[out.any(axis=1)].copy()
+    out["survives"] = out[[c for c in out.columns if c.endswith("_adjusted")]].all(axis=1)
+    return out.reset_index().sort_values(keys).reset_index(drop=True)
