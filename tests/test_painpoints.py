@@ -205,3 +205,68 @@ def test_demo_world_only_the_planted_pain_point_survives_persona_adjustment(worl
     assert f["worse"].sum() > f["worse_adjusted"].sum()
     assert [(r.event, r.channel) for r in adj.flagged.itertuples()] == [(truth["step"],
                                                                         truth["channel"])]
+
+
+# ------------------------------------------------------ moments of truth (issue 16 item 3)
+
+def test_moments_of_truth_merges_near_duplicate_flags() -> None:
+    """Two flags equal but for 1% of customers (r ~ 0.98) are merged; the odds ratios and
+    intervals of the merged model match an independent fit; VIF matches statsmodels."""
+    from sklearn.linear_model import LogisticRegression
+    from statsmodels.stats.outliers_influence import variance_inflation_factor
+
+    rng = np.random.default_rng(11)
+    n = 4000
+    a = rng.random(n) < 0.5
+    b = a ^ (rng.random(n) < 0.01)  # a near-duplicate of a
+    c = rng.random(n) < 0.3
+    logit = -0.5 + 1.0 * a + 0.5 * c
+    orders = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int) \
+        + (rng.random(n) < 0.2).astype(int)
+    flags = pd.DataFrame({"did_a": a, "did_b": b, "did_c": c}).astype(int)
+    assert abs(np.corrcoef(a, b)[0, 1]) > 0.9
+    mot = pp.fit_moments(flags, orders, seed=0)
+    assert mot.merged.to_dict("records")[0]["merged_into_it"] in ("did_a", "did_b")
+    conv = mot.table()[mot.table().outcome == "conversion"].set_index("touchpoint")
+    assert len(conv) == 2 and any("≈" in t for t in conv.index)
+    # an independent unpenalised fit on the same standardised columns
+    kept = mot.merged.kept.iloc[0]
+    x = flags[[kept, "did_c"]].to_numpy(float)
+    x = (x - x.mean(0)) / x.std(0)
+    ref = LogisticRegression(C=np.inf, max_iter=5000, tol=1e-10).fit(x, orders >= 1)
+    merged_name = next(t for t in conv.index if "≈" in t)
+    assert conv.loc[merged_name, "coef"] == pytest.approx(ref.coef_[0][0], rel=1e-4)
+    assert conv.loc["did_c", "coef"] == pytest.approx(ref.coef_[0][1], rel=1e-4)
+    assert (conv["ci_low"] < conv["odds_ratio"]).all() & (conv["odds_ratio"]
+                                                          < conv["ci_high"]).all()
+    vif_ref = [variance_inflation_factor(np.column_stack([np.ones(n), x]), i) for i in (1, 2)]
+    assert conv["vif"].tolist() == pytest.approx(vif_ref, rel=1e-8)
+    text = mot.summary()
+    assert "merged" in text and "predicted by" in text and "not effects" in text
+    assert "matters more" not in text and "matters more" not in (pp.MomentsOfTruth.__doc__)
+
+
+def test_moments_of_truth_without_merging_splits_the_signal() -> None:
+    """Why the rule: with the duplicate kept (threshold above 1), the two coefficients share
+    one signal and the interval of each is far wider than the merged flag's."""
+    rng = np.random.default_rng(12)
+    n = 4000
+    a = rng.random(n) < 0.5
+    b = a ^ (rng.random(n) < 0.01)
+    orders = (rng.random(n) < np.where(a, 0.6, 0.3)).astype(int)
+    flags = pd.DataFrame({"did_a": a, "did_b": b}).astype(int)
+    kept = pp.fit_moments(flags, orders, max_abs_corr=1.01).table()
+    merged = pp.fit_moments(flags, orders).table()
+    kept, merged = kept[kept.outcome == "conversion"], merged[merged.outcome == "conversion"]
+    width = np.log(kept["ci_high"] / kept["ci_low"])
+    assert len(kept) == 2 and len(merged) == 1
+    assert (width > 3 * np.log(merged["ci_high"] / merged["ci_low"]).iloc[0]).all()
+    assert (kept["vif"] > 10).all()
+
+
+def test_demo_world_purchase_and_delivery_update_flags_are_merged(world) -> None:
+    mot = pp.moments_of_truth(world, ("2025-01-01", "2025-09-30"),
+                              ("2025-10-01", "2025-12-31"))
+    m = mot.merged.iloc[0]
+    assert {m.kept, m.merged_into_it} == {"purchase", "delivery_update"}
+    assert m["corr"] > 0.99

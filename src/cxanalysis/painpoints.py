@@ -163,12 +163,22 @@ def comment_themes(source: Source, n_themes: int = 5, seed: int = 0, top_words: 
 
 @dataclass
 class MomentsOfTruth:
-    """Standardised logistic coefficients (odds ratio per standard deviation of a touchpoint
-    flag) for each outcome; larger |coefficient| = the touchpoint matters more."""
+    """Which touchpoint flags predict each outcome: odds ratio per standard deviation of a
+    flag with a 95% interval (unpenalised logistic regression on the standardised flags
+    that remain after merging near-duplicates), cross-validated AUC of an L2 model.
 
-    frame: pd.DataFrame  # touchpoint, outcome, coef, odds_ratio, share_doing
+    These are associations in observational data — a touchpoint *predicts* or *is
+    associated with* the outcome — not effects: never read a larger coefficient as "matters
+    more". Near-duplicate flags (``|r| > max_abs_corr``) are merged into one, named
+    ``a ≈ b`` (see ``merged``): with both in the model, their coefficients split one signal
+    arbitrarily."""
+
+    frame: pd.DataFrame  # touchpoint, outcome, coef, odds_ratio, ci_low, ci_high, p_value,
+    #                      share_doing, vif
     auc: dict[str, float]
     C: float
+    merged: pd.DataFrame | None = None  # kept, merged_into_it, abs_corr
+    max_abs_corr: float = 0.9
 
     def table(self) -> pd.DataFrame:
         return self.frame
@@ -179,39 +189,138 @@ class MomentsOfTruth:
 
     def plot(self, ax: plt.Axes | None = None) -> plt.Axes:
         ax = ax if ax is not None else plt.subplots(figsize=(8, 4))[1]
-        pivot = self.frame.pivot(index="touchpoint", columns="outcome", values="coef")
-        pivot = pivot.reindex(pivot.abs().max(axis=1).sort_values().index)
-        pivot.plot.barh(ax=ax)
-        ax.axvline(0, color="black", linewidth=0.8)
-        ax.set_xlabel("standardised log-odds (L2-regularised logistic regression)")
-        ax.set_title("Moments of truth")
+        outcomes = list(self.frame.outcome.unique())
+        order = (self.frame.groupby("touchpoint")["coef"].apply(lambda c: c.abs().max())
+                 .sort_values().index.tolist())
+        y = np.arange(len(order))
+        for i, o in enumerate(outcomes):
+            f = self.frame[self.frame.outcome == o].set_index("touchpoint").reindex(order)
+            yy = y + (i - (len(outcomes) - 1) / 2) * 0.3
+            ax.errorbar(f["odds_ratio"], yy, xerr=[f["odds_ratio"] - f["ci_low"],
+                                                   f["ci_high"] - f["odds_ratio"]],
+                        fmt="o", capsize=2, label=o)
+        ax.set_yticks(y, order)
+        ax.set_xscale("log")
+        ax.axvline(1, color="black", linewidth=0.8)
+        ax.set_xlabel("odds ratio per SD of the flag (95% interval; association, not effect)")
+        ax.set_title("Moments of truth: touchpoints that predict the outcome")
+        ax.legend(frameon=False, fontsize=8)
         return ax
 
     def summary(self) -> str:
         parts = []
         for outcome in self.frame.outcome.unique():
             t = self.top(outcome, 2)
-            parts.append(f"{outcome} (cross-validated AUC {self.auc[outcome]:.2f}) is best "
-                         "predicted by " + " and ".join(
-                             f"{r.touchpoint} (odds x{r.odds_ratio:.2f} per SD)"
-                             for r in t.itertuples()))
-        return "; ".join(parts) + "."
+            parts.append(f"{outcome} (cross-validated AUC {self.auc[outcome]:.2f}) is most "
+                         "strongly predicted by " + " and ".join(
+                             f"{r.touchpoint} (odds x{r.odds_ratio:.2f} per SD, 95% CI "
+                             f"{r.ci_low:.2f}–{r.ci_high:.2f})" for r in t.itertuples()))
+        text = "; ".join(parts) + ". These are associations, not effects of the touchpoints."
+        if self.merged is not None and len(self.merged):
+            text += (f" Near-duplicate flags (|r| > {self.max_abs_corr:g}) merged: "
+                     + "; ".join(f"{r.kept} with {r.merged_into_it} (r = {r.corr:.3f})"
+                                 for r in self.merged.itertuples()) + ".")
+        return text
+
+
+def merge_near_duplicates(x: pd.DataFrame, max_abs_corr: float = 0.9
+                          ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Merge flags whose correlation exceeds ``max_abs_corr`` in absolute value.
+
+    Flags linked by such correlations (connected components, single linkage) become one
+    column, kept under the name of the most common flag of the group (ties: first by name)
+    and renamed ``kept ≈ other ≈ ...``; the others are dropped (they carry the same
+    information). Returns (the merged flags, a table ``kept``, ``merged_into_it``, ``corr``
+    (the largest |r| of the group, signed))."""
+    cols = list(x.columns)
+    r = x.corr().to_numpy()
+    parent = list(range(len(cols)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    for i in range(len(cols)):
+        for j in range(i + 1, len(cols)):
+            if abs(r[i, j]) > max_abs_corr:
+                parent[root(j)] = root(i)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(cols)):
+        groups.setdefault(root(i), []).append(i)
+    out, rows = {}, []
+    means = x.mean()
+    for members in groups.values():
+        names = sorted((cols[i] for i in members), key=lambda c: (-means[c], c))
+        keep = names[0]
+        if len(names) == 1:
+            out[keep] = x[keep]
+            continue
+        sub = r[np.ix_(members, members)].copy()
+        np.fill_diagonal(sub, 0)
+        big = sub.flat[np.abs(sub).argmax()]
+        out[" ≈ ".join(names)] = x[keep]
+        rows.append({"kept": keep, "merged_into_it": ", ".join(names[1:]), "corr": float(big)})
+    return pd.DataFrame(out), pd.DataFrame(rows, columns=["kept", "merged_into_it", "corr"])
+
+
+def variance_inflation(x: np.ndarray) -> np.ndarray:
+    """Variance inflation factor of each column: the diagonal of the inverse correlation
+    matrix (``1 / (1 - R^2)`` of the column on the others)."""
+    return np.diag(np.linalg.inv(np.corrcoef(x, rowvar=False)))
+
+
+def fit_moments(flags: pd.DataFrame, n_orders: pd.Series | np.ndarray, C: float = 1.0,
+                seed: int = 0, max_abs_corr: float = 0.9) -> MomentsOfTruth:
+    """The model of :func:`moments_of_truth` on a per-customer frame of 0/1 ``flags`` and
+    the number of orders in the outcome window.
+
+    Flags that never vary are dropped, near-duplicates merged (:func:`merge_near_duplicates`),
+    the rest standardised. Odds ratios per SD and their 95% Wald intervals come from an
+    unpenalised logistic regression (statsmodels); the AUC is 5-fold cross-validated
+    (folds shuffled with ``seed``) for an L2 logistic regression with inverse strength ``C``.
+    """
+    import statsmodels.api as sm
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    flags = flags.loc[:, flags.std() > 0]
+    merged_x, merged = merge_near_duplicates(flags, max_abs_corr)
+    names = list(merged_x.columns)
+    raw = merged_x.to_numpy(float)
+    x = (raw - raw.mean(axis=0)) / raw.std(axis=0)
+    vif = variance_inflation(x) if x.shape[1] > 1 else np.ones(x.shape[1])
+    n_orders = np.asarray(n_orders, dtype=float)
+    rows, auc = [], {}
+    for name, y in (("conversion", (n_orders >= 1).astype(int)),
+                    ("retention", (n_orders >= 2).astype(int))):
+        if y.min() == y.max():
+            continue
+        folds = StratifiedKFold(5, shuffle=True, random_state=seed)
+        auc[name] = float(cross_val_score(LogisticRegression(C=C, max_iter=2000), x, y,
+                                          cv=folds, scoring="roc_auc").mean())
+        fit = sm.Logit(y, sm.add_constant(x)).fit(disp=0, maxiter=200)
+        ci = np.asarray(fit.conf_int(0.05))[1:]
+        for i, t in enumerate(names):
+            coef = float(fit.params[i + 1])
+            rows.append({"touchpoint": t, "outcome": name, "coef": coef,
+                         "odds_ratio": float(np.exp(coef)), "ci_low": float(np.exp(ci[i, 0])),
+                         "ci_high": float(np.exp(ci[i, 1])),
+                         "p_value": float(fit.pvalues[i + 1]),
+                         "share_doing": float(raw[:, i].mean()), "vif": float(vif[i])})
+    return MomentsOfTruth(pd.DataFrame(rows), auc, C, merged, max_abs_corr)
 
 
 def moments_of_truth(source: Source, calibration: tuple[str, str], outcome: tuple[str, str],
-                     touchpoints: Sequence[str] | None = None, C: float = 1.0, seed: int = 0
-                     ) -> MomentsOfTruth:
+                     touchpoints: Sequence[str] | None = None, C: float = 1.0, seed: int = 0,
+                     max_abs_corr: float = 0.9) -> MomentsOfTruth:
     """Which touchpoints, done in the ``calibration`` window, predict conversion (any order
     in the ``outcome`` window) and retention (two or more orders in it).
 
-    The per-customer flags are aggregated in the engine (one row per customer); the model
-    is scikit-learn's L2 logistic regression on standardised flags (``C`` = inverse
-    regularisation strength), with 5-fold cross-validated AUC reported.
+    The per-customer flags are aggregated in the engine (one row per customer); the model is
+    :func:`fit_moments`: near-duplicate flags (``|r| > max_abs_corr``, default 0.9) merged,
+    odds ratios per SD with 95% intervals, cross-validated AUC.
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import cross_val_score
-    from sklearn.preprocessing import StandardScaler
-
     ev = _ts_between(source.table("events"), "ts", *calibration)
     if touchpoints is None:
         touchpoints = sorted(ev.select("event").distinct().execute()["event"])
@@ -221,24 +330,8 @@ def moments_of_truth(source: Source, calibration: tuple[str, str], outcome: tupl
     outc = orders.group_by("customer_id").aggregate(n_orders=_.count())
     df = flags.left_join(outc, "customer_id").drop("customer_id_right") \
         .order_by("customer_id").execute()
-    n_orders = df["n_orders"].fillna(0)
-    x = df[[f"did_{t}" for t in touchpoints]].to_numpy(float)
-    keep = x.std(axis=0) > 0
-    x = StandardScaler().fit_transform(x[:, keep])
-    names = [t for t, k in zip(touchpoints, keep, strict=True) if k]
-    rows, auc = [], {}
-    for name, y in (("conversion", (n_orders >= 1).to_numpy(int)),
-                    ("retention", (n_orders >= 2).to_numpy(int))):
-        if y.min() == y.max():
-            continue
-        model = LogisticRegression(C=C, max_iter=2000)
-        auc[name] = float(cross_val_score(model, x, y, cv=5, scoring="roc_auc").mean())
-        model.fit(x, y)
-        for t, coef, share in zip(names, model.coef_[0], df[[f"did_{t}" for t in names]].mean(),
-                                  strict=True):
-            rows.append({"touchpoint": t, "outcome": name, "coef": float(coef),
-                         "odds_ratio": float(np.exp(coef)), "share_doing": float(share)})
-    return MomentsOfTruth(pd.DataFrame(rows), auc, C)
+    flags_df = df[[f"did_{t}" for t in touchpoints]].set_axis(list(touchpoints), axis=1)
+    return fit_moments(flags_df, df["n_orders"].fillna(0), C, seed, max_abs_corr)
 
 
 # ------------------------------------------------------------- persona-adjusted pain points
