@@ -22,7 +22,7 @@ def test_feedback_by_touchpoint_matches_pandas(world, world_path: Path) -> None:
 
 
 def test_comment_themes_recover_the_planted_themes(world, world_path: Path) -> None:
-    themes = pp.comment_themes(world, n_themes=5, seed=0)
+    themes = pp.comment_themes(world, n_themes=5, seed=0)  # an explicit number still works
     words = " | ".join(themes.words["top_words"])
     assert "late" in words and "checkout" in words
     assert "@" not in words and "alex" not in words.lower()  # redacted before modelling
@@ -270,3 +270,80 @@ def test_demo_world_purchase_and_delivery_update_flags_are_merged(world) -> None
     m = mot.merged.iloc[0]
     assert {m.kept, m.merged_into_it} == {"purchase", "delivery_update"}
     assert m["corr"] > 0.99
+
+
+# ---------------------------------------------------------- comment themes (issue 16 item 5)
+
+class _FeedbackOnly:
+    """A minimal source: ``table('feedback')`` from a DataFrame."""
+
+    def __init__(self, fb: pd.DataFrame):
+        import ibis
+
+        self.con = ibis.duckdb.connect()
+        self.con.create_table("feedback", fb)
+
+    def table(self, name: str):
+        return self.con.table(name)
+
+
+def _corpus(seed: int = 0) -> pd.DataFrame:
+    """Three themes with disjoint vocabularies; theme 'late' comes from detractors (NPS 2),
+    'friendly' from promoters (NPS 10), 'price' half and half (NPS 3 / CSAT 5 only)."""
+    rng = np.random.default_rng(seed)
+    pools = {"late": ["late", "parcel", "courier", "delayed", "waiting", "tracking",
+                      "arrived", "weeks", "missing", "driver", "lost", "depot"],
+             "friendly": ["friendly", "staff", "helpful", "smile", "welcoming", "kind",
+                          "polite", "patient", "cheerful", "assistant", "caring", "warm"],
+             "price": ["price", "expensive", "cheap", "discount", "value", "cost",
+                       "money", "pricey", "bargain", "offer", "deal", "coupon"]}
+    rows = []
+    for t, words in pools.items():
+        for i in range(60):
+            text = " ".join(rng.choice(words, 5, replace=False))
+            nps = {"late": 2.0, "friendly": 10.0}.get(t, 3.0 if i % 2 else np.nan)
+            csat = 5.0 if t == "price" and not i % 2 else np.nan
+            rows.append({"customer_id": f"{t}{i}", "ts": pd.Timestamp("2025-03-01", tz="UTC"),
+                         "event": "delivery", "channel": "web", "nps": nps, "csat": csat,
+                         "comment": text, "theme_true": t})
+    return pd.DataFrame(rows)
+
+
+def test_comment_themes_choose_the_number_by_stability_and_split_by_sentiment() -> None:
+    fb = _corpus()
+    src = _FeedbackOnly(fb.drop(columns="theme_true"))
+    themes = pp.comment_themes(src, seed=0, min_group_size=5, candidates=range(2, 6))
+    sel = themes.selection
+    assert sel["n_themes"].tolist() == [2, 3, 4, 5]
+    assert themes.n_themes == 3 and bool(sel.set_index("n_themes").loc[3, "chosen"])
+    assert sel.set_index("n_themes").loc[3, "stability"] > 0.95
+    # sentiment per theme, against a direct count of the answers
+    s = themes.sentiment.set_index("theme")
+    w = themes.words.set_index("theme")["top_words"]
+    late = next(t for t in w.index if "late" in w[t] or "courier" in w[t])
+    kind = next(t for t in w.index if "staff" in w[t] or "friendly" in w[t])
+    price = next(t for t in w.index if "price" in w[t] or "cost" in w[t])
+    assert s.loc[late, "negative"] == pytest.approx(1.0)
+    assert s.loc[kind, "positive"] == pytest.approx(1.0)
+    assert (s.loc[price, "negative"], s.loc[price, "positive"]) == pytest.approx((0.5, 0.5))
+    assert "Mixed" in themes.summary() and "Mostly negative" in themes.summary()
+
+
+def test_comment_themes_seed_changes_the_initialisation() -> None:
+    """Issue 16 item 5: with init='nndsvda' the seed did nothing; now the same seed gives
+    identical themes and different seeds can give different NMF factors; an explicit
+    number of themes still works."""
+    src = _FeedbackOnly(_corpus().drop(columns="theme_true"))
+    a = pp.comment_themes(src, n_themes=3, seed=0, min_group_size=5)
+    b = pp.comment_themes(src, n_themes=3, seed=0, min_group_size=5)
+    c = pp.comment_themes(src, n_themes=3, seed=1, min_group_size=5)
+    assert a.selection is None and a.n_themes == 3
+    assert np.array_equal(a.components, b.components)
+    assert not np.array_equal(a.components, c.components)
+    from sklearn.decomposition._nmf import _initialize_nmf
+
+    x = np.abs(np.random.default_rng(0).normal(size=(30, 12)))
+    x[x < 0.8] = 0  # zeros in the SVD start are what the seed fills
+    w0, _ = _initialize_nmf(x, 3, init="nndsvdar", random_state=0)
+    w1, _ = _initialize_nmf(x, 3, init="nndsvdar", random_state=1)
+    assert not np.array_equal(w0, w1)

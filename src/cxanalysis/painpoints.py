@@ -88,13 +88,39 @@ def feedback_by_touchpoint(source: Source, start: str | None = None, end: str | 
 
 @dataclass
 class CommentThemes:
-    """Themes found in comments: top words per theme, and how often each theme is the main
-    theme of comments about each touchpoint."""
+    """Themes found in comments: top words per theme, how often each theme is the main
+    theme of comments about each touchpoint, and the sentiment of each theme's answers.
+
+    Attributes
+    ----------
+    words : DataFrame
+        ``theme``, ``top_words``.
+    counts : DataFrame
+        ``event``, ``theme``, ``comments``, ``customers``, ``share`` (of the touchpoint's
+        comments), ``mean_nps``.
+    sentiment : DataFrame
+        Per theme: ``comments``, ``customers``, and the shares of its comments from
+        ``negative`` / ``neutral`` / ``positive`` answers (NPS 0-6 / 7-8 / 9-10, else CSAT
+        1-2 / 3 / 4-5; ``unknown`` without either), ``mean_nps``, ``mean_csat``.
+    selection : DataFrame or None
+        When the number of themes was chosen: per candidate ``n_themes``, ``coherence``
+        (UMass, mean over themes; higher is better) and ``stability`` (mean cosine
+        similarity of matched theme-word vectors across resamples), and ``chosen``.
+    components : ndarray
+        The NMF theme x term matrix (terms are the model's vocabulary of common words).
+    """
 
     words: pd.DataFrame  # theme, top_words
     counts: pd.DataFrame  # event, theme, comments, share, mean_nps
     n_comments: int
     seed: int
+    sentiment: pd.DataFrame | None = None
+    selection: pd.DataFrame | None = None
+    components: np.ndarray | None = None
+
+    @property
+    def n_themes(self) -> int:
+        return len(self.words)
 
     def table(self) -> pd.DataFrame:
         return self.counts
@@ -108,27 +134,143 @@ class CommentThemes:
         ax.legend(frameon=False, fontsize=7, bbox_to_anchor=(1, 1))
         return ax
 
+    def summary(self) -> str:
+        how = (f"{self.n_themes} themes, chosen by coherence and resampling stability"
+               if self.selection is not None else f"{self.n_themes} themes (given)")
+        text = f"{self.n_comments:,} comments, {how}."
+        if self.sentiment is not None and len(self.sentiment):
+            s = self.sentiment.dropna(subset=["negative"])
+            w = self.words.set_index("theme")["top_words"]
+            mixed = s[(s["negative"] >= 0.25) & (s["positive"] >= 0.25)]
+            neg = s[(s["negative"] >= 0.6)]
+            if len(neg):
+                text += " Mostly negative: " + "; ".join(
+                    f"{r.theme} ({w[r.theme]}: {r.negative:.0%} negative)"
+                    for r in neg.itertuples()) + "."
+            if len(mixed):
+                text += " Mixed (praise and complaint share words): " + "; ".join(
+                    f"{r.theme} ({w[r.theme]}: {r.negative:.0%} negative, {r.positive:.0%} "
+                    "positive)" for r in mixed.itertuples()) + "."
+        return text
 
-def comment_themes(source: Source, n_themes: int = 5, seed: int = 0, top_words: int = 5,
-                   start: str | None = None, end: str | None = None,
-                   min_group_size: int = MIN_GROUP_SIZE) -> CommentThemes:
+
+def _umass_coherence(x_bin, components: np.ndarray, top: int) -> float:
+    """Mean UMass coherence of the themes' top words: for ordered top words w1..wm,
+    the mean over pairs i > j of log((D(wi, wj) + 1) / D(wj)), D = comments containing."""
+    co = (x_bin.T @ x_bin).toarray()
+    scores = []
+    for comp in components:
+        idx = np.argsort(-comp)[:top]
+        pairs = [np.log((co[idx[i], idx[j]] + 1) / co[idx[j], idx[j]])
+                 for i in range(1, len(idx)) for j in range(i) if co[idx[j], idx[j]] > 0]
+        scores.append(np.mean(pairs) if pairs else np.nan)
+    return float(np.nanmean(scores))
+
+
+def _match_similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean cosine similarity of theme-word vectors of two fits after the best one-to-one
+    matching (Hungarian algorithm)."""
+    from scipy.optimize import linear_sum_assignment
+
+    na = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+    nb = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+    sim = na @ nb.T
+    r, c = linear_sum_assignment(-sim)
+    return float(sim[r, c].mean())
+
+
+def _nmf(x, k: int, seed: int):
+    from sklearn.decomposition import NMF
+
+    # nndsvdar: the deterministic SVD start with its zeros filled by small random values
+    # drawn from random_state, so the seed changes the initialisation (plain "nndsvda" does
+    # not use the seed at all)
+    model = NMF(n_components=k, random_state=seed, init="nndsvdar", max_iter=1000)
+    return model, model.fit_transform(x)
+
+
+def choose_n_themes(x, candidates: Sequence[int], seed: int = 0, resamples: int = 5,
+                    fraction: float = 0.8, top_words: int = 10, tie: float = 0.01
+                    ) -> pd.DataFrame:
+    """Score each candidate number of themes by coherence and resampling stability.
+
+    Stability: ``resamples`` fits on random ``fraction`` subsets of the comments (seeded),
+    each matched to the fit on all comments (:func:`_match_similarity`), averaged.
+    Coherence: :func:`_umass_coherence` of the ``top_words`` (default 10) words of each
+    theme of the fit on all comments: a theme that merges two topics has top words that
+    never occur together, which coherence penalises while stability may not (too few
+    themes can be just as reproducible). Rule: candidates within ``tie`` of the best
+    stability (Greene, O'Callaghan & Cunningham 2014) are eligible; the most coherent of
+    them wins (then fewer themes). Coherence alone is not used: it tends to grow with the
+    number of themes, as themes get narrower.
+    """
+    rng = np.random.default_rng(seed)
+    x_bin = (x > 0).astype(float)
+    rows = []
+    n = x.shape[0]
+    for k in candidates:
+        full, _w = _nmf(x, k, seed)
+        sims = []
+        for r in range(resamples):
+            idx = np.sort(rng.choice(n, size=int(fraction * n), replace=False))
+            part, _w = _nmf(x[idx], k, seed + r + 1)
+            sims.append(_match_similarity(full.components_, part.components_))
+        rows.append({"n_themes": int(k),
+                     "coherence": _umass_coherence(x_bin, full.components_, top_words),
+                     "stability": float(np.mean(sims))})
+    sel = pd.DataFrame(rows)
+    pool = sel[sel["stability"] >= sel["stability"].max() - tie]
+    best = pool.sort_values(["coherence", "n_themes"], ascending=[False, True]).iloc[0]
+    sel["chosen"] = sel["n_themes"] == best["n_themes"]
+    return sel
+
+
+def _sentiment(df: pd.DataFrame) -> pd.Series:
+    """negative / neutral / positive from the answer's NPS (0-6 / 7-8 / 9-10), else its CSAT
+    (1-2 / 3 / 4-5), else unknown."""
+    out = pd.Series("unknown", index=df.index, dtype=object)
+    if "csat" in df:
+        c = df["csat"]
+        out = out.mask(c.notna() & (c <= 2), "negative").mask(c == 3, "neutral") \
+            .mask(c >= 4, "positive")
+    if "nps" in df:
+        v = df["nps"]
+        out = out.mask(v.notna() & (v <= 6), "negative").mask((v >= 7) & (v <= 8), "neutral") \
+            .mask(v >= 9, "positive")
+    return out
+
+
+def comment_themes(source: Source, n_themes: int | None = None, seed: int = 0,
+                   top_words: int = 5, start: str | None = None, end: str | None = None,
+                   min_group_size: int = MIN_GROUP_SIZE,
+                   candidates: Sequence[int] = range(2, 9)) -> CommentThemes:
     """Themes of feedback comments with TF-IDF + NMF (each comment's main theme = its
     largest NMF weight). Themes are named by their top words. Comments are redacted first
     and never returned; a word or bigram is a term of the model only if at least
     ``min_group_size`` distinct customers (and 3 comments) used it, so names and addresses
-    that the redaction misses cannot reach the theme words. Theme counts by touchpoint
-    with fewer than ``min_group_size`` customers are left out."""
-    from sklearn.decomposition import NMF
+    that the redaction misses cannot reach the theme words. Theme counts by touchpoint and
+    theme sentiments with fewer than ``min_group_size`` customers are left out.
+
+    Parameters
+    ----------
+    n_themes : int or None
+        Number of themes; None (default) chooses it among ``candidates`` by coherence and
+        resampling stability (:func:`choose_n_themes`).
+    seed : int
+        Seeds the NMF initialisation (``nndsvdar``) and the resamples.
+    """
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     fb = _ts_between(source.table("feedback"), "ts", start, end)
     if "comment" not in fb.columns:
         raise CXDataError("feedback has no 'comment' column: no themes to find")
-    cols = ["event", "comment"] + (["nps"] if "nps" in fb.columns else [])
+    scores = [c for c in ("nps", "csat") if c in fb.columns]
+    cols = ["event", "comment", *scores]
     df = fb.filter(fb.comment.notnull() & (fb.comment.strip() != "")).select(
         *cols, "customer_id").order_by([*cols, "customer_id"]).execute()
-    if len(df) < max(n_themes * 5, min_group_size):
-        raise CXDataError(f"only {len(df)} comments: too few to find {n_themes} themes")
+    need = n_themes if n_themes is not None else min(candidates)
+    if len(df) < max(need * 5, min_group_size):
+        raise CXDataError(f"only {len(df)} comments: too few to find {need} themes")
     text = [redact(c) for c in df["comment"]]
     opts = {"stop_words": "english", "ngram_range": (1, 2),
             "token_pattern": r"(?u)\b[a-z][a-z]+\b"}
@@ -137,14 +279,18 @@ def comment_themes(source: Source, n_themes: int = 5, seed: int = 0, top_words: 
     terms = [analyze(t) for t in text]
     common = (terms_used_by(terms, df["customer_id"].tolist(), min_group_size)
               & terms_used_by(terms, range(len(terms)), 3))  # and in 3 comments
-    if len(common) < n_themes:
+    if len(common) < need:
         raise CXDataError(f"feedback: only {len(common)} word(s) of the comments are used by "
-                          f"{min_group_size} or more customers: too few to find {n_themes} "
+                          f"{min_group_size} or more customers: too few to find {need} "
                           "themes")
     vec = TfidfVectorizer(**opts, vocabulary=sorted(common))
     x = vec.fit_transform(text)
-    model = NMF(n_components=n_themes, random_state=seed, init="nndsvda", max_iter=500)
-    w = model.fit_transform(x)
+    selection = None
+    if n_themes is None:
+        cands = [k for k in candidates if k <= min(len(common), len(df) // 5)]
+        selection = choose_n_themes(x, cands, seed=seed)
+        n_themes = int(selection.loc[selection["chosen"], "n_themes"].iloc[0])
+    model, w = _nmf(x, n_themes, seed)
     vocab = np.array(vec.get_feature_names_out())
     names = []
     for comp in model.components_:
@@ -152,13 +298,24 @@ def comment_themes(source: Source, n_themes: int = 5, seed: int = 0, top_words: 
         names.append(", ".join(top))
     words = pd.DataFrame({"theme": [f"T{i + 1}" for i in range(n_themes)], "top_words": names})
     df = df.drop(columns="comment").assign(theme=[f"T{i + 1}" for i in w.argmax(axis=1)])
+    df["sentiment"] = _sentiment(df)
     aggs = {"comments": ("theme", "size"), "customers": ("customer_id", "nunique")}
     if "nps" in df:
         aggs["mean_nps"] = ("nps", "mean")
     counts = df.groupby(["event", "theme"], as_index=False).agg(**aggs)
     counts["share"] = counts["comments"] / counts.groupby("event")["comments"].transform("sum")
     counts = counts[counts["customers"] >= min_group_size].reset_index(drop=True)
-    return CommentThemes(words, counts, len(df), seed)
+    sent = df.groupby("theme").agg(comments=("theme", "size"),
+                                   customers=("customer_id", "nunique"))
+    shares = pd.crosstab(df["theme"], df["sentiment"], normalize="index")
+    for lvl in ("negative", "neutral", "positive", "unknown"):
+        sent[lvl] = shares[lvl] if lvl in shares else 0.0
+    for sc in scores:
+        sent[f"mean_{sc}"] = df.groupby("theme")[sc].mean()
+    sent = sent.reindex(words["theme"]).reset_index()
+    sent = suppress_small_groups(sent, "customers", min_group_size,
+                                 columns=[c for c in sent.columns if c != "theme"])
+    return CommentThemes(words, counts, len(df), seed, sent, selection, model.components_)
 
 
 @dataclass
