@@ -411,6 +411,7 @@ def test_attempts_step_table_counts_every_attempt_and_states_the_unit() -> None:
     assert t.loc["c", "conversion_from_first"] == pytest.approx(1 / 5)
     assert res.unit == "attempts" and res.entered == 5
     assert "Unit: attempts" in res.summary() and "5 attempts by 3 customers" in res.summary()
+    assert res.breakdown(min_group_size=1).summary().startswith("Conversion of attempts")
     leaks = res.dropoff(min_group_size=1)
     assert leaks.unit == "attempts" and "excess attempts" in leaks.summary()
     # the customers unit on the same log counts each customer once

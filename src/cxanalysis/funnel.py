@@ -354,7 +354,9 @@ class FunnelResult:
                                             converted=(_.level == n).sum())
                .order_by("group").execute())
         agg["group"] = agg["group"].astype(str)
-        return Breakdown.from_counts(label, agg, self.alpha, min_group_size)
+        out = Breakdown.from_counts(label, agg, self.alpha, min_group_size)
+        out.unit = self.unit
+        return out
 
     def over_time(self, freq: str = "week") -> pd.DataFrame:
         """Conversion by period of the attempt's start (customers still in progress excluded)."""
@@ -421,6 +423,8 @@ class Breakdown:
     p_value: float
     dof: int
     pairwise: pd.DataFrame
+    #: what the ``customers`` column counts: customers or attempts (of the funnel)
+    unit: str = "customers"
 
     @classmethod
     def from_counts(cls, by: str, agg: pd.DataFrame, alpha: float, min_group_size: int
@@ -458,13 +462,13 @@ class Breakdown:
         ax.errorbar(f["conversion"], f["group"], xerr=[f["conversion"] - f["ci_low"],
                                                        f["ci_high"] - f["conversion"]],
                     fmt="o", color="#1e88e5", capsize=3)
-        ax.set_xlabel("conversion (95% Wilson interval)")
+        ax.set_xlabel(f"conversion of {self.unit} (95% Wilson interval)")
         ax.set_title(f"Conversion by {self.by}")
         return ax
 
     def summary(self) -> str:
-        return (f"Conversion differs across {self.by} groups: chi-square {self.chi2:.1f} on "
-                f"{self.dof} df, p = {self.p_value:.2g}.")
+        return (f"Conversion of {self.unit} differs across {self.by} groups: chi-square "
+                f"{self.chi2:.1f} on {self.dof} df, p = {self.p_value:.2g}.")
 
 
 def two_proportion_z(x1: float, n1: float, x2: float, n2: float) -> tuple[float, float]:

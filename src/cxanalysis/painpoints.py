@@ -6,13 +6,16 @@ touchpoints predict conversion and retention.
 - :func:`comment_themes` — themes of free-text comments with TF-IDF + NMF (scikit-learn,
   offline, seeded). Comments are redacted (:func:`cxanalysis.privacy.redact`) before
   modelling, and only words used by at least ``min_group_size`` distinct customers enter
-  the model; reports show only theme words and counts, never a comment.
+  the model; reports show only theme words and counts, never a comment. The number of
+  themes is chosen by resampling stability and coherence unless given; each theme's
+  comments are split by the answer's sentiment (NPS, else CSAT).
 - :func:`adjusted_dropoff` — drop-off by step x channel against the rest of the step,
   unadjusted and within personas (Mantel–Haenszel), so a channel is not blamed for who
   uses it; :func:`window_sweep` repeats it over window lengths.
-- :func:`moments_of_truth` — a regularised logistic regression of an outcome in a later
-  window (any order; a repeat order) on whether the customer performed each touchpoint in
-  the calibration window; standardised coefficients as odds ratios.
+- :func:`moments_of_truth` — a logistic regression of an outcome in a later window (any
+  order; a repeat order) on whether the customer performed each touchpoint in the
+  calibration window, near-duplicate flags merged; odds ratios per SD with 95% intervals.
+  Associations (what predicts the outcome), not effects.
 """
 
 from __future__ import annotations
