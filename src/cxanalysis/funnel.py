@@ -545,7 +545,8 @@ class PainPoints:
         ax.barh(labels, f["excess_lost"], color=colors)
         ax.axvline(0, color="black", linewidth=0.8)
         ax.set_xlabel(f"{self.unit} lost beyond the step's overall rate")
-        ax.set_title(f"Pain points by step × {self.by} (red: significantly worse, Holm)")
+        ax.set_title(f"Pain points by step × {self.by} (red: significantly worse, Holm; "
+                     "unadjusted)")
         return ax
 
 
