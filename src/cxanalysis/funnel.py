@@ -63,6 +63,7 @@ from cxanalysis.data import (
     between_days,
     epoch_micros,
     in_days,
+    materialize,
     window_end,
 )
 from cxanalysis.privacy import MIN_GROUP_SIZE, suppress_small_groups
@@ -591,9 +592,7 @@ def funnel(
             lambda t: (t.xs > t.att) & (t.xs < t.lt)).select("customer_id").distinct()
         excluded = int(hit.count().execute())
         per = per.anti_join(hit, "customer_id")
-    name = f"__funnel_{next(_COUNTER)}"
-    con = all_events._find_backend()
-    customers = con.create_table(name, per, temp=True)
+    customers = materialize(per, "funnel")  # temp table, or .cache() off DuckDB/PostgreSQL
     frame = _step_table(customers, steps, alpha)
     return FunnelResult(steps, float(window_seconds), mode, frame, customers, data_end_ts,
                         excluded, alpha)
