@@ -120,14 +120,39 @@ def scrub(text: str, url: str) -> str:
     return text
 
 
+#: Full URLs registered by :func:`remember` in this process, by their redacted form.
+_KNOWN: dict[str, str] = {}
+
+
+def remember(url: str) -> str:
+    """Register ``url`` and return its redacted form, which :func:`resolve_url` maps back
+    (in this process, and in kernels given :func:`credentials_env`)."""
+    shown = redact(url)
+    if shown != url:
+        _KNOWN[shown] = url
+    return shown
+
+
+def forget() -> None:
+    """Drop every URL :func:`remember` registered."""
+    _KNOWN.clear()
+
+
+def credentials_env() -> str | None:
+    """Value of :data:`CREDENTIALS_ENV` for a kernel: the registered URLs, or None."""
+    return json.dumps(_KNOWN) if _KNOWN else None
+
+
 def resolve_url(url: str) -> str:
-    """The full URL for a redacted one that ``cxanalysis report`` registered in
-    :data:`CREDENTIALS_ENV`; ``url`` itself otherwise."""
+    """The full URL for a redacted one registered by :func:`remember` here or, in a kernel
+    run by ``cxanalysis report``, passed in :data:`CREDENTIALS_ENV`; ``url`` otherwise."""
+    if url in _KNOWN:
+        return _KNOWN[url]
     try:
         known = json.loads(os.environ.get(CREDENTIALS_ENV) or "{}")
     except ValueError:
         return url
-    return known.get(url, url)
+    return known.get(url, url) if isinstance(known, dict) else url
 
 
 def connect(url: str) -> ibis.BaseBackend:
