@@ -165,3 +165,15 @@ def test_redact_removes_passwords_and_secret_parameters() -> None:
         "snowflake://u@acct/db/schema?warehouse=wh"
     assert redact("trino://u@h:8080/hive?access_token=abc") == "trino://u@h:8080/hive"
     assert redact("/data/demo") == "/data/demo"
+
+
+def test_journeys_equal_on_postgres(both) -> None:
+    """Ordered path aggregation and exact step-time quantiles give the same tables."""
+    from cxanalysis import journeys
+
+    duck, pg = both
+    for fn in (journeys.journey_paths, journeys.stage_durations):
+        a, b = fn(duck).frame, fn(pg).frame
+        assert len(a) > 3, fn.__name__
+        pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True),
+                                      check_dtype=False, rtol=1e-9)
