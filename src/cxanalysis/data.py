@@ -4,7 +4,9 @@ A *source* is either
 
 - a folder holding ``NAME.parquet``, ``NAME.csv`` or a folder ``NAME/`` of Parquet files for
   each table of :data:`cxanalysis.schema.TABLES`, or
-- a DuckDB database file (``*.duckdb`` / ``*.db``) holding tables with those names.
+- a DuckDB database file (``*.duckdb`` / ``*.db``) holding tables with those names, or
+- a database URL (``postgres://user:pass@host:5432/db``) or an Ibis backend: see
+  :mod:`cxanalysis.engines` (tables typed and validated in place as Ibis expressions).
 
 Files are scanned in place by DuckDB (nothing is loaded into pandas) and are never modified;
 a database file is attached read-only. Every table is exposed as a *typed view*: contract
