@@ -64,14 +64,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_synth)
 
     p = sub.add_parser("validate", help="validate a source against the data contract")
-    p.add_argument("source", help="folder of Parquet/CSV files or a DuckDB database file")
+    p.add_argument("source", help="folder of Parquet/CSV files, a DuckDB database file, or "
+                   "a database URL (postgres://user@host:5432/db, duckdb:///path/cx.duckdb)")
     p.add_argument("--mapping", help="mapping YAML file, or a preset (ga4, segment, "
                    "amplitude): which file is which table, which column is which")
     p.set_defaults(func=_validate)
 
     p = sub.add_parser("report", help="run notebooks headlessly into HTML reports")
     p.add_argument("notebooks", nargs="*", help="notebooks to run (default: all)")
-    p.add_argument("--source", help="data source for every notebook")
+    p.add_argument("--source", help="data source for every notebook: a folder, a DuckDB "
+                   "file or a database URL (its password is never written into reports)")
     p.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
                    help="set a notebook parameter (YAML value); repeatable")
     p.add_argument("--params-file", help="YAML file of parameters")

@@ -4,7 +4,9 @@ A *source* is either
 
 - a folder holding ``NAME.parquet``, ``NAME.csv`` or a folder ``NAME/`` of Parquet files for
   each table of :data:`cxanalysis.schema.TABLES`, or
-- a DuckDB database file (``*.duckdb`` / ``*.db``) holding tables with those names.
+- a DuckDB database file (``*.duckdb`` / ``*.db``) holding tables with those names, or
+- a database URL (``postgres://user:pass@host:5432/db``) or an Ibis backend: see
+  :mod:`cxanalysis.engines` (tables typed and validated in place as Ibis expressions).
 
 Files are scanned in place by DuckDB (nothing is loaded into pandas) and are never modified;
 a database file is attached read-only. Every table is exposed as a *typed view*: contract
@@ -22,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+import itertools
 import json
 import os
 from collections.abc import Iterable, Sequence
@@ -32,6 +35,7 @@ import ibis
 import ibis.expr.datatypes as idt
 import pandas as pd
 
+from cxanalysis import engines as _engines  # noqa: F401 - patches Ibis's PostgreSQL compiler
 from cxanalysis.mapping import EPOCH_UNITS, ColumnRule, Mapping, TableMapping, load_mapping
 from cxanalysis.schema import TABLES, Column, Table
 
@@ -157,7 +161,7 @@ class Source:
         (e.g. the ``customers`` table from the ids seen elsewhere); reports show them.
     """
 
-    path: Path
+    path: Path | None
     con: ibis.BaseBackend
     names: tuple[str, ...]
     validation: ValidationReport | None = None
@@ -170,6 +174,22 @@ class Source:
     raw_types: dict[str, dict[str, str]] = field(default_factory=dict)
     #: table -> (contract column, what was expected) of mapped expressions (epoch/format).
     expressions: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    #: How the source is shown (a URL without its password); the path for files.
+    location: str = ""
+    #: Whether ``close`` disconnects (False for a backend the caller passed in).
+    owned: bool = True
+    #: Engine sources (:mod:`cxanalysis.engines`): typed and raw Ibis tables by name.
+    tables: dict[str, ibis.Table] | None = None
+    raw_tables: dict[str, ibis.Table] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.location:
+            self.location = str(self.path)
+
+    @property
+    def engine(self) -> str:
+        """Name of the Ibis backend the tables live on (``duckdb``, ``postgres``, ...)."""
+        return self.con.name
 
     def has(self, name: str) -> bool:
         return name in self.names
@@ -181,12 +201,14 @@ class Source:
                               f"(known: {', '.join(TABLES)})")
         if name not in self.names:
             raise CXDataError(
-                f"source {self.path} has no table {name!r}: expected {name}.parquet, "
+                f"source {self.location} has no table {name!r}: expected {name}.parquet, "
                 f"{name}.csv or a folder {name}/ of Parquet files"
                 + (" (or a table in the database)" if self.is_database else "")
                 + f", or a mapping entry tables.{name}.from"
                 + f". Tables found: {', '.join(self.names) or 'none'}."
             )
+        if self.tables is not None:
+            return self.tables[name]
         return self.con.table(name)
 
     def require(self, *names: str) -> None:
@@ -194,17 +216,19 @@ class Source:
         missing = [n for n in names if n not in self.names]
         if missing:
             raise CXDataError(
-                f"source {self.path} lacks required table(s) {', '.join(missing)} "
+                f"source {self.location} lacks required table(s) {', '.join(missing)} "
                 f"(found: {', '.join(self.names) or 'none'}); see docs/data-model.md"
             )
 
     @property
     def is_database(self) -> bool:
-        return self.path.is_file()
+        return self.path is None or self.path.is_file()
 
     @property
     def truth_dir(self) -> Path | None:
         """The synthetic world's ground truth folder, if this source has one."""
+        if self.path is None:
+            return None
         truth = (self.path if self.path.is_dir() else self.path.parent) / "truth"
         return truth if (truth / "truth.json").exists() else None
 
@@ -212,7 +236,12 @@ class Source:
     def fingerprint(self) -> str:
         """:func:`fingerprint` of the files, combined with the mapping's content when the
         source was opened with one (the same files read through another mapping are other
-        data); the mapping's file name does not count."""
+        data); the mapping's file name does not count. A database source: see
+        :func:`cxanalysis.engines.backend_fingerprint`."""
+        if self.path is None:
+            from cxanalysis.engines import backend_fingerprint
+
+            return backend_fingerprint(self)
         if self.mapping is None:
             return fingerprint(self.path)
         spec = dataclasses.asdict(self.mapping)
@@ -221,8 +250,10 @@ class Source:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def close(self) -> None:
-        """Release the DuckDB connection (and the read-only attachment of a database)."""
-        self.con.disconnect()
+        """Release the connection (and the read-only attachment of a database); a backend
+        the caller passed in stays open."""
+        if self.owned:
+            self.con.disconnect()
 
     def __enter__(self) -> Source:
         return self
@@ -232,6 +263,8 @@ class Source:
 
     def sql(self, query: str) -> pd.DataFrame:
         """Run SQL on the source's connection and return a (small) DataFrame."""
+        if self.con.name != "duckdb":
+            return self.con.sql(query).execute()
         return self.con.raw_sql(query).df()
 
 
@@ -595,7 +628,7 @@ def _create_typed_view(source: Source, name: str) -> None:
 
 
 def open_source(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | ibis.BaseBackend,
     require: Iterable[str] = (),
     validate: bool = True,
     now: dt.datetime | None = None,
@@ -605,8 +638,12 @@ def open_source(
 
     Parameters
     ----------
-    path : path-like
-        A folder of Parquet/CSV files named after the tables, or a DuckDB database file.
+    path : path-like, URL or ibis.BaseBackend
+        A folder of Parquet/CSV files named after the tables, a DuckDB database file, a URL
+        that ``ibis.connect`` understands (``postgres://user:pass@host:5432/db``;
+        ``duckdb:///path/cx.duckdb`` opens that file as above), or an Ibis backend (e.g.
+        ``ibis.pyspark.connect(spark)``; left open by ``close``). Database engines are read
+        through :mod:`cxanalysis.engines`: tables found by name, validated in place.
     require : iterable of str
         Tables the caller needs; a missing one raises :class:`CXDataError` naming it.
     validate : bool
@@ -631,8 +668,28 @@ def open_source(
         When the source holds no contract table at all, lacks a required one, the mapping is
         wrong (naming the entry), or (with ``validate``) the data breaks the contract.
     """
-    path = Path(path).expanduser().resolve()
+    from cxanalysis import engines
+
     mp = load_mapping(mapping)
+    if isinstance(path, str) and path.lower().startswith("duckdb://"):
+        path = path[len("duckdb://"):]  # a DuckDB file: the file path, read-only attached
+        if not path:
+            raise CXDataError("duckdb:// needs a database file (duckdb:///path/cx.duckdb)")
+    if isinstance(path, ibis.BaseBackend) or engines.is_url(path):
+        owned = not isinstance(path, ibis.BaseBackend)
+        con = engines.connect(path) if owned else path
+        try:
+            source = engines.open_backend_source(con, engines.redact(path), mp, owned)
+            source.require(*require)
+        except Exception:
+            if owned:
+                con.disconnect()
+            raise
+        if validate:
+            source.validation = engines.validate_backend(source, now=now)
+            source.validation.raise_for_errors()
+        return source
+    path = Path(path).expanduser().resolve()
     con, raw = _connect(path, mp)
     if not raw:
         con.disconnect()
@@ -657,13 +714,17 @@ def open_source(
 # --------------------------------------------------------------------------- validation
 
 
-def validate(path: str | os.PathLike[str], now: dt.datetime | None = None,
+def validate(path: str | os.PathLike[str] | ibis.BaseBackend, now: dt.datetime | None = None,
              mapping: str | os.PathLike[str] | dict | Mapping | None = None
              ) -> ValidationReport:
     """Validate a source against the contract and return the report (never raises on bad
     data; raises :class:`CXDataError` when the source cannot be opened at all: it does not
     exist, holds no contract table, or the mapping is wrong)."""
     with open_source(path, validate=False, mapping=mapping) as source:
+        if source.tables is not None:
+            from cxanalysis.engines import validate_backend
+
+            return validate_backend(source, now=now)
         report = _validate(source, source.raw_types, now=now)
         report.derived = list(source.derived)
         return report
@@ -873,9 +934,29 @@ def _epoch_us(ts: idt.Timestamp(timezone="UTC")) -> idt.int64:  # type: ignore[e
 
 def _on_duckdb(expr: ibis.Value) -> bool:
     try:
-        return expr._find_backend().name == "duckdb"
+        return ibis.get_backend(expr).name == "duckdb"
     except Exception:  # unbound expressions have no backend: stay portable
         return False
+
+
+_TEMP_COUNTER = itertools.count()
+#: Backends whose Ibis driver creates session-temporary tables.
+_TEMP_TABLES = ("duckdb", "postgres")
+
+
+def materialize(expr: ibis.Table, prefix: str = "tmp") -> ibis.Table:
+    """Store ``expr`` once so that several later queries read it instead of re-running it.
+
+    A session-temporary table on DuckDB and PostgreSQL (as before); elsewhere (PySpark,
+    warehouses) ``expr.cache()``, which each backend implements its own way. Works on
+    unbound expressions too (returned as they are)."""
+    try:
+        con = ibis.get_backend(expr)
+    except Exception:  # an unbound expression: nothing to store it in
+        return expr
+    if con.name in _TEMP_TABLES:
+        return con.create_table(f"__{prefix}_{next(_TEMP_COUNTER)}", expr, temp=True)
+    return expr.cache()
 
 
 def epoch_seconds(ts: ibis.Value) -> ibis.Value:
@@ -883,19 +964,21 @@ def epoch_seconds(ts: ibis.Value) -> ibis.Value:
 
     On DuckDB this uses ``epoch_us`` directly: Ibis's ``epoch_seconds()`` compiles through a
     cast to a naive timestamp, a time-zone conversion per row that is several times slower on
-    tens of millions of rows. Other backends get ``epoch_seconds()``."""
+    tens of millions of rows. Other backends get :func:`epoch_micros` / 10^6."""
     if _on_duckdb(ts):
         return _epoch_us(ts).cast("float64") / 1e6
-    return ts.epoch_seconds().cast("float64")
+    return epoch_micros(ts).cast("float64") / 1e6  # same formula: same doubles as DuckDB
 
 
 def epoch_micros(ts: ibis.Value) -> ibis.Value:
     """Microseconds since 1970-01-01 UTC (int64) of a UTC timestamp expression: exact, and
     cheaper than float seconds to compare and join on (see :func:`epoch_seconds`). Other
-    backends get whole seconds x 10^6."""
+    backends get whole seconds of the instant truncated to the second, x 10^6, plus its
+    microseconds: exact too (checked against DuckDB on PostgreSQL in tests/engines/)."""
     if _on_duckdb(ts):
         return _epoch_us(ts)
-    return ts.epoch_seconds().cast("int64") * 1_000_000
+    whole = ts.truncate("s").epoch_seconds().cast("int64") * 1_000_000
+    return whole + ts.microsecond().cast("int64")
 
 
 def window_end(end: str) -> pd.Timestamp:

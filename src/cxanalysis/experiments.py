@@ -75,7 +75,7 @@ import pandas as pd
 from ibis import _
 
 from cxanalysis import stats as st
-from cxanalysis.data import CXDataError, Source, epoch_micros
+from cxanalysis.data import CXDataError, Source, epoch_micros, materialize
 from cxanalysis.privacy import MIN_GROUP_SIZE
 
 SRM_ALPHA = 0.001
@@ -685,7 +685,6 @@ class ExperimentResult:
         metric = metric or self.primary_metric
         spec = metric_spec(metric)
         units, activity = self._per_customer_tables()
-        con = units._find_backend()
         if isinstance(by, str):
             if source is None:
                 raise ValueError("pass source= to break down by a customers column")
@@ -700,10 +699,9 @@ class ExperimentResult:
             if "customer_id" not in by.columns or len(cols) != 1:
                 raise ValueError("a breakdown DataFrame needs customer_id and one group column")
             label = cols[0]
-            name = f"__groups_{next(_COUNTER)}"
-            con.con.register(name, by.rename(columns={label: "group"})
-                             .astype({"customer_id": str, "group": str}))
-            groups = con.table(name)
+            # a memtable goes to whichever engine the units live on (any backend)
+            groups = ibis.memtable(by.rename(columns={label: "group"})
+                                   .astype({"customer_id": str, "group": str}))
 
         def grouped(t: ibis.Table) -> ibis.Table:
             j = t.left_join(groups, "customer_id").drop("customer_id_right")
@@ -801,9 +799,7 @@ class ExperimentResult:
         if self._units is None or self._activity is None:
             raise ValueError("this result holds no per-customer tables")
         if not self._activity_stored:
-            con = self._units._find_backend()
-            self._activity = con.create_table(f"__activity_{next(_COUNTER)}", self._activity,
-                                              temp=True)
+            self._activity = materialize(self._activity, "activity")
             self._activity_stored = True
         return self._units, self._activity
 
@@ -1133,7 +1129,6 @@ def analyze(
             n_all=_.count(), n_open=(_.t0 > cutoff).cast("int64").sum(),
             lo=_.assigned_at.min(), hi=_.assigned_at.max()).execute()
 
-    con = a._find_backend()
     # One row per customer is what the contract's key (experiment_id, customer_id) promises;
     # a validated source has had it checked on open, otherwise one distinct count checks it.
     unique = _keys_validated(source)
@@ -1154,11 +1149,9 @@ def analyze(
         units = units.filter(units.assigned_at.notnull())
     else:  # a broken key means rows > customers >= 0, so there are rows
         # one pass over the assignments, materialised: every check below reads this table
-        per_all = con.create_table(f"__assigned_{next(_COUNTER)}",
-                                   _per_customer_assignment(a), temp=True)
+        per_all = materialize(_per_customer_assignment(a), "assigned")
         n_multi = int(per_all.filter(per_all.n_variants > 1).count().execute())
-        units = con.create_table(f"__units_{next(_COUNTER)}",
-                                 _with_window(_units(per_all), window_days), temp=True)
+        units = materialize(_with_window(_units(per_all), window_days), "units")
         per_day = count_per_day(units)
     if raw["rows"] == 0:
         raise CXDataError(f"assignments has no rows for experiment {experiment_id!r} "

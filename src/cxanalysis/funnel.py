@@ -63,6 +63,7 @@ from cxanalysis.data import (
     between_days,
     epoch_micros,
     in_days,
+    materialize,
     window_end,
 )
 from cxanalysis.privacy import MIN_GROUP_SIZE, suppress_small_groups
@@ -643,7 +644,7 @@ def funnel(
     _check_step_events(all_events, steps, mode, start, end)
     # the window in whole microseconds (0.7 s is 700000 us, not 0.69999...)
     window = int(round(float(window_seconds) * 1_000_000))
-    con = all_events._find_backend()
+    con = ibis.get_backend(all_events)
     data_end_ts = pd.Timestamp(all_events.ts.max().execute())
     if end is not None:
         data_end_ts = min(data_end_ts, window_end(end))
@@ -715,10 +716,9 @@ def _finish(per: ibis.Table, events: ibis.Table, steps: list[str], n: int,
             lambda t: (t.xs > t.att) & (t.xs < t.lt)).select("customer_id", "att").distinct()
         excluded = int(hit.count().execute())
         per = per.anti_join(hit, ["customer_id", "att"])
-    name = f"__funnel_{next(_COUNTER)}"
-    customers = con.create_table(name, per, temp=True)
+    customers = materialize(per, "funnel")  # temp table, or .cache() off DuckDB/PostgreSQL
     frame = _step_table(customers, steps, alpha, unit)
-    return FunnelResult(steps, window_seconds, mode, frame, customers, data_end_ts,
+    return FunnelResult(steps, float(window_seconds), mode, frame, customers, data_end_ts,
                         excluded, alpha, unit=unit)
 
 

@@ -321,9 +321,14 @@ def _kernel_environment(out_dir: Path) -> Iterator[None]:
     """Environment for the kernel: without MPLBACKEND (an inherited Agg backend silently
     produced zero figures in executed notebooks), with ``CXANALYSIS_OUT`` naming the run's
     output folder (see :func:`cxanalysis.results.output_dir`)."""
-    saved = {k: os.environ.get(k) for k in ("MPLBACKEND", OUT_ENV)}
+    from cxanalysis.engines import CREDENTIALS_ENV, credentials_env
+
+    saved = {k: os.environ.get(k) for k in ("MPLBACKEND", OUT_ENV, CREDENTIALS_ENV)}
     os.environ.pop("MPLBACKEND", None)
     os.environ[OUT_ENV] = str(out_dir)
+    # The source URL's password reaches the kernel here, never as a notebook parameter.
+    if credentials_env():
+        os.environ[CREDENTIALS_ENV] = credentials_env()
     try:
         yield
     finally:
@@ -489,8 +494,22 @@ def run_reports(
     unknown_nb = sorted(set(per) - set(names))
     if unknown_nb:
         raise ReportError(f"parameters given for notebook(s) not being run: {unknown_nb}")
+    from cxanalysis import engines
+
     src: Path | None = None
-    if source is not None:
+    engines.forget()
+    if source is None and engines.is_url(common.get("source")):
+        source = common["source"]  # -p source=URL: redacted like --source
+    if source is not None and engines.is_url(str(source)):
+        # Notebooks, results.json and the index see the URL without its password
+        common["source"] = engines.remember(str(source))
+        from cxanalysis.data import CXDataError, open_source
+
+        try:  # unreachable or wrong credentials: stop before any report is replaced
+            open_source(str(source), validate=False).close()
+        except CXDataError as exc:
+            raise ReportError(str(exc)) from exc
+    elif source is not None:
         src = Path(source).expanduser().resolve()
         if not src.exists():
             raise ReportError(f"source {src} does not exist")
@@ -543,8 +562,8 @@ def run_reports(
         "started_at": _now(),
         "finished_at": None,
         "package_version": cxanalysis.__version__,
-        "source": str(src) if src else None,
-        "source_fingerprint": fingerprint(src) if src else None,
+        "source": str(src) if src else common.get("source"),
+        "source_fingerprint": fingerprint(src) if src else _url_fingerprint(common.get("source")),
         "notebooks": names,
         "finished": [],
         "interrupted": None,
@@ -578,6 +597,21 @@ def run_reports(
     return results
 
 
+def _url_fingerprint(url: Any) -> str | None:
+    """Fingerprint of a database source given by its (redacted) URL, None otherwise."""
+    from cxanalysis.engines import is_url
+
+    if not is_url(url):
+        return None
+    from cxanalysis.data import open_source
+
+    try:
+        with open_source(url, validate=False) as source:
+            return source.fingerprint
+    except Exception:  # unreachable now: the record says so by having none
+        return None
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
@@ -596,7 +630,10 @@ def _run_one(path: Path, defaults: dict[str, Any], overrides: dict[str, Any], ou
     name = path.stem
     effective = {**defaults, **overrides}
     src_param = effective.get("source")
-    src_path = (nb_dir / src_param).resolve() if isinstance(src_param, str) else None
+    from cxanalysis.engines import is_url
+
+    src_path = ((nb_dir / src_param).resolve() if isinstance(src_param, str)
+                and not is_url(src_param) else None)
     nb_out = out_dir / f"{name}.ipynb"
     html_out = out_dir / f"{name}.html"
     json_out = out_dir / f"{name}.results.json"
@@ -638,9 +675,10 @@ def _run_one(path: Path, defaults: dict[str, Any], overrides: dict[str, Any], ou
             "notebook": name,
             "status": status,
             "parameters": to_jsonable(effective),
-            "source": str(src_path) if src_path else None,
+            "source": str(src_path) if src_path else (
+                src_param if is_url(src_param) else None),  # a URL: already redacted
             "source_fingerprint": (fingerprint(src_path) if src_path and src_path.exists()
-                                   else None),
+                                   else _url_fingerprint(src_param)),
             "package_version": cxanalysis.__version__,
             "finished_at": _now(),
             "duration_s": round(duration, 2),
