@@ -75,6 +75,8 @@ def cramers_v(a: pd.Series, b: pd.Series) -> float:
 
 def _cramers_v(tab: pd.DataFrame, chi2: float) -> float:
     """Cramér's V of a crosstab whose chi-square (no continuity correction) is known."""
+    if min(tab.shape) < 2:  # one group (e.g. k = 1, no persona structure): undefined
+        return float("nan")
     return float(np.sqrt(chi2 / (tab.to_numpy().sum() * (min(tab.shape) - 1))))
 
 
