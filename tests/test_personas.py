@@ -78,7 +78,7 @@ def test_names_follow_the_distinguishing_features(fitted, truth) -> None:
     assert "app share" in loyal or "loyalty login share of events" in loyal
     assert len(set(fitted.names)) == fitted.k
     card = fitted.profile_z.loc[loyal]
-    assert card["share_app"] > 1
+    assert card["clr_app"] > 1  # app share enters as its centred log-ratio
 
 
 def test_predict_reproduces_the_assignment(fitted) -> None:
@@ -228,10 +228,11 @@ def test_one_channel_and_no_customers_table(small_world: Path, tmp_path: Path) -
 
     src = open_source(_variant(small_world, tmp_path / "one", channel="shop"))
     p = P.fit_personas(src, *CAL, n_boot=2)
-    assert p.dropped["share_shop"] == "constant (1 for every customer)"
-    assert "share_shop" not in p.model.features
+    # the only channel: its share (profiled) is 1 and its log-ratio constant 0
+    assert p.dropped["clr_shop"] == "constant (0 for every customer)"
+    assert "share_shop" in p.not_clustered and "clr_shop" not in p.model.features
     assert set(p.table()["preferred_channel"].dropna()) == {"shop"}
-    assert "Dropped as degenerate: share_shop (constant" in p.features_note()
+    assert "Dropped as degenerate: clr_shop (constant" in p.features_note()
     # without customers, signup is the first activity: tenure from the first event seen
     src = open_source(_variant(small_world, tmp_path / "nocust", drop=("customers",)))
     x, _ = P.behaviour_features(src, *CAL)
@@ -255,7 +256,12 @@ def test_personas_from_orders_only(small_world: Path, tmp_path: Path) -> None:
     web = (o.channel == "web").groupby(o.customer_id).mean().reindex(x.index)
     np.testing.assert_allclose(x.share_web, web, rtol=1e-12)
     p = P.fit_personas(src, *CAL, n_boot=2)
-    assert p.k >= 2 and len(p.assignments) == len(x)
+    # 122 customers with 2+ orders: whatever k the data support (1 here: no structure
+    # beyond a single Gaussian), every active customer is assigned
+    assert p.structure is not None and len(p.assignments) == len(x)
+    assert p.k == (P.choose_k(p.sweep) if p.structure.structure else 1)
+    p3 = P.fit_personas(src, *CAL, k=3, n_boot=2)
+    assert p3.k == 3 and p3.assignments.nunique() == 3
 
 
 def test_assign_personas_fits_without_diagnostics(small_world: Path, monkeypatch) -> None:
@@ -272,7 +278,7 @@ def test_assign_personas_fits_without_diagnostics(small_world: Path, monkeypatch
     quick = P.fit_personas(src, *CAL, diagnostics=False)
     assert not quick.assessed and np.isnan(quick.seed_ari)
     assert quick.table()["stability"].eq("not assessed").all()
-    assert quick.summary().endswith("Stability not assessed.")
+    assert "Stability not assessed." in quick.summary()
     with pytest.raises(ValueError, match="unknown persona parameter"):
         P.assign_personas(src, *CAL, n_boot=3)
 
@@ -310,3 +316,171 @@ def test_fit_defaults_are_notebook_01s_parameters() -> None:
     nb = read_parameters(Path(__file__).resolve().parents[1] / "notebooks"
                          / "01_segments_vs_personas.ipynb")
     assert {k: nb[k] for k in P.FIT_DEFAULTS} == P.FIT_DEFAULTS
+
+
+# --------------------------------------------------------------------------- issue 16
+
+
+def _fit_frame(x: pd.DataFrame, n_boot: int = 5, k: int | None = None):
+    """fit_personas' core on a hand-made feature frame (no source)."""
+    feats = list(x.columns)
+    with P._threads(len(x)):  # one thread, as fit_personas does (OpenMP is slow here)
+        return P._fit_personas(x, x, None, 0, {}, feats, {}, k, "kmeans", range(2, 7), 0,
+                               n_boot, 10, True, "2025-01-01", "2025-01-31")
+
+
+def test_structureless_gaussian_data_give_k_1_issue16() -> None:
+    # regression: on structureless Gaussian data the method picked k = 2 ("highly stable")
+    rng = np.random.default_rng(7)
+    cov = np.array([[1.0, 0.5, 0.0, 0.0], [0.5, 1.0, 0.3, 0.0], [0.0, 0.3, 1.0, 0.0],
+                    [0.0, 0.0, 0.0, 1.0]])
+    z = rng.multivariate_normal(np.zeros(4), cov, 800)
+    with P._threads(len(z)):
+        test = P.structure_test(z, range(2, 7), seed=0)
+    assert not test.structure and test.p_value > 0.05
+    x = pd.DataFrame(np.exp(z), columns=list("abcd"))  # skewed but unimodal: still none
+    p = _fit_frame(x)
+    assert p.k == 1 and p.names == [P.NO_STRUCTURE]
+    assert p.structure is not None and not p.structure.structure
+    assert p.summary().startswith("No clear persona structure: k = 1")
+    assert (p.assignments == P.NO_STRUCTURE).all()
+    assert (p.model.predict(x) == P.NO_STRUCTURE).all()
+
+
+def test_clearly_clustered_data_give_k_above_1_and_k_reselected_in_bootstrap() -> None:
+    rng = np.random.default_rng(8)
+    # every feature separates clusters (a pure-noise feature, once standardised, would
+    # weigh as much as the others)
+    centres = np.array([[0, 0, 0], [6, 0, 3], [3, 5, 6]])
+    z = np.concatenate([rng.normal(c, 0.7, (300, 3)) for c in centres])
+    with P._threads(len(z)):
+        test = P.structure_test(z, range(2, 7), seed=0)
+    assert test.structure and test.p_value == pytest.approx(1 / 20)
+    assert test.statistic > test.null.max()
+    p = _fit_frame(pd.DataFrame(z, columns=list("abc")), n_boot=6)
+    assert p.k == 3
+    # k chosen from the data: every bootstrap refit chose its own k, here always 3
+    assert p.boot_k == [3] * 6
+    assert min(p.jaccard.values()) > 0.95
+    # k given: the refits keep it, and there is no structure test
+    fixed = _fit_frame(pd.DataFrame(z, columns=list("abc")), n_boot=3, k=3)
+    assert fixed.boot_k == [] and fixed.structure is None
+
+
+def test_bootstrap_refits_can_choose_another_k_issue16() -> None:
+    # two clusters, one of them split in two by the labels given: refits choosing k = 2
+    # match the two big clusters, so the split halves get low Jaccard
+    rng = np.random.default_rng(9)
+    z = np.concatenate([rng.normal((0, 0), 0.3, (300, 2)), rng.normal((6, 0), 0.3, (300, 2))])
+    labels = np.r_[np.zeros(300, int), np.where(z[300:, 1] > 0, 1, 2)]
+    chosen: list[int] = []
+    with P._threads(len(z)):
+        jac = P.bootstrap_jaccard(z, labels, 3, "kmeans", 0, 5, ks=[2, 3, 4], chosen=chosen)
+    assert chosen == [2] * 5
+    assert jac[0] > 0.95 and jac[1] < 0.7 and jac[2] < 0.7
+
+
+def test_null_structure_world_gives_k_1(tmp_path: Path) -> None:
+    # `cxanalysis synth --personas 1`: one blended persona, nothing to find
+    from cxanalysis.cli import main
+    from cxanalysis.data import open_source
+
+    assert main(["synth", "--customers", "1500", "--seed", "5", "--personas", "1",
+                 "--out", str(tmp_path / "null"), "--quiet"]) == 0
+    hidden = pd.read_parquet(tmp_path / "null" / "truth" / "personas.parquet")
+    assert set(hidden.persona) == {"everyone"}
+    p = P.fit_personas(open_source(tmp_path / "null"), *CAL, n_boot=2)
+    assert p.k == 1 and p.names == [P.NO_STRUCTURE]
+    assert "no clear persona structure" in p.summary().lower()
+
+
+def test_channel_shares_enter_as_centred_log_ratios(world_path: Path, fitted) -> None:
+    x = fitted.features_frame
+    e = pd.read_parquet(world_path / "events.parquet")
+    e = e[(e.ts >= pd.Timestamp(CAL[0], tz="UTC")) & (e.ts < pd.Timestamp("2025-10-01", tz="UTC"))]
+    channels = [c[4:] for c in x if c.startswith("clr_")]
+    counts = pd.crosstab(e.customer_id, e.channel).reindex(index=x.index, columns=channels)
+    logc = np.log(counts.fillna(0).to_numpy(float) + P.CLR_PSEUDOCOUNT)
+    want = logc - logc.mean(axis=1, keepdims=True)
+    np.testing.assert_allclose(x[[f"clr_{c}" for c in channels]].to_numpy(), want, atol=1e-12)
+    np.testing.assert_allclose(x[[f"clr_{c}" for c in channels]].sum(axis=1), 0, atol=1e-9)
+    feats = fitted.model.features
+    assert not any(f.startswith("share_") for f in feats)
+    assert all(f"clr_{c}" in feats for c in channels)
+    # tenure is profiled, not clustered on
+    assert "tenure_days" not in feats and "tenure_days" in fitted.table()
+    assert fitted.not_clustered["tenure_days"].startswith("not a behaviour")
+
+
+def test_nps_is_not_mean_filled_silently(world_path: Path, fitted) -> None:
+    x = fitted.features_frame
+    f = pd.read_parquet(world_path / "feedback.parquet")
+    f = f[(f.ts >= pd.Timestamp(CAL[0], tz="UTC")) & (f.ts < pd.Timestamp("2025-10-01", tz="UTC"))]
+    answered = f.dropna(subset=["nps"]).groupby("customer_id").nps.mean()
+    assert (x.nps_missing == (~x.index.isin(answered.index)).astype(float)).all()
+    assert x.nps[x.nps_missing == 1].isna().all()
+    np.testing.assert_allclose(x.nps.dropna(), answered.reindex(x.nps.dropna().index))
+    # on the demo 27% answered: NPS and its flag are profiled, not clustered, and it says so
+    share = 1 - x.nps_missing.mean()
+    assert share < P.NPS_MIN_ANSWERED
+    assert "nps" not in fitted.model.features
+    assert fitted.not_clustered["nps"].startswith(f"answered by {share:.0%}")
+    assert "nps (answered by" in fitted.features_note().replace("nps, nps_missing", "nps")
+    # when most answered: NPS is clustered with its missing flag
+    many = x.assign(nps=x.nps.fillna(7.0).where(x.index.to_series().rank() > len(x) * 0.3),
+                    nps_missing=(x.index.to_series().rank() <= len(x) * 0.3).astype(float))
+    feats, skip = P.default_features(many)
+    assert "nps" in feats and "nps_missing" in feats and "nps" not in skip
+
+
+def test_past_revenue_groups() -> None:
+    rev = pd.Series([0, 0, 5, 1, 3, 2, 4, 6, 8, 7], index=[f"c{i}" for i in range(10)],
+                    dtype=float)
+    g = S.past_revenue_groups(rev, 3)
+    assert g.labels[["c0", "c1"]].eq("no revenue").all()
+    # 8 customers with revenue in 2 equal-count quantile groups
+    assert set(g.labels[rev.between(1, 4)]) == {"revenue Q1"}
+    assert set(g.labels[rev >= 5]) == {"revenue Q2"}
+    assert g.rules().customers.tolist() == [2, 4, 4]
+    assert set(S.past_revenue_groups(rev, 1).labels) == {"all"}
+
+
+def test_paired_bootstrap_matches_a_hand_computation() -> None:
+    rng = np.random.default_rng(3)
+    y = rng.normal(size=40)
+    a, b = y + rng.normal(size=40), rng.normal(size=40)
+    draws = cmp.paired_bootstrap(y, {"a": a, "b": b}, "R²", n_boot=30, seed=11)
+    # the same resamples, by hand
+    hand = np.random.default_rng(11)
+    for i in range(30):
+        idx = hand.integers(0, 40, 40)
+        assert draws.loc[i, "a"] == pytest.approx(r2_score(y[idx], a[idx]), rel=1e-12)
+        assert draws.loc[i, "b"] == pytest.approx(r2_score(y[idx], b[idx]), rel=1e-12)
+    lo, hi = cmp.difference_interval(draws, "a", "b")
+    d = draws.a - draws.b
+    assert (lo, hi) == (pytest.approx(np.quantile(d, 0.025)), pytest.approx(np.quantile(d, 0.975)))
+    # identical predictions: difference exactly 0
+    same = cmp.paired_bootstrap(y, {"a": a, "a2": a.copy()}, "R²", n_boot=20, seed=0)
+    assert cmp.difference_interval(same, "a", "a2") == (0.0, 0.0)
+
+
+def test_paired_bootstrap_finds_the_known_better_grouping() -> None:
+    # grouping "true" generated the outcome; "noise" is unrelated; "true2" is as good
+    rng = np.random.default_rng(4)
+    n = 3000
+    true = rng.integers(0, 4, n)
+    y = (rng.random(n) < np.array([0.2, 0.3, 0.4, 0.5])[true]).astype(float)
+    idx = [f"c{i}" for i in range(n)]
+    groups = {"noise": pd.Series(rng.integers(0, 4, n).astype(str), index=idx),
+              "true": pd.Series(true.astype(str), index=idx),
+              "true2": pd.Series(np.array(list("abcd"))[true], index=idx)}
+    out = pd.DataFrame({"converted": y, "revenue": y * 10}, index=idx)
+    res = cmp.compare_groupings(groups, out, reference=("noise", "true"), n_perm=2,
+                                n_boot=100)
+    pr = res.paired.set_index(["outcome", "other"])
+    for o in ("converted", "revenue"):
+        assert pr.loc[(o, "noise"), "ci_low"] > 0  # true grouping better than noise
+        assert pr.loc[(o, "true2"), "ci_low"] == 0 == pr.loc[(o, "true2"), "ci_high"]
+        r = res.ranking()
+        assert r[(r.outcome == o) & (r.grouping == "noise")]["rank"].item() == 3
+    assert "vs noise" in res.ranking_summary() and "(better)" in res.ranking_summary()

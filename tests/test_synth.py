@@ -177,3 +177,47 @@ def test_comments_carry_fake_personal_details_to_redact(tables: dict) -> None:
     assert comments.str.contains("@example.com").any()
     assert 0.4 < len(comments) / len(tables["feedback"]) < 0.8
     assert np.isfinite(tables["feedback"].nps.astype(float)).any()
+
+
+#: sha256 of the demo world's files (`cxanalysis synth --customers 5000 --seed 42`) before
+#: `--personas` existed: the default world must stay byte-identical.
+DEMO_DIGESTS = {
+    "customers.parquet": "60cbac21308f2b6c45d12657a09169b81cb795208ae26e39c4fb736bcdc716a6",
+    "events.parquet": "7eb1722c7267abe1fd02cf55451e8bf5dec8daea395a9a1739e516e150099fbb",
+    "orders.parquet": "16b648af4fd84c6fcfdf113a42c65370fe418e36ad6049df92856f8e88ed6ded",
+    "truth/personas.parquet": "63a78f63f2577372c16ebd29bd51b8b74db6b668d527a286ad9af0167959914f",
+}
+
+
+def test_personas_option_keeps_the_default_world_byte_identical(tmp_path: Path) -> None:
+    from cxanalysis.cli import main
+    from cxanalysis.synth import WORLD, world_with_personas
+
+    assert world_with_personas(5) is WORLD
+    assert main(["synth", "--out", str(tmp_path / "d"), "--quiet", "--personas", "5"]) == 0
+    got = _digests(tmp_path / "d")
+    assert {k: got[k] for k in DEMO_DIGESTS} == DEMO_DIGESTS
+
+
+def test_personas_option_sets_the_hidden_personas(tmp_path: Path, capsys) -> None:
+    from cxanalysis.cli import main
+    from cxanalysis.synth import WORLD_PERSONAS, blended_persona, world_with_personas
+
+    one = world_with_personas(1)
+    assert list(one.personas) == ["everyone"]
+    mix = one.personas["everyone"]
+    w = np.array([p.weight for p in WORLD_PERSONAS.values()])
+    want = np.dot(w / w.sum(), [p.attempts_per_year for p in WORLD_PERSONAS.values()])
+    assert mix.attempts_per_year == pytest.approx(want)
+    assert sum(mix.browse_channels) == pytest.approx(1.0)
+    assert blended_persona() == mix
+    assert list(world_with_personas(3).personas) == list(WORLD_PERSONAS)[:3]
+    assert main(["synth", "--out", str(tmp_path / "x"), "--personas", "0"]) == 2
+    assert "personas must be between 1 and 5" in capsys.readouterr().err
+    out = generate(400, seed=1, out=tmp_path / "two", world=world_with_personas(2))
+    hidden = pd.read_parquet(out / "truth" / "personas.parquet").persona
+    assert set(hidden) == set(list(WORLD_PERSONAS)[:2])
+    # one blended persona: generation runs although experiments target absent personas
+    truth = json.loads((generate(300, seed=1, out=tmp_path / "one", world=one)
+                        / "truth" / "truth.json").read_text())
+    assert list(truth["personas"]) == ["everyone"]

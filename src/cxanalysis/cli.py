@@ -12,11 +12,17 @@ from pathlib import Path
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from cxanalysis.synth import generate
+    from cxanalysis.synth import generate, world_with_personas
 
+    try:
+        world = world_with_personas(args.personas)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     out = generate(args.customers, seed=args.seed, out=args.out, chunk_size=args.chunk_size,
-                   progress=not args.quiet)
-    print(f"wrote synthetic world ({args.customers:,} customers, seed {args.seed}) to {out}")
+                   progress=not args.quiet, world=world)
+    print(f"wrote synthetic world ({args.customers:,} customers, {args.personas} hidden "
+          f"persona(s), seed {args.seed}) to {out}")
     return 0
 
 
@@ -60,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42, help="random seed (same seed, same bytes)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--chunk-size", type=int, default=50_000, help="customers per chunk")
+    p.add_argument("--personas", type=int, default=5,
+                   help="hidden personas, 1-5 (default 5, the demo world; 1: no persona "
+                        "structure, one blended persona)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_synth)
 

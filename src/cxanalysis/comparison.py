@@ -14,12 +14,20 @@ Fairness of the comparison
   grouping must beat its baseline to explain anything.
 - Nested likelihood-ratio tests (statsmodels Logit / OLS): does adding personas to
   segments (and segments to personas) improve the fit?
+- Paired bootstrap by customer (seeded): the out-of-fold predictions of every grouping are
+  fixed; customers are resampled with replacement and each grouping's score recomputed on
+  the same resample, giving a percentile interval for the difference in out-of-sample fit
+  between the focus grouping (personas) and each other grouping. The interval covers the
+  sampling of customers, not the refitting of the groups. Groupings are ranked by score.
+- Persona inputs include past outcomes (orders per month, basket, recency in the calibration
+  window), so personas must beat a *past-outcome baseline* too: groups of calibration-window
+  revenue at the same number of groups (:func:`cxanalysis.segments.past_revenue_groups`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -67,6 +75,8 @@ def cramers_v(a: pd.Series, b: pd.Series) -> float:
 
 def _cramers_v(tab: pd.DataFrame, chi2: float) -> float:
     """Cramér's V of a crosstab whose chi-square (no continuity correction) is known."""
+    if min(tab.shape) < 2:  # one group (e.g. k = 1, no persona structure): undefined
+        return float("nan")
     return float(np.sqrt(chi2 / (tab.to_numpy().sum() * (min(tab.shape) - 1))))
 
 
@@ -81,13 +91,50 @@ def agreement(a: pd.Series, b: pd.Series) -> dict[str, float]:
 
 def _cv_score(groups: np.ndarray, y: np.ndarray, metric: str, folds: int, seed: int) -> float:
     """K-fold score of predicting y by the training mean of the customer's group."""
+    return _score(y, _cv_predict(groups, y, metric, folds, seed), metric)
+
+
+def _score(y: np.ndarray, pred: np.ndarray, metric: str) -> float:
+    return float(roc_auc_score(y, pred) if metric == "AUC" else r2_score(y, pred))
+
+
+def paired_bootstrap(y: np.ndarray, preds: Mapping[str, np.ndarray], metric: str,
+                     n_boot: int = 200, seed: int = 0) -> pd.DataFrame:
+    """Scores (``metric``: "AUC" or "R²") of fixed predictions on ``n_boot`` bootstrap
+    resamples of the customers (rows), the same resample for every prediction: one row per
+    resample, one column per name of ``preds``. A resample with one class only (AUC) is
+    drawn again."""
+    rng = np.random.default_rng(seed)
+    y = np.asarray(y, float)
+    n = len(y)
+    out = np.empty((n_boot, len(preds)))
+    arrays = [np.asarray(p, float) for p in preds.values()]
+    for b in range(n_boot):
+        idx = rng.integers(0, n, n)
+        while metric == "AUC" and np.unique(y[idx]).size < 2:
+            idx = rng.integers(0, n, n)
+        out[b] = [_score(y[idx], p[idx], metric) for p in arrays]
+    return pd.DataFrame(out, columns=list(preds))
+
+
+def difference_interval(draws: pd.DataFrame, a: str, b: str,
+                        level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of score(a) - score(b) over paired bootstrap ``draws``."""
+    d = (draws[a] - draws[b]).to_numpy()
+    lo, hi = np.quantile(d, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def _cv_predict(groups: np.ndarray, y: np.ndarray, metric: str, folds: int,
+                seed: int) -> np.ndarray:
+    """Out-of-fold predictions of y by the training mean of the customer's group."""
     splitter = (StratifiedKFold(folds, shuffle=True, random_state=seed) if metric == "AUC"
                 else KFold(folds, shuffle=True, random_state=seed))
     pred = np.empty(len(y))
     for tr, te in splitter.split(groups, y if metric == "AUC" else None):
         means = pd.Series(y[tr]).groupby(groups[tr]).mean()
         pred[te] = pd.Series(groups[te]).map(means).fillna(y[tr].mean()).to_numpy()
-    return float(roc_auc_score(y, pred) if metric == "AUC" else r2_score(y, pred))
+    return pred
 
 
 def _information(groups: pd.Series, y: pd.Series, binary: bool) -> tuple[float, float]:
@@ -107,6 +154,44 @@ class Comparison:
     crosstab: pd.DataFrame
     nested: pd.DataFrame
     differences: pd.DataFrame
+    #: focus grouping minus each other grouping, per outcome: difference in cross-validated
+    #: score with its paired-bootstrap interval (see the module docstring)
+    paired: pd.DataFrame = field(default_factory=pd.DataFrame)
+    focus: str | None = None
+
+    def ranking(self) -> pd.DataFrame:
+        """Per outcome, every grouping ranked by cross-validated score (1 = best), with the
+        focus grouping's difference to it and the paired-bootstrap interval."""
+        f = self.fit[["outcome", "metric", "grouping", "groups", "cv_score"]].copy()
+        f["rank"] = f.groupby("outcome", sort=False)["cv_score"].rank(
+            ascending=False, method="min").astype(int)
+        if not self.paired.empty:
+            f = f.merge(self.paired[["outcome", "other", "difference", "ci_low", "ci_high"]]
+                        .rename(columns={"other": "grouping"}), how="left",
+                        on=["outcome", "grouping"])
+        return f.sort_values(["outcome", "rank"], key=lambda c: (
+            c.map({o: i for i, o in enumerate(OUTCOMES)}) if c.name == "outcome" else c)
+        ).reset_index(drop=True)
+
+    def ranking_summary(self) -> str:
+        """One sentence per outcome: groupings in rank order, and the focus grouping's
+        difference to each other one with its 95% interval."""
+        lines = []
+        for o, g in self.ranking().groupby("outcome", sort=False):
+            order = ", ".join(f"{int(r['rank'])}. {r.grouping} {r.cv_score:.3f}"
+                              for _i, r in g.iterrows())
+            line = f"- {o} ({g.metric.iloc[0]}): {order}"
+            if self.focus is not None and "difference" in g:
+                diffs = []
+                for _i, r in g[g.grouping != self.focus].iterrows():
+                    verdict = ("better" if r.ci_low > 0 else "worse" if r.ci_high < 0
+                               else "not distinguishable")
+                    diffs.append(f"vs {r.grouping} {r.difference:+.3f} "
+                                 f"[{r.ci_low:+.3f}, {r.ci_high:+.3f}] ({verdict})")
+                if diffs:
+                    line += f". {self.focus}: " + "; ".join(diffs)
+            lines.append(line + ".")
+        return "\n".join(lines)
 
     def table(self) -> pd.DataFrame:
         return self.fit
@@ -169,12 +254,15 @@ def compare_groupings(
     n_perm: int = 20,
     seed: int = 0,
     min_group_size: int = MIN_GROUP_SIZE,
+    n_boot: int = 200,
 ) -> Comparison:
     """Compare groupings (name -> labels indexed by customer_id) on ``outcomes``.
 
     ``reference`` names the (segments, personas) pair used for agreement, crosstab and the
-    nested tests (default: the first two groupings). Only customers present in every
-    grouping are used, so all groupings are scored on the same people.
+    nested tests (default: the first two groupings); its second member is the focus whose
+    difference in cross-validated score to every other grouping gets a paired bootstrap
+    interval (``n_boot`` resamples of customers, seeded; 0 skips it). Only customers
+    present in every grouping are used, so all groupings are scored on the same people.
     """
     names = list(groupings)
     common = outcomes.index
@@ -183,6 +271,7 @@ def compare_groupings(
     seg_name, per_name = reference or (names[0], names[1])
     rng = np.random.default_rng(seed)
     rows = []
+    paired = []
     for outcome, metric in OUTCOMES.items():
         if outcome not in outcomes:
             continue
@@ -191,9 +280,11 @@ def compare_groupings(
         yv = y[ok].to_numpy(float)
         if len(np.unique(yv)) < 2:
             continue
+        preds = {}
         for name in names:
             g = groupings[name].loc[common][ok].astype(str).to_numpy()
-            score = _cv_score(g, yv, metric, folds, seed)
+            preds[name] = _cv_predict(g, yv, metric, folds, seed)
+            score = _score(yv, preds[name], metric)
             perm = [_cv_score(rng.permutation(g), yv, metric, folds, seed)
                     for _i in range(n_perm)]
             p95 = float(np.quantile(perm, 0.95))
@@ -203,6 +294,17 @@ def compare_groupings(
                          "cv_score": score, "perm_mean": float(np.mean(perm)),
                          "perm_p95": p95, "beats_permutation": bool(score > p95),
                          "aic": aic, "bic": bic})
+        if n_boot and per_name in preds:
+            draws = paired_bootstrap(yv, preds, metric, n_boot, seed)
+            base = _score(yv, preds[per_name], metric)
+            for other in names:
+                if other == per_name:
+                    continue
+                lo, hi = difference_interval(draws, per_name, other)
+                paired.append({"outcome": outcome, "metric": metric, "focus": per_name,
+                               "other": other,
+                               "difference": base - _score(yv, preds[other], metric),
+                               "ci_low": lo, "ci_high": hi, "resamples": n_boot})
     fit = pd.DataFrame(rows)
     a, b = groupings[seg_name].loc[common], groupings[per_name].loc[common]
     agree = agreement(a, b)
@@ -210,7 +312,7 @@ def compare_groupings(
     tab = tab.mask(tab < min_group_size)
     nested = _nested(a, b, outcomes.loc[common], seg_name, per_name)
     diffs = group_differences(b, outcomes.loc[common], per_name)
-    return Comparison(fit, agree, tab, nested, diffs)
+    return Comparison(fit, agree, tab, nested, diffs, pd.DataFrame(paired), per_name)
 
 
 def _nested(a: pd.Series, b: pd.Series, out: pd.DataFrame, an: str, bn: str) -> pd.DataFrame:

@@ -10,6 +10,10 @@ feature                definition (units)
 =====================  ======================================================================
 share_<channel>        share of the customer's activity in that channel (0-1), for the
                        :data:`MAX_CHANNELS` channels used by the most customers in the window
+                       (profiled, not clustered on: see ``clr_``)
+clr_<channel>          centred log-ratio of the channel counts:
+                       ``log((n_c + 0.5) / g)``, ``g`` the geometric mean of ``n_c + 0.5`` over
+                       the listed channels (pseudo-count :data:`CLR_PSEUDOCOUNT` events)
 mix_<event>            share of the customer's events that are that event (0-1), for the
                        :data:`MAX_EVENTS` event names done by the most customers in the window
 events_per_month       events per 30 days of exposure (log1p)
@@ -17,11 +21,13 @@ active_days_per_month  distinct UTC days with activity per 30 days of exposure (
 gap_hours              mean log1p(hours) between consecutive events less than 7 days apart
                        (consideration pace)
 orders_per_month       orders per 30 days (log1p)
-basket                 mean order value before discount (log1p currency; 0 without orders)
-discount_share         discount / (amount + discount) over the window (0-1)
-nps                    mean NPS answer (0-10; customers without an answer get the mean)
+basket                 mean order value before discount (log1p currency; NaN without orders)
+discount_share         discount / (amount + discount) over the window (0-1; NaN without
+                       orders)
+nps                    mean NPS answer (0-10; NaN without an answer)
+nps_missing            1 when the customer gave no NPS answer in the window, else 0
 recency_days           days from the last activity to the end of the window
-tenure_days            days from signup to the end of the window
+tenure_days            days from signup to the end of the window (profiled, not clustered)
 =====================  ======================================================================
 
 *Activity* is the ``events`` table; a source without events (an order history) is described
@@ -32,6 +38,28 @@ Customers with fewer than ``min_events`` activities in the window are not cluste
 little behaviour to describe); they are counted. ``min_events=None`` means
 :data:`MIN_EVENTS` events, or :data:`MIN_ORDERS` orders for a source without events (few
 customers order five times in a window).
+
+Feature treatment (what the personas are clustered on by default, :func:`default_features`):
+
+- *Channel shares* sum to 1, so they are a composition: seven shares carry one redundant
+  dimension and, as raw proportions, over a third of the Euclidean distance on the demo.
+  They are clustered on as centred log-ratios (``clr_``, the Aitchison geometry of
+  compositions; the pseudo-count keeps channels a customer never used finite) and the raw
+  shares are only profiled.
+- *NPS* is asked of few customers. It is never mean-filled silently: when at least
+  :data:`NPS_MIN_ANSWERED` of the customers clustered answered, ``nps`` is clustered with
+  its ``nps_missing`` flag (the missing answers counted as the average, z = 0, and the flag
+  saying so); otherwise NPS and its flag are left out of the clustering and only profiled,
+  and :attr:`Personas.not_clustered` says why.
+- *Tenure* is not a behaviour (it is when the customer signed up): profiled, not clustered.
+- ``gap_hours`` of a customer without two events less than 7 days apart, and ``basket`` and
+  ``discount_share`` of a customer without orders, are undefined and count as the average
+  when clustering (``orders_per_month`` = 0 already says "no orders"; a 0 basket made the
+  non-buyers a persona of their own).
+
+Persona inputs include past outcomes (``orders_per_month``, ``basket``, ``recency_days``):
+personas partly describe value already seen, which matters when they are said to explain
+later outcomes (see :mod:`cxanalysis.comparison`).
 
 Degenerate features -- constant over the customers clustered (e.g. the share of the only
 channel), or missing for everyone (e.g. NPS without answers) -- cannot separate personas and
@@ -83,6 +111,12 @@ MAX_CHANNELS = 10
 # weighs the distance further towards them; on the demo world 4-6 event mixes recover the
 # planted personas (ARI 0.93 with channels and frequencies), 7 or more merge them into 3.
 MAX_EVENTS = 6
+#: Pseudo-count (events) added to every channel count before the log-ratio.
+CLR_PSEUDOCOUNT = 0.5
+#: Least share of the customers clustered with an NPS answer for NPS to be clustered on.
+NPS_MIN_ANSWERED = 0.5
+#: Features never clustered on by default (profiled only), with the reason.
+PROFILE_ONLY = {"tenure_days": "not a behaviour (when the customer signed up): profiled only"}
 METHODS = ("kmeans", "minibatch", "gmm")
 # Below this many customers the clustering runs on one thread: scikit-learn's OpenMP/BLAS
 # threads cost more than the work on small matrices, and on a busy machine far more (the
@@ -92,6 +126,7 @@ _LABELS = {
     "events_per_month": "activity frequency", "active_days_per_month": "active days",
     "gap_hours": "time between touches", "orders_per_month": "order frequency",
     "basket": "basket size", "discount_share": "discount use", "nps": "NPS",
+    "nps_missing": "no NPS answer",
     "recency_days": "days since last touch", "tenure_days": "tenure"}
 
 
@@ -99,6 +134,8 @@ def feature_label(name: str) -> str:
     """Readable name of a feature (used in persona names and cards)."""
     if name.startswith("share_"):
         return f"{name[6:].replace('_', ' ')} share"
+    if name.startswith("clr_"):
+        return f"{name[4:].replace('_', ' ')} share"
     if name.startswith("mix_"):
         return f"{name[4:].replace('_', ' ')} share of events"
     return _LABELS.get(name, name)
@@ -209,6 +246,13 @@ def _calibration(source: Source, start: str, end: str, min_events: int | None,
     n = df["n_events"].astype(float)
     for i, c in enumerate(channels):
         x[f"share_{_slug(c)}"] = df[f"ch{i}"] / n
+    if channels:
+        # centred log-ratio of the (sub)composition of the listed channels
+        logc = np.log(df[[f"ch{i}" for i in range(len(channels))]].to_numpy(float)
+                      + CLR_PSEUDOCOUNT)
+        clr = logc - logc.mean(axis=1, keepdims=True)
+        for i, c in enumerate(channels):
+            x[f"clr_{_slug(c)}"] = clr[:, i]
     for i, e in enumerate(events):
         x[f"mix_{_slug(e)}"] = df[f"ev{i}"] / n
     x["events_per_month"] = np.log1p(n / months)
@@ -218,15 +262,36 @@ def _calibration(source: Source, start: str, end: str, min_events: int | None,
     if source.has("orders"):
         orders = df["n_orders"].fillna(0).astype(float)
         x["orders_per_month"] = np.log1p(orders / months)
-        x["basket"] = np.log1p((df["gross"] / orders.where(orders > 0)).fillna(0.0))
-        x["discount_share"] = (df["discount"] / df["gross"].where(df["gross"] > 0)).fillna(0.0)
+        # undefined without an order (NaN, the average when clustering): a 0 would make the
+        # customers without orders a cluster of their own on top of orders_per_month = 0
+        x["basket"] = np.log1p(df["gross"] / orders.where(orders > 0))
+        x["discount_share"] = df["discount"] / df["gross"].where(df["gross"] > 0)
     if source.has("feedback") and "nps" in source.table("feedback").columns:
-        nps = df["nps"].astype(float)
-        x["nps"] = nps.fillna(nps.mean()) if nps.notna().any() else nps
+        x["nps"] = df["nps"].astype(float)  # NaN without an answer: see nps_missing
+        x["nps_missing"] = df["nps"].isna().astype(float)
     x["recency_days"] = (t1 - pd.to_datetime(df["last_ts"], utc=True)).dt.total_seconds() / 86400
     x["tenure_days"] = (t1 - signup).dt.total_seconds() / 86400
     value = df["revenue"].fillna(0.0).astype(float) if source.has("orders") else None
     return x.astype(float), value, inactive, {"channel": channels, "event": events}
+
+
+def default_features(x: pd.DataFrame) -> tuple[list[str], dict[str, str]]:
+    """The features clustered on by default (see "Feature treatment" in the module
+    docstring) and those only profiled, with the reason."""
+    skip: dict[str, str] = {}
+    for f in x.columns:
+        if f.startswith("share_") and f"clr_{f[6:]}" in x.columns:
+            skip[f] = "channel shares sum to 1: clustered as centred log-ratios, clr_"
+        elif f in PROFILE_ONLY:
+            skip[f] = PROFILE_ONLY[f]
+    if "nps" in x.columns:
+        answered = float(x["nps"].notna().mean())
+        if 0 < answered < NPS_MIN_ANSWERED:
+            why = (f"answered by {answered:.0%} of the customers clustered (< "
+                   f"{NPS_MIN_ANSWERED:.0%}): profiled, not clustered")
+            skip["nps"] = why
+            skip["nps_missing"] = why
+    return [f for f in x.columns if f not in skip], skip
 
 
 def degenerate_features(x: pd.DataFrame) -> dict[str, str]:
@@ -376,22 +441,113 @@ def choose_k(sweep: pd.DataFrame) -> int:
 
 
 def bootstrap_jaccard(z: np.ndarray, labels: np.ndarray, k: int, method: str, seed: int,
-                      n_boot: int = 20) -> np.ndarray:
+                      n_boot: int = 20, ks: Sequence[int] | None = None,
+                      min_size: int = 0, chosen: list[int] | None = None) -> np.ndarray:
     """Per cluster, the mean over bootstrap refits of the best Jaccard similarity between
-    the cluster and a bootstrap cluster, on the customers drawn (Hennig's clusterboot)."""
+    the cluster and a bootstrap cluster, on the customers drawn (Hennig's clusterboot).
+
+    With ``ks`` (k was chosen from the data), every bootstrap sample chooses its own k
+    among ``ks`` the same way (:func:`choose_k`: largest Calinski-Harabasz among the k
+    whose smallest cluster has ``min_size`` customers), so the Jaccard includes the
+    uncertainty of k; the k chosen by each refit is appended to ``chosen``."""
     rng = np.random.default_rng(seed)
     n = len(z)
     out = np.zeros((n_boot, k))
     for b in range(n_boot):
         idx = np.unique(rng.integers(0, n, n))
-        m = _fit(z[idx], k, method, seed + b + 1, n_init=3)
-        lab_b = m.predict(z[idx])
+        kb = k
+        if ks is not None:
+            best = None
+            for kk in ks:
+                if kk >= len(idx):
+                    break
+                lab = _fit(z[idx], kk, method, seed + b + 1, n_init=3).predict(z[idx])
+                if np.bincount(lab, minlength=kk).min() < min_size:
+                    continue
+                ch = calinski_harabasz_score(z[idx], lab)
+                if best is None or ch > best[0]:
+                    best = (ch, kk, lab)
+            if best is None:  # no k of the minimum size on this sample: keep k
+                lab_b = _fit(z[idx], k, method, seed + b + 1, n_init=3).predict(z[idx])
+            else:
+                _ch, kb, lab_b = best
+        else:
+            lab_b = _fit(z[idx], k, method, seed + b + 1, n_init=3).predict(z[idx])
+        if chosen is not None and ks is not None:
+            chosen.append(int(kb))
         orig = labels[idx]
         # inter[c, d]: customers in persona c and bootstrap cluster d; union by inclusion-exclusion
-        inter = np.bincount(orig * k + lab_b, minlength=k * k).reshape(k, k)
+        inter = np.bincount(orig * kb + lab_b, minlength=k * kb).reshape(k, kb)
         union = inter.sum(axis=1)[:, None] + inter.sum(axis=0)[None, :] - inter
         out[b] = np.where(inter > 0, inter / np.maximum(union, 1), 0.0).max(axis=1)
     return out.mean(axis=0)
+
+
+#: Level of the test against a single-Gaussian null (no persona structure).
+NULL_ALPHA = 0.05
+
+
+@dataclass
+class StructureTest:
+    """Result of :func:`structure_test`."""
+
+    statistic: float  # largest Calinski-Harabasz index over the k tried, on the data
+    null: np.ndarray  # the same statistic on each draw from the fitted single Gaussian
+    p_value: float  # Monte Carlo: (1 + draws >= statistic) / (1 + draws)
+    alpha: float
+    customers: int  # size of the (seeded) sample tested
+
+    @property
+    def structure(self) -> bool:
+        """Whether the data are more clustered than a single Gaussian (p <= alpha)."""
+        return self.p_value <= self.alpha
+
+    def summary(self) -> str:
+        verdict = ("persona structure beyond a single Gaussian" if self.structure
+                   else "no clear persona structure (k = 1)")
+        return (f"Test against no structure: largest Calinski-Harabasz {self.statistic:.1f} "
+                f"vs {len(self.null)} draws of one Gaussian fitted to the data (95th "
+                f"percentile {np.quantile(self.null, 0.95):.1f}; {self.customers:,} "
+                f"customers), Monte Carlo p = {self.p_value:.3f}: {verdict}.")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"statistic": float(self.statistic), "p_value": float(self.p_value),
+                "null_p95": float(np.quantile(self.null, 0.95)), "draws": len(self.null),
+                "alpha": self.alpha, "structure": self.structure}
+
+
+def _max_ch(z: np.ndarray, ks: Sequence[int], seed: int) -> float:
+    return max(calinski_harabasz_score(z, _fit(z, k, "kmeans", seed, n_init=3).predict(z))
+               for k in ks if k < len(z))
+
+
+def structure_test(z: np.ndarray, ks: Sequence[int] = range(2, 9), seed: int = 0,
+                   n_null: int = 19, sample: int = 2000,
+                   alpha: float = NULL_ALPHA) -> StructureTest:
+    """Is there persona structure at all? A parametric bootstrap against one Gaussian.
+
+    The statistic is the largest Calinski-Harabasz index of k-means over ``ks`` -- the
+    criterion :func:`choose_k` uses. Features are first turned into normal scores
+    (``Phi^-1((rank - 0.5) / n)`` per column), so that skewed but unimodal behaviour
+    (frequencies, recency) is not mistaken for clusters; the null is a single Gaussian with
+    the normal scores' correlation, drawn ``n_null`` times at the sample's size (seeded).
+    Monte Carlo p-value ``(1 + #{null >= observed}) / (1 + n_null)``; with the default 19
+    draws, structure (p <= 0.05) means the data beat every draw. For speed, a seeded sample
+    of at most ``sample`` customers is tested."""
+    from scipy import stats
+
+    rng = np.random.default_rng(seed)
+    m = min(len(z), sample)
+    zs = z[np.sort(rng.choice(len(z), m, replace=False))] if m < len(z) else z
+    ns = stats.norm.ppf((stats.rankdata(zs, axis=0) - 0.5) / m)
+    keep = ns.std(axis=0) > 0
+    ns = ns[:, keep]
+    obs = _max_ch(ns, ks, seed)
+    corr = np.atleast_2d(np.corrcoef(ns, rowvar=False))
+    null = np.array([_max_ch(rng.multivariate_normal(np.zeros(len(corr)), corr, m), ks, seed)
+                     for _b in range(n_null)])
+    p = (1 + int((null >= obs).sum())) / (1 + n_null)
+    return StructureTest(float(obs), null, float(p), alpha, int(m))
 
 
 STABLE_JACCARD = 0.75  # Hennig: below this mean bootstrap Jaccard a cluster is not stable
@@ -434,6 +590,12 @@ class Personas:
     #: every channel share of the customers clustered (clustered on or not), for profiles
     channel_shares: pd.DataFrame | None = None
     window: tuple[str, str] | None = None  # the calibration window
+    #: features computed but not clustered on by default (profiled only), with the reason
+    not_clustered: dict[str, str] = field(default_factory=dict)
+    #: the test against no structure (None when k was given)
+    structure: StructureTest | None = None
+    #: the k chosen by each bootstrap refit (k chosen from the data), else empty
+    boot_k: list[int] = field(default_factory=list)
 
     @property
     def assessed(self) -> bool:
@@ -461,6 +623,9 @@ class Personas:
         """Per persona: size, share, value share, stability, preferred channel and the
         average of each feature in natural units."""
         x = self.features_frame
+        # every feature computed is profiled (also tenure, NPS of those who answered, the
+        # raw channel shares); the log-ratios only serve the distance
+        x = x[[c for c in x.columns if not c.startswith("clr_")]]
         means = x.groupby(self.assignments).mean().reindex(self.names)
         out = pd.DataFrame(index=pd.Index(self.names, name="persona"))
         sizes = self.sizes()
@@ -494,22 +659,38 @@ class Personas:
         def size(n: str) -> str:
             return f"{sizes[n]:,}" if sizes[n] >= self.min_group_size else "suppressed"
 
+        test = "" if self.structure is None else " " + self.structure.summary()
+        if self.k == 1:
+            return (f"No clear persona structure: k = 1, one group of "
+                    f"{len(self.assignments):,} active customers ({self.inactive:,} with too "
+                    f"little activity left unassigned).{test}")
         head = (f"{self.k} personas from {len(self.assignments):,} active customers "
                 f"({self.inactive:,} with too little activity left unassigned), "
                 f"{self.model.method}, seed {self.model.seed}: ")
+        tail = test
+        if self.boot_k:
+            same = sum(b == self.k for b in self.boot_k)
+            tail += (f" k re-chosen in each of {len(self.boot_k)} bootstrap refits: "
+                     f"{same} chose k = {self.k}.")
         if not self.assessed:
             return (head + "; ".join(f"{n} ({size(n)})" for n in self.names)
-                    + ". Stability not assessed.")
+                    + ". Stability not assessed." + tail)
         return (head + "; ".join(f"{n} ({size(n)}, Jaccard {self.jaccard[n]:.2f})"
                                  for n in self.names)
                 + f". ARI across seeds {self.seed_ari:.2f}. "
                 + (f"Unstable (Jaccard < {STABLE_JACCARD}): {', '.join(unstable)}." if unstable
-                   else f"Every persona is stable (Jaccard >= {STABLE_JACCARD})."))
+                   else f"Every persona is stable (Jaccard >= {STABLE_JACCARD}).") + tail)
 
     def features_note(self) -> str:
         """Which features the personas were built on, and the degenerate ones dropped."""
         text = f"Clustered on {len(self.model.features)} feature(s): " \
             f"{', '.join(self.model.features)}."
+        if self.not_clustered:
+            by_reason: dict[str, list[str]] = {}
+            for f, r in self.not_clustered.items():
+                by_reason.setdefault(r, []).append(f)
+            text += " Profiled, not clustered on: " + "; ".join(
+                f"{', '.join(fs)} ({r})" for r, fs in by_reason.items()) + "."
         if self.dropped:
             text += " Dropped as degenerate: " + "; ".join(
                 f"{f} ({r})" for f, r in self.dropped.items()) + "."
@@ -588,24 +769,34 @@ def fit_personas(
     min_events: int | None = None,
     min_group_size: int = MIN_GROUP_SIZE,
     diagnostics: bool = True,
+    n_null: int = 19,
 ) -> Personas:
     """Fit behavioural personas on the calibration window ``[start, end]``.
 
     Parameters
     ----------
     k : int, optional
-        Number of personas; default chosen by :func:`choose_k` from the sweep over ``ks``.
+        Number of personas; default chosen from the data: 1 ("no clear persona structure")
+        when :func:`structure_test` does not reject a single Gaussian, else by
+        :func:`choose_k` from the sweep over ``ks``.
     features : sequence of str, optional
-        Columns of :func:`behaviour_features` used (see the module docstring); default every
-        column. Degenerate ones (constant, missing for everyone) are dropped and listed in
-        :attr:`Personas.dropped`.
+        Columns of :func:`behaviour_features` used (see the module docstring); default
+        :func:`default_features` (channel log-ratios, not raw shares; NPS with its missing
+        flag only when answered by most; no tenure), the others listed in
+        :attr:`Personas.not_clustered`. Degenerate ones (constant, missing for everyone)
+        are dropped and listed in :attr:`Personas.dropped`. Missing values of a clustered
+        feature count as its average (z = 0).
     method : {"kmeans", "minibatch", "gmm"}
         k-means (10 restarts), mini-batch k-means (for millions of customers) or a
         Gaussian mixture (full covariances, 3 restarts).
     seed : int
         Seed of the clustering, the sweep's silhouette sample and the bootstrap.
     n_boot : int
-        Bootstrap refits for the per-persona Jaccard stability.
+        Bootstrap refits for the per-persona Jaccard stability (each refit chooses its own
+        k when ``k`` is None).
+    n_null : int
+        Draws of the single-Gaussian null of :func:`structure_test` (only when ``k`` is
+        None).
     diagnostics : bool
         Run the stability diagnostics (bootstrap Jaccard, ARI across three more seeds).
         Without them (assignment only) the Jaccards and the seed ARI are NaN.
@@ -613,67 +804,91 @@ def fit_personas(
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, not {method!r}")
     x_all, value, inactive, vocab = _calibration(source, start, end, min_events)
+    not_clustered: dict[str, str] = {}
+    if features is None:
+        features, not_clustered = default_features(x_all)
     features, dropped = _check_features(x_all, features)
-    x = x_all[features]
+    # a missing value of a clustered feature (NPS without an answer, with its flag) counts
+    # as the average: z = 0, as PersonaModel.predict does
+    x = x_all[features].fillna(x_all[features].mean())
     with _threads(len(x)):
         return _fit_personas(x, x_all, value, inactive, vocab, features, dropped, k, method,
-                             ks, seed, n_boot, min_group_size, diagnostics, start, end)
+                             ks, seed, n_boot, min_group_size, diagnostics, start, end,
+                             not_clustered, n_null)
+
+
+#: Name of the single group when there is no clear persona structure (k = 1).
+NO_STRUCTURE = "all customers (no clear persona structure)"
 
 
 def _fit_personas(x: pd.DataFrame, x_all: pd.DataFrame, value: pd.Series | None,
                   inactive: int, vocab: dict[str, list[str]], features: list[str],
                   dropped: dict[str, str], k: int | None, method: str, ks: Sequence[int],
                   seed: int, n_boot: int, min_group_size: int, diagnostics: bool, start: str,
-                  end: str) -> Personas:
-    if k is not None and (k < 2 or k * min_group_size > len(x)):
-        raise CXDataError(f"k = {k} needs at least {max(k, 2) * min_group_size} active "
+                  end: str, not_clustered: dict[str, str] | None = None,
+                  n_null: int = 19) -> Personas:
+    if k is not None and (k < 1 or k * min_group_size > len(x)):
+        raise CXDataError(f"k = {k} needs at least {max(k, 1) * min_group_size} active "
                           f"customers of {min_group_size}+ per persona; the data has "
                           f"{len(x):,}")
-    if k is None:
+    scaler = StandardScaler().fit(x.to_numpy(float))
+    z = scaler.transform(x.to_numpy(float))
+    auto = k is None
+    test = None
+    if auto:
         ks = [kk for kk in ks if kk * min_group_size <= len(x)]
         if not ks:
             raise CXDataError(f"{len(x):,} active customers cannot form 2 personas of "
                               f"{min_group_size}+ customers; lower min_group_size or "
                               "min_events")
         sweep = k_sweep(x, features, ks, method, seed, min_size=min_group_size)
-        k = choose_k(sweep)
+        test = structure_test(z, ks, seed, n_null=n_null)
+        k = choose_k(sweep) if test.structure else 1
     else:
         sweep = pd.DataFrame(columns=["k", "silhouette", "davies_bouldin", "calinski_harabasz",
                                       "gmm_bic", "smallest", "eligible"])
-    scaler = StandardScaler().fit(x.to_numpy(float))
-    z = scaler.transform(x.to_numpy(float))
     model = _fit(z, k, method, seed)
     raw = model.predict(z)
     perm = _size_order(raw, k)  # also maps the model's raw labels for predict()
     labels = perm[raw]
-    if diagnostics:
-        jac, seed_ari = _stability(z, labels, k, method, seed, n_boot)
-    else:
+    boot_k: list[int] = []
+    if diagnostics and k > 1:
+        eligible = ([int(kk) for kk in sweep.k[sweep.eligible]] if auto else None)
+        jac, seed_ari = _stability(z, labels, k, method, seed, n_boot, eligible,
+                                   min_group_size, boot_k)
+    else:  # one group is trivially "stable": nothing to assess
         jac, seed_ari = np.full(k, np.nan), float("nan")
     sd = x.std(ddof=0)
     zs = (x - x.mean()) / sd
     prof = zs.groupby(labels).mean()
-    names, rule = _name_personas(prof)
+    if k == 1:
+        names, rule = [NO_STRUCTURE], ("One group: the data are no more clustered than a "
+                                       "single Gaussian (see the structure test).")
+    else:
+        names, rule = _name_personas(prof)
     prof.index = names
     pm = PersonaModel(features, method, k, seed, scaler, _PermutedModel(model, perm), names,
                       vocab)
     assign = pd.Series(np.array(names, dtype=object)[labels], index=x.index, name="persona")
     shares = x_all[[c for c in x_all.columns if c.startswith("share_")]]
-    return Personas(pm, assign, x, sweep, dict(zip(names, map(float, jac), strict=True)),
+    return Personas(pm, assign, x_all, sweep, dict(zip(names, map(float, jac), strict=True)),
                     seed_ari, inactive, prof, rule, min_group_size, value, dropped, shares,
-                    (str(start), str(end)))
+                    (str(start), str(end)), dict(not_clustered or {}), test, boot_k)
 
 
 def _stability(z: np.ndarray, labels: np.ndarray, k: int, method: str, seed: int,
-               n_boot: int) -> tuple[np.ndarray, float]:
-    """Per-persona bootstrap Jaccard and the mean ARI between the fit and three refits with
-    other seeds."""
+               n_boot: int, ks: Sequence[int] | None = None, min_size: int = 0,
+               chosen: list[int] | None = None) -> tuple[np.ndarray, float]:
+    """Per-persona bootstrap Jaccard (k re-chosen among ``ks`` in each refit when given)
+    and the mean ARI between the fit and three refits with other seeds."""
     # on a seeded sample of at most 20,000 customers (enough for the Jaccard of every
     # persona of reasonable size, and bounded time with millions of customers)
     rng = np.random.default_rng(seed)
     sub = (np.sort(rng.choice(len(z), 20_000, replace=False)) if len(z) > 20_000
            else np.arange(len(z)))
-    jac = bootstrap_jaccard(z[sub], labels[sub], k, method, seed, n_boot)
+    scale = len(sub) / len(z)
+    jac = bootstrap_jaccard(z[sub], labels[sub], k, method, seed, n_boot, ks,
+                            int(min_size * scale), chosen)
     others = [_fit(z[sub], k, method, seed + s, n_init=3).predict(z[sub])
               for s in (101, 202, 303)]
     seed_ari = float(np.mean([adjusted_rand_score(a, b) for a, b in

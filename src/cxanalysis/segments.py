@@ -103,3 +103,35 @@ def value_tiers(source: Source, start: str, end: str, bins: int = 5) -> Segments
                  f"no order between {start} and {end}"]})
     rules["customers"] = rules["segment"].map(labels.value_counts()).fillna(0).astype(int)
     return Segments("value tier (RFM)", labels.sort_index(), rules)
+
+
+def past_revenue_groups(revenue: pd.Series, k: int) -> Segments:
+    """A past-outcome baseline: ``k`` groups of customers by their revenue in the
+    calibration window (``revenue`` indexed by customer_id, currency), to compare personas
+    with at the same number of groups.
+
+    Customers without revenue form one group, ``no revenue`` (when there are some and
+    ``k >= 2``); the others are split into equal-count quantile groups of revenue
+    (``revenue Q1`` lowest), ties broken by customer id so that groups are deterministic.
+    With ``k = 1`` every customer is in ``all``."""
+    if k < 1:
+        raise CXDataError(f"past revenue groups need k >= 1, not {k}")
+    rev = revenue.astype(float).fillna(0.0).sort_index()
+    labels = pd.Series("all", index=rev.index, name="segment", dtype=object)
+    zero = rev <= 0
+    n_q = k - 1 if zero.any() and k >= 2 else k
+    if k >= 2:
+        labels[zero] = "no revenue"
+        pos = rev[~zero]
+        if n_q >= 1 and len(pos):
+            n_q = min(n_q, len(pos))
+            q = pd.qcut(pos.rank(method="first"), n_q, labels=False)
+            labels[pos.index] = [f"revenue Q{i + 1}" for i in q]
+    rows = []
+    for g, sub in rev.groupby(labels, sort=True):
+        rows.append({"segment": g, "rule": ("revenue = 0" if g == "no revenue" else
+                                            f"{sub.min():,.2f} <= revenue <= {sub.max():,.2f}"),
+                     "customers": int(len(sub))})
+    rules = pd.DataFrame(rows)
+    rules.index = range(len(rules))
+    return Segments("past revenue groups", labels.rename_axis("customer_id"), rules)

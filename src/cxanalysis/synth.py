@@ -31,10 +31,13 @@ attempts are still in progress.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -193,6 +196,51 @@ class World:
 
 WORLD = World()
 
+#: Name of the only persona of a world without persona structure (``--personas 1``).
+NO_STRUCTURE_PERSONA = "everyone"
+
+
+def blended_persona(personas: Mapping[str, Persona] = WORLD_PERSONAS) -> Persona:
+    """One persona whose every parameter is the weight-averaged parameter of ``personas``
+    (channel shares averaged then renormalised; the support channel of the heaviest
+    persona): the same overall behaviour without any structure to find."""
+    ps = list(personas.values())
+    w = np.array([p.weight for p in ps]) / sum(p.weight for p in ps)
+
+    def avg(attr: str) -> Any:
+        v = np.array([getattr(p, attr) for p in ps], dtype=float)
+        m = np.tensordot(w, v, axes=1)
+        return float(m) if m.ndim == 0 else tuple(float(x) for x in m)
+
+    out: dict[str, Any] = {}
+    for f in fields(Persona):
+        if f.name == "weight":
+            out[f.name] = 1.0
+        elif f.name == "support_channel":
+            out[f.name] = ps[int(np.argmax(w))].support_channel
+        else:
+            out[f.name] = avg(f.name)
+    for f in ("browse_channels", "buy_channels", "intro_channels"):
+        v = np.array(out[f])
+        out[f] = tuple(float(x) for x in v / v.sum())
+    return Persona(**out)
+
+
+def world_with_personas(n: int, world: World = WORLD) -> World:
+    """``world`` with ``n`` hidden personas: ``n`` equal to the number of its personas gives
+    ``world`` itself (the default demo, byte for byte); 2 to 4 keep the first ``n`` (their
+    weights renormalise when drawn); 1 is a world without persona structure, a single
+    :func:`blended_persona` named :data:`NO_STRUCTURE_PERSONA`. Experiments aimed at a
+    persona that is not in the world affect nobody."""
+    have = len(world.personas)
+    if not 1 <= n <= have:
+        raise ValueError(f"personas must be between 1 and {have}, not {n}")
+    if n == have:
+        return world
+    if n == 1:
+        return replace(world, personas={NO_STRUCTURE_PERSONA: blended_persona(world.personas)})
+    return replace(world, personas=dict(itertools.islice(world.personas.items(), n)))
+
 _DEMOGRAPHICS: dict[str, tuple[str, ...]] = {
     "age_band": ("18-24", "25-34", "35-44", "45-54", "55-64", "65+"),
     "gender": ("female", "male", "other"),
@@ -326,6 +374,11 @@ class _Events:
 
 
 # --------------------------------------------------------------------------- chunk
+
+
+def _index(names: list[str], name: str) -> int:
+    """Position of ``name`` in ``names``; -1 (matches no persona) when it is absent."""
+    return names.index(name) if name in names else -1
 
 
 def _chunk(rng: np.random.Generator, first_id: int, n: int, world: World
@@ -480,7 +533,8 @@ def _chunk(rng: np.random.Generator, first_id: int, n: int, world: World
         t = (start_us + (active_from[c] + rng.random(len(c)) * active_days[c]) * _DAY_US
              ).astype(np.int64)
         ch = (np.array([_CH[p.support_channel] for p in P])[pid[c]] if event == "support_contact"
-              else np.where(pid[c] == names.index("loyal_app_regular"), _CH["app"], _CH["web"]))
+              else np.where(pid[c] == _index(names, "loyal_app_regular"), _CH["app"],
+                            _CH["web"]))
         ev.add(c, t, ch, event)
 
     # ---- experiments: assignment and planted effects
@@ -495,7 +549,8 @@ def _chunk(rng: np.random.Generator, first_id: int, n: int, world: World
         asg.append((e.experiment_id, eligible, treat, at))
         responds = treat & (rng.random(len(eligible)) < e.effect)
         if e.persona is not None:
-            responds &= pid[eligible] == names.index(e.persona)
+            # a persona absent from the world (``--personas`` < 5): nobody responds
+            responds &= pid[eligible] == _index(names, e.persona)
         if responds.any():
             c = eligible[responds]
             start = at[responds] + (rng.random(len(c)) * 10 * _DAY_US).astype(np.int64)
