@@ -38,6 +38,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from cxanalysis.formatting import ResultMixin
 from cxanalysis.journeys import SEP, PathCounts
 from cxanalysis.privacy import MIN_GROUP_SIZE
 
@@ -209,7 +210,7 @@ def shapley_shares(frame: pd.DataFrame, channels: list[str]) -> np.ndarray:
 
 
 @dataclass
-class Attribution:
+class Attribution(ResultMixin):
     """Shares of conversions per channel and method, with bootstrap intervals for the
     Markov and Shapley shares. Credits of too few customers are already suppressed (NaN)
     in ``shares``, ``removal_effects`` and ``intervals`` (see the module docstring);
@@ -239,6 +240,10 @@ class Attribution:
         t["suppressed"] = (self.suppressed.any(axis=1) if self.suppressed is not None
                            else False)
         return t
+
+    def to_dict(self) -> dict[str, dict[str, float | None]]:
+        """The headline: :meth:`as_dict`."""
+        return self.as_dict()
 
     def as_dict(self) -> dict[str, dict[str, float | None]]:
         """method -> channel -> share (None where suppressed)."""

@@ -65,6 +65,7 @@ from cxanalysis.data import (
     in_days,
     window_end,
 )
+from cxanalysis.formatting import ResultMixin
 from cxanalysis.privacy import MIN_GROUP_SIZE, suppress_small_groups
 from cxanalysis.stats import adjust_pvalues
 
@@ -174,7 +175,7 @@ def _levels_unordered(ev: ibis.Table, n: int, window: int) -> ibis.Table:
 
 
 @dataclass
-class FunnelResult:
+class FunnelResult(ResultMixin):
     """A computed funnel: per-step figures, with the per-customer result kept in the engine.
 
     Attributes
@@ -331,7 +332,7 @@ def _with_group(customers: ibis.Table, labels: ibis.Table | pd.DataFrame | None,
 
 
 @dataclass
-class Breakdown:
+class Breakdown(ResultMixin):
     """Conversion by group with Wilson intervals, a chi-square test across groups and
     pairwise two-proportion z-tests with Holm correction (family: all pairs of this
     breakdown)."""
@@ -399,7 +400,7 @@ def two_proportion_z(x1: float, n1: float, x2: float, n2: float) -> tuple[float,
 
 
 @dataclass
-class PainPoints:
+class PainPoints(ResultMixin):
     """Drop-off by step and group against the step's overall rate, ranked by excess
     customers lost (``dropped - at_risk x overall rate``). A cell is flagged when its rate is
     significantly worse than the rest of its step (one-sided two-proportion z-test, Holm

@@ -24,6 +24,7 @@ import pandas as pd
 from ibis import _
 
 from cxanalysis.data import CXDataError, Source
+from cxanalysis.formatting import ResultMixin
 from cxanalysis.overview import nps_score
 from cxanalysis.privacy import MIN_GROUP_SIZE, redact, suppress_small_groups, terms_used_by
 
@@ -37,7 +38,7 @@ def _ts_between(t: ibis.Table, col: str, start: str | None, end: str | None) -> 
 
 
 @dataclass
-class FeedbackByTouchpoint:
+class FeedbackByTouchpoint(ResultMixin):
     """Scores by the touchpoint rated (feedback ``event``) and channel."""
 
     frame: pd.DataFrame
@@ -80,7 +81,7 @@ def feedback_by_touchpoint(source: Source, start: str | None = None, end: str | 
 
 
 @dataclass
-class CommentThemes:
+class CommentThemes(ResultMixin):
     """Themes found in comments: top words per theme, and how often each theme is the main
     theme of comments about each touchpoint."""
 
@@ -155,7 +156,7 @@ def comment_themes(source: Source, n_themes: int = 5, seed: int = 0, top_words: 
 
 
 @dataclass
-class MomentsOfTruth:
+class MomentsOfTruth(ResultMixin):
     """Standardised logistic coefficients (odds ratio per standard deviation of a touchpoint
     flag) for each outcome; larger |coefficient| = the touchpoint matters more."""
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import ibis
 import matplotlib.pyplot as plt
@@ -53,7 +54,9 @@ from sklearn.mixture import GaussianMixture
 from sklearn.preprocessing import StandardScaler
 
 from cxanalysis.data import CXDataError, Source, between_days, epoch_seconds, window_end
+from cxanalysis.formatting import ResultMixin
 from cxanalysis.privacy import MIN_GROUP_SIZE
+from cxanalysis.results import to_jsonable
 from cxanalysis.schema import CHANNELS
 
 RESEARCH_EVENTS = ("search", "compare", "review_read")
@@ -312,7 +315,7 @@ def stability_verdict(j: float) -> str:
 
 
 @dataclass
-class Personas:
+class Personas(ResultMixin):
     """Fitted personas with their profiles, stability and the k sweep."""
 
     model: PersonaModel
@@ -339,6 +342,17 @@ class Personas:
     def unstable(self) -> list[str]:
         """Personas whose mean bootstrap Jaccard is below :data:`STABLE_JACCARD`."""
         return [n for n in self.names if self.jaccard[n] < STABLE_JACCARD]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The headline: k, sizes (under ``min_group_size`` as None), stability per persona
+        (mean bootstrap Jaccard), ARI across seeds and the unstable personas."""
+        sizes = self.sizes()
+        return to_jsonable({
+            "k": self.k,
+            "persona_sizes": {n: s if s >= self.min_group_size else None
+                              for n, s in sizes.items()},
+            "stability_jaccard": self.jaccard, "seed_ari": self.seed_ari,
+            "unstable": self.unstable, "inactive": self.inactive})
 
     def sizes(self) -> dict[str, int]:
         vc = self.assignments.value_counts()
