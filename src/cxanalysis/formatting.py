@@ -403,3 +403,141 @@ class ResultMixin:
 
     def table(self) -> pd.DataFrame:  # pragma: no cover - every subclass defines it
         raise NotImplementedError
+
+
+# --------------------------------------------------------------------------- headlines
+
+#: Mean bootstrap Jaccard from which a persona counts as stable (Hennig); the same value as
+#: :data:`cxanalysis.personas.STABLE_JACCARD`, repeated so that the index needs no sklearn.
+_STABLE_JACCARD = 0.75
+
+
+def _num(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _overview_headline(r: Mapping[str, Any]) -> list[str]:
+    tables = r.get("tables") or {}
+    out = []
+    rows = {k: (v or {}).get("rows") for k, v in tables.items() if isinstance(v, Mapping)}
+    events = rows.get("events")
+    what = [f"{format_number(events)} events"] if _num(events) else []
+    if _num(r.get("customers")):
+        what.append(f"{format_number(r['customers'])} customers")
+    if what:
+        out.append(" from ".join(what) + f" in {len(rows)} tables.")
+    span = r.get("date_span") or []
+    if len(span) == 2 and all(span):
+        out.append(f"Period: {str(span[0])[:10]} to {str(span[1])[:10]}.")
+    problems = r.get("validation_problems")
+    if _num(problems):
+        out.append("Valid: no problems found." if problems == 0 else
+                   f"NOT valid: {format_number(problems)} validation problem"
+                   f"{'s' if problems != 1 else ''}.")
+    missing = [t for t in ("orders", "feedback", "assignments", "customers")
+               if tables and t not in tables]
+    if missing:
+        out.append(f"Missing tables: {', '.join(missing)}.")
+    if _num(r.get("nps")):
+        out.append(f"Overall NPS {r['nps']:+.0f}.")
+    exps = r.get("experiments") or []
+    if exps:
+        out.append(f"{len(exps)} experiment{'s' if len(exps) != 1 else ''}: "
+                   f"{', '.join(map(str, exps))}.")
+    return out
+
+
+def _personas_headline(r: Mapping[str, Any]) -> list[str]:
+    sizes = r.get("persona_sizes") or {}
+    jac = r.get("stability_jaccard") or {}
+    out = [f"{r.get('k')} personas found"
+           + (f" ({', '.join(format_number(s) if _num(s) else '<min' for s in sizes.values())}"
+              " customers)." if sizes else ".")]
+    if jac:
+        stable = [n for n, j in jac.items() if _num(j) and j >= _STABLE_JACCARD]
+        low = min((j for j in jac.values() if _num(j)), default=None)
+        out.append(f"{len(stable)} of {len(jac)} stable (bootstrap Jaccard >= "
+                   f"{_STABLE_JACCARD}; lowest {low:.2f})." if low is not None else
+                   "Stability not computed.")
+    if _num(r.get("seed_ari")):
+        out.append(f"Same personas across seeds: ARI {r['seed_ari']:.2f}.")
+    if _num(r.get("segment_persona_ari")):
+        out.append(f"Agreement with demographic segments: ARI {r['segment_persona_ari']:.2f}.")
+    return out
+
+
+def _funnel_headline(r: Mapping[str, Any]) -> list[str]:
+    out = []
+    steps = r.get("steps") or []
+    if steps and _num(steps[-1].get("conversion_from_first")):
+        first, last = steps[0], steps[-1]
+        out.append(f"{format_percent(last['conversion_from_first'])} of "
+                   f"{format_number(first.get('customers', 0))} customers go from "
+                   f"{first.get('event')} to {last.get('event')}.")
+    big = r.get("biggest_leak") or {}
+    if big:
+        where = f" on {big['channel']}" if big.get("channel") else ""
+        line = (f"Biggest leak: {big.get('step')} to {big.get('next_step')}{where}")
+        if _num(big.get("customers_lost")):
+            line += f", {format_number(round(big['customers_lost']))} customers lost"
+        if _num(big.get("rate")) and _num(big.get("overall_rate")):
+            line += (f" (drop-out {format_percent(big['rate'])} against "
+                     f"{format_percent(big['overall_rate'])} overall)")
+        out.append(line + ".")
+    elif "biggest_leak" in r:
+        out.append("No significant leak found.")
+    return out
+
+
+def _experiment_headline(r: Mapping[str, Any]) -> list[str]:
+    verdict = str(r.get("decision") or "?").upper()
+    variant = r.get("decision_variant")
+    head = f"{r.get('experiment_id', 'experiment')}: {verdict}"
+    if variant and r.get("decision") == "ship":
+        head += f" ({variant})"
+    out = [head + "."]
+    primary = r.get("primary_metric")
+    metrics = r.get("metrics") or {}
+    rows = [m for m in metrics.values() if isinstance(m, Mapping)
+            and m.get("role") == "primary" and m.get("reported")]
+    for m in rows:
+        lift, ci = m.get("rel_lift"), m.get("rel_ci") or [None, None]
+        if _num(lift):
+            text = f"{m.get('label') or primary}: {format_percent(lift, signed=True)}"
+            if all(_num(c) for c in ci):
+                text += (f" ({format_percent(ci[0], signed=True)} to "
+                         f"{format_percent(ci[1], signed=True)})")
+            if _num(m.get("p_adjusted")):
+                text += f", p {format_pvalue(m['p_adjusted'])}"
+            out.append(text + ".")
+        elif m.get("not_testable"):
+            out.append(f"{m.get('label') or primary}: not testable ({m['not_testable']}).")
+    reason = str(r.get("reason") or "")
+    if ", but " in reason:  # the verdict's condition, without its figures
+        out.append("Why not ship: " + reason.split(", but ", 1)[1].split(":")[0].strip() + ".")
+    if r.get("srm_flagged"):
+        out.append("WARNING: sample ratio mismatch; no effect can be trusted.")
+    return out
+
+
+def headline(results: Mapping[str, Any]) -> list[str]:
+    """The headline sentences of a report's published results (``NAME.results.json``'s
+    ``results``): recognised by their keys — a data overview (``tables``), personas
+    (``persona_sizes``), a funnel (``biggest_leak``) or an experiment (``decision``).
+
+    Returns
+    -------
+    list of str
+        Plain sentences with formatted numbers; empty when the results are not recognised.
+    """
+    if not isinstance(results, Mapping) or not results:
+        return []
+    if "decision" in results:
+        return _experiment_headline(results)
+    if "biggest_leak" in results or "steps" in results:
+        return _funnel_headline(results)
+    if "persona_sizes" in results or "stability_jaccard" in results:
+        return _personas_headline(results)
+    if "tables" in results or "date_span" in results:
+        return _overview_headline(results)
+    return []
