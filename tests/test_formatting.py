@@ -256,3 +256,39 @@ def test_flow_chart_has_no_null_label_and_draws_no_small_group():
     labels = [t.get_text() for t in ax2.get_xticklabels() + ax2.get_yticklabels()]
     assert "(null)" not in labels and "no conversion" in labels
     plt.close("all")
+
+
+# --------------------------------------------------------------------------- publish and show
+
+
+def test_publish_shows_a_short_summary_not_raw_json(monkeypatch):
+    import IPython.display
+
+    from cxanalysis.results import RESULTS_MIME, publish
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display",
+                        lambda obj, raw=False: shown.append((obj, raw)))
+    clean = publish({"decision": "ship", "experiment_id": "exp_a", "decision_variant": "b",
+                     "x": float("nan")})
+    (data, raw), = shown
+    assert raw and data[RESULTS_MIME] == clean and clean["x"] is None  # the runner's MIME
+    assert "<li>exp_a: SHIP (b).</li>" in data["text/html"]
+    assert "{" not in data["text/html"] and "{" not in data["text/plain"]
+    assert data["text/plain"] == "Published 4 headline figures to NAME.results.json."
+
+
+def test_show_displays_formatted_html_and_plain_text_for_pins(monkeypatch):
+    import IPython.display
+
+    from cxanalysis.formatting import show
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display",
+                        lambda obj, raw=False: shown.append(obj))
+    df = pd.DataFrame({"channel": ["web"], "rate": [0.25]}, index=[3])
+    show(df)
+    show(_Toy(df.reset_index(drop=True), notes=["n1"]))
+    assert _cells(shown[0]["text/html"]) == [["web", "25.0%"]]
+    assert shown[0]["text/plain"] == "channel  rate\n    web  0.25"
+    assert "n1" in shown[1]["text/html"] and shown[1]["text/plain"] == shown[0]["text/plain"]

@@ -373,6 +373,40 @@ def show_answer(title: str, sentences: Iterable[str], status: str = "info") -> N
     display(HTML(answer_box(title, sentences, status)))
 
 
+def plain_text(frame: pd.DataFrame) -> str:
+    """The plain-text form of a table (``text/plain`` of :func:`show`, which pinned notebook
+    cells compare): no index, every figure as computed."""
+    frame = frame.reset_index() if any(n is not None for n in frame.index.names) else frame
+    return frame.to_string(index=False)
+
+
+def show(obj: Any, **fmt: Any) -> None:
+    """Display a result object or a DataFrame as a formatted table.
+
+    The output carries ``text/html`` (:func:`format_table`; what the report shows) and
+    ``text/plain`` (:func:`plain_text`; what a pinned cell's nbval check compares).
+
+    Parameters
+    ----------
+    obj : result object or DataFrame
+        A result object is shown with its own ``_repr_html_`` unless ``fmt`` is given.
+    **fmt
+        Keyword arguments of :func:`format_table`.
+    """
+    if isinstance(obj, pd.DataFrame):
+        frame, page = obj, format_table(obj, **fmt)
+    else:
+        frame = obj.table()
+        page = obj._repr_html_() if not fmt else format_table(
+            frame, **{"min_group_size": obj._group_size(), **fmt})
+    try:
+        from IPython.display import display
+    except ImportError:  # pragma: no cover - outside IPython
+        print(plain_text(frame))
+        return
+    display({"text/html": page, "text/plain": plain_text(frame)}, raw=True)
+
+
 class ResultMixin:
     """The result protocol every result object shares (see the module docstring).
 
