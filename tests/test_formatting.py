@@ -159,7 +159,7 @@ def test_format_table_max_rows_and_notes():
 def test_format_table_kinds_override_and_hide():
     df = pd.DataFrame({"nps_share": [0.5], "secret": [1]})
     out = format_table(df, kinds={"nps_share": "number"}, hide=["secret"])
-    assert _cells(out) == [["0.5"]]
+    assert _cells(out) == [["0.50"]]
 
 
 def test_answer_box_escapes_and_lists_sentences():
@@ -292,3 +292,44 @@ def test_show_displays_formatted_html_and_plain_text_for_pins(monkeypatch):
     assert _cells(shown[0]["text/html"]) == [["web", "25.0%"]]
     assert shown[0]["text/plain"] == "channel  rate\n    web  0.25"
     assert "n1" in shown[1]["text/html"] and shown[1]["text/plain"] == shown[0]["text/plain"]
+
+
+def test_every_result_class_follows_the_protocol():
+    import inspect
+
+    from cxanalysis import (
+        attribution,
+        comparison,
+        experiments,
+        funnel,
+        journeys,
+        overview,
+        painpoints,
+        personas,
+    )
+
+    classes = [c for m in (attribution, comparison, experiments, funnel, journeys, overview,
+                           painpoints, personas)
+               for _n, c in inspect.getmembers(m, inspect.isclass)
+               if c.__module__ == m.__name__ and "table" in c.__dict__ and "plot" in dir(c)]
+    assert len(classes) >= 18
+    for c in classes:
+        assert issubclass(c, ResultMixin), c
+        for attr in ("table", "plot", "to_dict", "notes", "_repr_html_"):
+            assert hasattr(c, attr), (c, attr)
+
+
+def test_intervals_take_the_kind_of_the_column_they_bound():
+    df = pd.DataFrame({"step": [1], "conversion_from_first": [0.5], "step_conversion": [0.4],
+                       "ci_low": [0.45], "ci_high": [0.55], "step_ci_low": [0.3],
+                       "step_ci_high": [0.5], "p_holm": [0.0001], "conversions": [5],
+                       "abs_diff": [1.5], "abs_ci_low": [0.5], "abs_ci_high": [2.5]})
+    out = format_table(df)
+    assert _heads(out) == ["step", "conversion from first step", "step conversion",
+                           "interval", "step conversion interval", "p-value (Holm)",
+                           "conversions", "difference", "difference interval"]
+    assert _cells(out) == [["1", "50.0%", "40.0%", "45.0% to 55.0%", "30.0% to 50.0%",
+                            "< 0.001", "5", "+1.50", "+0.50 to +2.50"]]
+    shares = pd.DataFrame({"markov": [0.25], "markov_low": [0.2], "markov_high": [0.3]})
+    assert _cells(format_table(shares, kinds={"markov": "percent"})) == [
+        ["25.0%", "20.0% to 30.0%"]]

@@ -224,6 +224,9 @@ class Attribution(ResultMixin):
     seed: int
     alpha: float
     min_group_size: int = MIN_GROUP_SIZE
+    #: every column is a share of conversions (see :meth:`table`)
+    _format = {"kinds": {c: "percent" for c in ("first_touch", "last_touch", "linear",
+                                                 "markov", "shapley", "removal_effect")}}
     support: pd.DataFrame | None = None  # channel x method: customers behind the credit
     suppressed: pd.DataFrame | None = None  # channel x method: bool
 

@@ -48,20 +48,21 @@ LABELS: dict[str, str] = {
     "conversion_from_previous": "conversion from previous step",
     "excess_lost": "customers lost (excess)",
     "overall_rate": "overall rate",
-    "nps": "NPS (-100 to 100)",
-    "csat": "CSAT (1 to 5)",
     "duration_s": "duration (seconds)",
     "first": "first (UTC)",
     "last": "last (UTC)",
     "n": "customers",
+    "ci_low": "interval",
+    "step_ci_low": "step conversion interval",
+    "p_holm": "p-value (Holm)",
 }
 
 #: Unit suffixes of column names and how they read.
 _UNITS = (("_seconds", "seconds"), ("_s", "seconds"), ("_days", "days"), ("_hours", "hours"),
           ("_minutes", "minutes"), ("_pct", "%"))
 
-_PVALUE = re.compile(r"(^p$|^p_value|_p_value$|^p_adjusted|^srm_p)")
-_PERCENT = re.compile(r"(rate|share|conversion|lift|_pct|percent|fraction|"
+_PVALUE = re.compile(r"(^p$|^p_value|_p_value$|^p_(adjusted|holm|bonferroni|bh|fdr)|^srm_p)")
+_PERCENT = re.compile(r"(rate|share|conversion(?!s)|lift|_pct|percent|fraction|"
                       r"^p_treatment_better$|^rel$|^rel_)")
 _SIGNED = re.compile(r"(diff|lift|effect|^rel_|^rel$|change)")
 _COUNT = re.compile(r"(customers|rows|count|^n$|^n_|orders|events|journeys|dropped|"
@@ -135,7 +136,7 @@ def format_number(x: float, signed: bool = False) -> str:
     a = abs(x)
     if a >= 1000:
         s = f"{x:,.0f}"
-    elif a >= 1:
+    elif a >= 0.1:
         s = f"{x:,.2f}"
     elif a >= 1e-4:
         s = f"{x:.3g}"
@@ -198,6 +199,29 @@ def _interval_pairs(columns: Sequence[str]) -> dict[str, tuple[str, str]]:
         if high in cols:
             pairs[c] = (high, m.group("base"))
     return pairs
+
+
+def _interval_kind(frame: pd.DataFrame, base: str, high: str, low: str,
+                   kinds: Mapping[str, str]) -> tuple[str, str]:
+    """The kind of an interval ``base_low``/``base_high``: that of the column it bounds
+    (``abs_ci`` bounds ``abs_diff``, ``step_ci`` bounds ``step_conversion``, ``markov_low``
+    bounds ``markov``), else a share when its bounds lie in [0, 1] in a table of shares.
+    Returns the kind and the bounded column's name (``base`` when none is found)."""
+    if base:
+        bounded = [c for c in map(str, frame.columns)
+                   if c.startswith(f"{base}_") and c not in (low, high)
+                   and not _INTERVAL.match(c)] + ([base] if base in frame.columns else [])
+        for c in bounded:
+            kind = kinds.get(c) or column_kind(c, frame[c])
+            if kind in ("percent", "number") or c == base:
+                return kind, c
+    lo = pd.to_numeric(frame[low], errors="coerce")
+    hi = pd.to_numeric(frame[high], errors="coerce")
+    shares = any((kinds.get(str(c)) or column_kind(str(c), frame[c])) == "percent"
+                 for c in frame.columns if str(c) not in (low, high))
+    if shares and lo.dropna().between(0, 1).all() and hi.dropna().between(0, 1).all():
+        return "percent", base
+    return column_kind(base or "ci", None), base
 
 
 def format_table(
@@ -273,14 +297,19 @@ def format_table(
             continue
         if name in pairs:
             high, base = pairs[name]
-            base_kind = kinds.get(name) or column_kind(base or "ci", None)
-            base_label = column_label(f"{base}_ci" if base else "ci", labels)
+            base_kind, bounded = _interval_kind(frame, base, high, name, kinds)
+            base_kind = kinds.get(name) or base_kind
             if labels and name in labels:
                 base_label = labels[name]
-            elif base and f"{base}_ci" not in LABELS:
-                base_label = f"{column_label(base, labels)} interval"
+            elif name in LABELS:
+                base_label = LABELS[name]
+            elif base and f"{base}_ci" in LABELS:
+                base_label = LABELS[f"{base}_ci"]
+            else:
+                base_label = f"{column_label(base, labels)} interval" if base else "interval"
             heads.append(base_label)
-            specs.append((name, high, base_kind, bool(_SIGNED.search(base or "")), True))
+            signed = bool(_SIGNED.search(base or "") or _SIGNED.search(bounded or ""))
+            specs.append((name, high, base_kind, signed, True))
             continue
         kind = kinds.get(name) or column_kind(name, frame[c])
         heads.append(column_label(name, labels))

@@ -437,6 +437,9 @@ class PainPoints(ResultMixin):
                 "overall_rate", "excess_lost", "p_holm", "worse", "suppressed"]
         return cls(by, df[cols])
 
+    #: ``worse`` marks the significant rows (their p-value cells are marked)
+    _format = {"significant": "worse"}
+
     def table(self) -> pd.DataFrame:
         return self.frame
 
