@@ -502,8 +502,14 @@ def _check_step_events(events: ibis.Table, steps: list[str], mode: str,
     present = set(counts.event[counts.in_range > 0])
     missing = [s for s in steps if s not in present]
     if missing:
+        # name what the source does have, so that `steps` can be fixed from the message
+        top = (events.group_by("event").aggregate(n=events.count())
+               .order_by([ibis.desc("n"), "event"]).limit(10).execute())
+        have = ", ".join(f"{e} ({n:,})" for e, n in zip(top["event"], top["n"], strict=True))
         raise CXDataError(f"funnel step event(s) {missing} never occur in events"
-                          + (f" between {start} and {end}" if start or end else ""))
+                          + (f" between {start} and {end}" if start or end else "")
+                          + f"; the most frequent events are: {have or 'none'}. Set `steps` "
+                          "to events the source has")
 
 
 def funnel(

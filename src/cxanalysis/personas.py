@@ -2,29 +2,41 @@
 profiles, names and assignment of new customers.
 
 Features (per customer, over the calibration window ``[start, end]``, computed by Ibis on the
-source's engine; only the feature matrix comes back, one row per active customer):
+source's engine; only the feature matrix comes back, one row per active customer). They are
+built from the vocabulary the source has, not from a fixed list of channel or event names:
 
 =====================  ======================================================================
 feature                definition (units)
 =====================  ======================================================================
-share_<channel>        share of the customer's events in that channel (0-1)
-visits_per_month       ``visit`` events per 30 days of exposure (log1p)
-research_per_visit     search / compare / review_read events per visit (log1p)
-logins_per_month       ``loyalty_login`` events per 30 days (log1p)
-support_per_month      ``support_contact`` events per 30 days (log1p)
-cart_rate              add_to_cart / product_view events (0-1, capped at 1)
+share_<channel>        share of the customer's activity in that channel (0-1), for the
+                       :data:`MAX_CHANNELS` channels used by the most customers in the window
+mix_<event>            share of the customer's events that are that event (0-1), for the
+                       :data:`MAX_EVENTS` event names done by the most customers in the window
+events_per_month       events per 30 days of exposure (log1p)
+active_days_per_month  distinct UTC days with activity per 30 days of exposure (log1p)
 gap_hours              mean log1p(hours) between consecutive events less than 7 days apart
                        (consideration pace)
 orders_per_month       orders per 30 days (log1p)
 basket                 mean order value before discount (log1p currency; 0 without orders)
 discount_share         discount / (amount + discount) over the window (0-1)
 nps                    mean NPS answer (0-10; customers without an answer get the mean)
-recency_days           days from the last event to the end of the window
+recency_days           days from the last activity to the end of the window
 tenure_days            days from signup to the end of the window
 =====================  ======================================================================
 
-Exposure is the part of the window after signup. Customers with fewer than ``min_events``
-events in the window are not clustered (too little behaviour to describe); they are counted.
+*Activity* is the ``events`` table; a source without events (an order history) is described
+by its ``orders`` alone: each order is one activity, ``share_<channel>`` comes from the order
+channel and there are no ``mix_`` features. Without a ``customers`` table, signup is the
+customer's first activity in the source. Exposure is the part of the window after signup.
+Customers with fewer than ``min_events`` activities in the window are not clustered (too
+little behaviour to describe); they are counted. ``min_events=None`` means
+:data:`MIN_EVENTS` events, or :data:`MIN_ORDERS` orders for a source without events (few
+customers order five times in a window).
+
+Degenerate features -- constant over the customers clustered (e.g. the share of the only
+channel), or missing for everyone (e.g. NPS without answers) -- cannot separate personas and
+are dropped automatically; :attr:`Personas.dropped` lists them with the reason.
+
 Demographics and value tiers are NOT inputs (they profile the personas afterwards; using them
 would make the segments-versus-personas comparison circular). Features are standardised
 (z-scores); the scaler is part of the fitted model, so :meth:`PersonaModel.predict` assigns new
@@ -34,8 +46,12 @@ customers the same way.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import ibis
@@ -52,73 +68,112 @@ from sklearn.metrics import (
 )
 from sklearn.mixture import GaussianMixture
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 from cxanalysis.data import CXDataError, Source, between_days, epoch_seconds, window_end
 from cxanalysis.formatting import ResultMixin
 from cxanalysis.privacy import MIN_GROUP_SIZE
 from cxanalysis.results import to_jsonable
-from cxanalysis.schema import CHANNELS
 
-RESEARCH_EVENTS = ("search", "compare", "review_read")
-DEFAULT_FEATURES: tuple[str, ...] = (
-    *(f"share_{c}" for c in CHANNELS), "visits_per_month", "research_per_visit",
-    "logins_per_month", "support_per_month", "cart_rate", "gap_hours", "orders_per_month",
-    "basket", "discount_share", "nps", "recency_days", "tenure_days")
+#: Activities a customer needs in the window to be clustered, by default: events, or orders
+#: when the source has no events.
+MIN_EVENTS = 5
+MIN_ORDERS = 2
+#: Channels and event names turned into features, at most (the most active ones).
+MAX_CHANNELS = 10
+# Why only 6 events: the mixes of funnel steps are strongly correlated, and each added one
+# weighs the distance further towards them; on the demo world 4-6 event mixes recover the
+# planted personas (ARI 0.93 with channels and frequencies), 7 or more merge them into 3.
+MAX_EVENTS = 6
 METHODS = ("kmeans", "minibatch", "gmm")
+# Below this many customers the clustering runs on one thread: scikit-learn's OpenMP/BLAS
+# threads cost more than the work on small matrices, and on a busy machine far more (the
+# demo's k sweep took 123 s with the default threads and 3.8 s on one, at load 7 on 2 cores).
+SINGLE_THREAD_BELOW = 100_000
 _LABELS = {
-    "visits_per_month": "visit frequency", "research_per_visit": "research per visit",
-    "logins_per_month": "loyalty logins", "support_per_month": "service contacts",
-    "cart_rate": "add-to-cart rate", "gap_hours": "time between touches",
-    "orders_per_month": "order frequency", "basket": "basket size",
-    "discount_share": "discount use", "nps": "NPS", "recency_days": "days since last touch",
-    "tenure_days": "tenure"}
+    "events_per_month": "activity frequency", "active_days_per_month": "active days",
+    "gap_hours": "time between touches", "orders_per_month": "order frequency",
+    "basket": "basket size", "discount_share": "discount use", "nps": "NPS",
+    "recency_days": "days since last touch", "tenure_days": "tenure"}
 
 
 def feature_label(name: str) -> str:
+    """Readable name of a feature (used in persona names and cards)."""
     if name.startswith("share_"):
         return f"{name[6:].replace('_', ' ')} share"
+    if name.startswith("mix_"):
+        return f"{name[4:].replace('_', ' ')} share of events"
     return _LABELS.get(name, name)
 
 
 # --------------------------------------------------------------------------- features
 
 
-def behaviour_features(source: Source, start: str, end: str, min_events: int = 5
+def behaviour_features(source: Source, start: str, end: str, min_events: int | None = None,
+                       vocabulary: Mapping[str, Sequence[str]] | None = None
                        ) -> tuple[pd.DataFrame, int]:
-    """Feature matrix (index ``customer_id``, columns :data:`DEFAULT_FEATURES`) of customers
-    with at least ``min_events`` events in ``[start, end]`` (ISO dates, inclusive, UTC),
-    and the number of customers left out for too little activity."""
-    x, _revenue, inactive = _calibration(source, start, end, min_events)
+    """Feature matrix (index ``customer_id``, columns as in the module docstring) of
+    customers with at least ``min_events`` activities in ``[start, end]`` (ISO dates,
+    inclusive, UTC), and the number of customers left out for too little activity.
+    Features missing for everyone are all-NaN columns here (dropped when fitting).
+
+    ``vocabulary`` (``{"channel": [...], "event": [...]}``, e.g. a fitted model's
+    :attr:`PersonaModel.vocabulary`) fixes the channels and events turned into features, so
+    that features of another window have the model's columns."""
+    x, _revenue, inactive, _vocab = _calibration(source, start, end, min_events, vocabulary)
     return x, inactive
 
 
-def _calibration(source: Source, start: str, end: str, min_events: int
-                 ) -> tuple[pd.DataFrame, pd.Series | None, int]:
+def _top_values(t: ibis.Table, column: str, limit: int) -> list[str]:
+    """The ``limit`` values of ``column`` held by the most customers (ties by value)."""
+    if column not in t.columns:
+        return []
+    d = (t.filter(t[column].notnull()).group_by(column)
+         .aggregate(n=_.customer_id.nunique()).order_by([ibis.desc("n"), column])
+         .limit(limit).execute())
+    return [str(v) for v in d[column]]
+
+
+def _slug(value: str) -> str:
+    return re.sub(r"\W+", "_", value.strip()).strip("_") or "blank"
+
+
+def _calibration(source: Source, start: str, end: str, min_events: int | None,
+                 vocabulary: Mapping[str, Sequence[str]] | None = None
+                 ) -> tuple[pd.DataFrame, pd.Series | None, int, dict[str, list[str]]]:
     """Features, calibration-window revenue (both indexed by the active customers; None
-    without an orders table) and the number of inactive customers, from one aggregate per
-    table."""
-    source.require("customers", "events")
+    without an orders table), the number of inactive customers and the vocabulary used
+    (channels and events turned into features), from one aggregate per table."""
+    if not (source.has("events") or source.has("orders")):
+        source.require("events")  # the error names what is missing
     t0 = pd.Timestamp(start, tz="UTC")
     t1 = window_end(end)
     if t1 <= t0:
         raise CXDataError(f"calibration window {start} to {end} is empty")
-    ev = between_days(source.table("events"), start, end)
+    activity = "events" if source.has("events") else "orders"
+    if min_events is None:
+        min_events = MIN_EVENTS if activity == "events" else MIN_ORDERS
+    full = source.table(activity)
+    ev = between_days(full, start, end)
     w = ibis.window(group_by="customer_id", order_by="ts")
     ev = ev.mutate(sec=epoch_seconds(ev.ts))
     ev = ev.mutate(gap=(ev.sec - ev.sec.lag().over(w)) / 3600.0)
-    aggs: dict[str, ibis.Value] = {"n_events": _.count()}
-    for c in CHANNELS:
-        aggs[f"ch_{c}"] = (_.channel == c).cast("int64").sum()
-    for name, cond in {"visits": _.event == "visit",
-                       "research": _.event.isin(list(RESEARCH_EVENTS)),
-                       "logins": _.event == "loyalty_login",
-                       "support": _.event == "support_contact",
-                       "carts": _.event == "add_to_cart",
-                       "views": _.event == "product_view"}.items():
-        aggs[name] = cond.cast("int64").sum()
+    if vocabulary is None:
+        channels = _top_values(ev, "channel", MAX_CHANNELS)
+        events = _top_values(ev, "event", MAX_EVENTS) if activity == "events" else []
+    else:
+        channels = [str(c) for c in vocabulary.get("channel", [])
+                    ] if "channel" in ev.columns else []
+        events = [str(e) for e in vocabulary.get("event", [])] if activity == "events" else []
+    aggs: dict[str, ibis.Value] = {"n_events": _.count(),
+                                   "active_days": _.ts.date().nunique()}
+    for i, c in enumerate(channels):
+        aggs[f"ch{i}"] = (_.channel == c).cast("int64").sum()
+    for i, e in enumerate(events):
+        aggs[f"ev{i}"] = (_.event == e).cast("int64").sum()
     aggs["gap_hours"] = ibis.ifelse(_.gap < 168, (_.gap + 1).ln(), None).mean()
     aggs["last_ts"] = _.ts.max()
-    # every customer with an event: the inactive ones are counted, then dropped
+    # every customer with an activity: the inactive ones are counted, then dropped
     per = ev.group_by("customer_id").aggregate(**aggs)
     if source.has("orders"):
         o = between_days(source.table("orders"), start, end)
@@ -132,54 +187,80 @@ def _calibration(source: Source, start: str, end: str, min_events: int
         f = between_days(source.table("feedback"), start, end)
         fa = f.group_by("customer_id").aggregate(nps=_.nps.mean())
         per = per.left_join(fa, "customer_id").drop("customer_id_right")
-    cust = source.table("customers").select("customer_id", "signup_date")
+    if source.has("customers") and "signup_date" in source.table("customers").columns:
+        cust = source.table("customers").select("customer_id", "signup_date")
+    else:  # no customers table: the relationship starts with the first activity seen
+        cust = full.group_by("customer_id").aggregate(signup_date=_.ts.min().date())
     per = per.left_join(cust, "customer_id").drop("customer_id_right")
     df = per.execute().set_index("customer_id").sort_index()
     active = df["n_events"] >= min_events
     inactive = int((~active).sum())
     df = df[active]
     if df.empty:
-        raise CXDataError(f"no customer has {min_events} or more events between {start} and "
-                          f"{end}: nothing to cluster")
+        raise CXDataError(f"no customer has {min_events} or more {activity} between {start} "
+                          f"and {end}: nothing to cluster")
     for col in ("n_orders", "revenue", "gross", "discount", "nps"):
         if col not in df:
             df[col] = np.nan
-    signup = pd.to_datetime(df["signup_date"]).dt.tz_localize("UTC")
+    signup = pd.to_datetime(df["signup_date"])
+    signup = (signup.dt.tz_convert("UTC") if isinstance(signup.dtype, pd.DatetimeTZDtype)
+              else signup.dt.tz_localize("UTC"))
     exposure = ((t1 - signup.clip(lower=t0)).dt.total_seconds() / 86400).clip(lower=1.0)
     months = exposure / 30.0
     x = pd.DataFrame(index=df.index)
     n = df["n_events"].astype(float)
-    for c in CHANNELS:
-        x[f"share_{c}"] = df[f"ch_{c}"] / n
-    x["visits_per_month"] = np.log1p(df["visits"] / months)
-    x["research_per_visit"] = np.log1p(df["research"] / df["visits"].clip(lower=1))
-    x["logins_per_month"] = np.log1p(df["logins"] / months)
-    x["support_per_month"] = np.log1p(df["support"] / months)
-    x["cart_rate"] = (df["carts"] / df["views"].clip(lower=1)).clip(upper=1.0)
-    x["gap_hours"] = df["gap_hours"].astype(float).fillna(df["gap_hours"].astype(float).mean())
-    orders = df["n_orders"].fillna(0).astype(float)
-    x["orders_per_month"] = np.log1p(orders / months)
-    x["basket"] = np.log1p((df["gross"] / orders.where(orders > 0)).fillna(0.0))
-    x["discount_share"] = (df["discount"] / df["gross"].where(df["gross"] > 0)).fillna(0.0)
-    nps = df["nps"].astype(float)
-    x["nps"] = nps.fillna(nps.mean() if nps.notna().any() else 0.0)
+    for i, c in enumerate(channels):
+        x[f"share_{_slug(c)}"] = df[f"ch{i}"] / n
+    for i, e in enumerate(events):
+        x[f"mix_{_slug(e)}"] = df[f"ev{i}"] / n
+    x["events_per_month"] = np.log1p(n / months)
+    x["active_days_per_month"] = np.log1p(df["active_days"].astype(float) / months)
+    gap = df["gap_hours"].astype(float)
+    x["gap_hours"] = gap.fillna(gap.mean()) if gap.notna().any() else gap
+    if source.has("orders"):
+        orders = df["n_orders"].fillna(0).astype(float)
+        x["orders_per_month"] = np.log1p(orders / months)
+        x["basket"] = np.log1p((df["gross"] / orders.where(orders > 0)).fillna(0.0))
+        x["discount_share"] = (df["discount"] / df["gross"].where(df["gross"] > 0)).fillna(0.0)
+    if source.has("feedback") and "nps" in source.table("feedback").columns:
+        nps = df["nps"].astype(float)
+        x["nps"] = nps.fillna(nps.mean()) if nps.notna().any() else nps
     x["recency_days"] = (t1 - pd.to_datetime(df["last_ts"], utc=True)).dt.total_seconds() / 86400
     x["tenure_days"] = (t1 - signup).dt.total_seconds() / 86400
     value = df["revenue"].fillna(0.0).astype(float) if source.has("orders") else None
-    return x.astype(float), value, inactive
+    return x.astype(float), value, inactive, {"channel": channels, "event": events}
 
 
-def _check_features(x: pd.DataFrame, features: Sequence[str]) -> list[str]:
-    features = list(features)
-    missing = [f for f in features if f not in x.columns]
+def degenerate_features(x: pd.DataFrame) -> dict[str, str]:
+    """Features of ``x`` that cannot separate personas, with the reason: missing for every
+    customer, or constant over them (e.g. the share of the only channel)."""
+    out = {}
+    for f in x.columns:
+        col = x[f]
+        if col.isna().all():
+            out[f] = "missing for every customer"
+        elif col.nunique(dropna=True) <= 1:
+            out[f] = f"constant ({col.dropna().iloc[0]:.4g} for every customer)"
+    return out
+
+
+def _check_features(x: pd.DataFrame, features: Sequence[str] | None
+                    ) -> tuple[list[str], dict[str, str]]:
+    """The usable features among ``features`` (default: every column of ``x``) and the
+    degenerate ones dropped, with reasons. An unknown feature name is an error (a typo
+    should not silently change the personas); no usable feature left is an error."""
+    requested = list(x.columns) if features is None else list(features)
+    missing = [f for f in requested if f not in x.columns]
     if missing:
         raise CXDataError(f"unknown persona feature(s) {missing}; available: "
                           f"{', '.join(x.columns)}")
-    const = [f for f in features if x[f].std(ddof=0) == 0]
-    if const:
-        raise CXDataError(f"persona feature(s) {const} are constant over the customers "
-                          "clustered and cannot separate personas; drop them from `features`")
-    return features
+    bad = degenerate_features(x[requested])
+    usable = [f for f in requested if f not in bad]
+    if not usable:
+        raise CXDataError("no persona feature varies across the customers clustered "
+                          f"({'; '.join(f'{f}: {r}' for f, r in bad.items())}): nothing to "
+                          "cluster on")
+    return usable, bad
 
 
 # --------------------------------------------------------------------------- model
@@ -196,14 +277,26 @@ class PersonaModel:
     scaler: StandardScaler
     model: KMeans | MiniBatchKMeans | GaussianMixture
     names: list[str] = field(default_factory=list)
+    #: channels and events the features were built from (see :func:`behaviour_features`)
+    vocabulary: dict[str, list[str]] = field(default_factory=dict)
 
     def predict(self, x: pd.DataFrame) -> pd.Series:
         """Persona name of each row of a feature frame (e.g. new customers, computed with
-        :func:`behaviour_features`)."""
-        z = self.scaler.transform(x[self.features].to_numpy(float))
+        :func:`behaviour_features` and this model's :attr:`vocabulary`); missing values
+        count as the calibration average."""
+        v = x[self.features].to_numpy(float)
+        # a feature missing for a customer (e.g. no gap under 7 days in another window) is
+        # taken as the calibration average: z = 0, neither pulling nor pushing
+        v = np.where(np.isnan(v), self.scaler.mean_[None, :], v)
+        z = self.scaler.transform(v)
         lab = self.model.predict(z)
         names = np.array(self.names, dtype=object)
         return pd.Series(names[lab], index=x.index, name="persona")
+
+
+def _threads(n: int):
+    """Thread limit for clustering ``n`` customers (see :data:`SINGLE_THREAD_BELOW`)."""
+    return threadpool_limits(1 if n < SINGLE_THREAD_BELOW else None)
 
 
 def _fit(z: np.ndarray, k: int, method: str, seed: int, n_init: int = 10):
@@ -235,7 +328,13 @@ def k_sweep(x: pd.DataFrame, features: Sequence[str], ks: Sequence[int] = range(
 
     For speed with millions of customers the sweep fits on a seeded sample of at most
     ``fit_sample`` customers (the indices are estimates of the same population figures)."""
-    features = _check_features(x, features)
+    with _threads(len(x)):
+        return _k_sweep(x, features, ks, method, seed, sample, min_size, fit_sample)
+
+
+def _k_sweep(x: pd.DataFrame, features: Sequence[str] | None, ks: Sequence[int], method: str,
+             seed: int, sample: int, min_size: int, fit_sample: int) -> pd.DataFrame:
+    features, _dropped = _check_features(x, features)
     z = StandardScaler().fit_transform(x[features].to_numpy(float))
     rng = np.random.default_rng(seed)
     scale = 1.0
@@ -301,7 +400,10 @@ STABLE_JACCARD = 0.75  # Hennig: below this mean bootstrap Jaccard a cluster is 
 
 
 def stability_verdict(j: float) -> str:
-    """Hennig's reading of the mean bootstrap Jaccard."""
+    """Hennig's reading of the mean bootstrap Jaccard ("not assessed" for NaN: stability
+    diagnostics were not run)."""
+    if j is None or math.isnan(j):
+        return "not assessed"
     if j >= 0.85:
         return "highly stable"
     if j >= STABLE_JACCARD:
@@ -329,6 +431,16 @@ class Personas(ResultMixin):
     naming_rule: str
     min_group_size: int = MIN_GROUP_SIZE
     value: pd.Series | None = None  # revenue in the calibration window by customer
+    #: degenerate features dropped before clustering, with the reason
+    dropped: dict[str, str] = field(default_factory=dict)
+    #: every channel share of the customers clustered (clustered on or not), for profiles
+    channel_shares: pd.DataFrame | None = None
+    window: tuple[str, str] | None = None  # the calibration window
+
+    @property
+    def assessed(self) -> bool:
+        """Whether the stability diagnostics (bootstrap Jaccard, ARI across seeds) ran."""
+        return not all(math.isnan(j) for j in self.jaccard.values())
 
     @property
     def k(self) -> int:
@@ -362,9 +474,7 @@ class Personas(ResultMixin):
         """Per persona: size, share, value share, stability, preferred channel and the
         average of each feature in natural units."""
         x = self.features_frame
-        g = x.groupby(self.assignments)
-        means = g.mean().reindex(self.names)
-        shares = [c for c in x.columns if c.startswith("share_")]
+        means = x.groupby(self.assignments).mean().reindex(self.names)
         out = pd.DataFrame(index=pd.Index(self.names, name="persona"))
         sizes = self.sizes()
         out["customers"] = [sizes[n] for n in self.names]
@@ -374,10 +484,15 @@ class Personas(ResultMixin):
             out["value_share"] = (v / v.sum()).reindex(self.names)
         out["stability_jaccard"] = [self.jaccard[n] for n in self.names]
         out["stability"] = [stability_verdict(self.jaccard[n]) for n in self.names]
-        out["preferred_channel"] = means[shares].idxmax(axis=1).str.removeprefix("share_")
+        sh = self.channel_shares
+        if sh is not None and sh.shape[1]:
+            # from every channel share, also when shares were not clustered on (or dropped
+            # as constant: one channel)
+            sm = sh.groupby(self.assignments.reindex(sh.index)).mean().reindex(self.names)
+            out["preferred_channel"] = sm.idxmax(axis=1).str.removeprefix("share_")
         nat = means.copy()
-        for c in ("visits_per_month", "research_per_visit", "logins_per_month",
-                  "support_per_month", "orders_per_month", "basket", "gap_hours"):
+        for c in ("events_per_month", "active_days_per_month", "orders_per_month", "basket",
+                  "gap_hours"):
             if c in nat:
                 nat[c] = np.expm1(nat[c])
         out = out.join(nat.round(3))
@@ -388,14 +503,30 @@ class Personas(ResultMixin):
     def summary(self) -> str:
         unstable = self.unstable
         sizes = self.sizes()
-        return (f"{self.k} personas from {len(self.assignments):,} active customers "
+
+        def size(n: str) -> str:
+            return f"{sizes[n]:,}" if sizes[n] >= self.min_group_size else "suppressed"
+
+        head = (f"{self.k} personas from {len(self.assignments):,} active customers "
                 f"({self.inactive:,} with too little activity left unassigned), "
-                f"{self.model.method}, seed {self.model.seed}: "
-                + "; ".join(f"{n} ({sizes[n]:,}, Jaccard {self.jaccard[n]:.2f})"
-                            for n in self.names)
+                f"{self.model.method}, seed {self.model.seed}: ")
+        if not self.assessed:
+            return (head + "; ".join(f"{n} ({size(n)})" for n in self.names)
+                    + ". Stability not assessed.")
+        return (head + "; ".join(f"{n} ({size(n)}, Jaccard {self.jaccard[n]:.2f})"
+                                 for n in self.names)
                 + f". ARI across seeds {self.seed_ari:.2f}. "
                 + (f"Unstable (Jaccard < {STABLE_JACCARD}): {', '.join(unstable)}." if unstable
                    else f"Every persona is stable (Jaccard >= {STABLE_JACCARD})."))
+
+    def features_note(self) -> str:
+        """Which features the personas were built on, and the degenerate ones dropped."""
+        text = f"Clustered on {len(self.model.features)} feature(s): " \
+            f"{', '.join(self.model.features)}."
+        if self.dropped:
+            text += " Dropped as degenerate: " + "; ".join(
+                f"{f} ({r})" for f, r in self.dropped.items()) + "."
+        return text
 
     def plot_sweep(self) -> plt.Figure:
         s = self.sweep
@@ -450,6 +581,13 @@ def _name_personas(z: pd.DataFrame) -> tuple[list[str], str]:
     return names, rule
 
 
+#: Defaults of :func:`fit_personas` that notebook 01 exposes as parameters (kept equal to
+#: 01's parameters cell by a test; used when 02/03 fit personas themselves).
+FIT_DEFAULTS: dict[str, Any] = {"features": None, "method": "kmeans", "k": None,
+                                "k_range": [2, 8], "min_events": None, "seed": 0,
+                                "min_group_size": MIN_GROUP_SIZE}
+
+
 def fit_personas(
     source: Source,
     start: str,
@@ -460,8 +598,9 @@ def fit_personas(
     ks: Sequence[int] = range(2, 9),
     seed: int = 0,
     n_boot: int = 20,
-    min_events: int = 5,
+    min_events: int | None = None,
     min_group_size: int = MIN_GROUP_SIZE,
+    diagnostics: bool = True,
 ) -> Personas:
     """Fit behavioural personas on the calibration window ``[start, end]``.
 
@@ -470,8 +609,9 @@ def fit_personas(
     k : int, optional
         Number of personas; default chosen by :func:`choose_k` from the sweep over ``ks``.
     features : sequence of str, optional
-        Columns of :func:`behaviour_features` used (see the module docstring); default
-        :data:`DEFAULT_FEATURES`.
+        Columns of :func:`behaviour_features` used (see the module docstring); default every
+        column. Degenerate ones (constant, missing for everyone) are dropped and listed in
+        :attr:`Personas.dropped`.
     method : {"kmeans", "minibatch", "gmm"}
         k-means (10 restarts), mini-batch k-means (for millions of customers) or a
         Gaussian mixture (full covariances, 3 restarts).
@@ -479,26 +619,70 @@ def fit_personas(
         Seed of the clustering, the sweep's silhouette sample and the bootstrap.
     n_boot : int
         Bootstrap refits for the per-persona Jaccard stability.
+    diagnostics : bool
+        Run the stability diagnostics (bootstrap Jaccard, ARI across three more seeds).
+        Without them (assignment only) the Jaccards and the seed ARI are NaN.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, not {method!r}")
-    x, value, inactive = _calibration(source, start, end, min_events)
-    features = _check_features(x, DEFAULT_FEATURES if features is None else features)
+    x_all, value, inactive, vocab = _calibration(source, start, end, min_events)
+    features, dropped = _check_features(x_all, features)
+    x = x_all[features]
+    with _threads(len(x)):
+        return _fit_personas(x, x_all, value, inactive, vocab, features, dropped, k, method,
+                             ks, seed, n_boot, min_group_size, diagnostics, start, end)
+
+
+def _fit_personas(x: pd.DataFrame, x_all: pd.DataFrame, value: pd.Series | None,
+                  inactive: int, vocab: dict[str, list[str]], features: list[str],
+                  dropped: dict[str, str], k: int | None, method: str, ks: Sequence[int],
+                  seed: int, n_boot: int, min_group_size: int, diagnostics: bool, start: str,
+                  end: str) -> Personas:
     if k is not None and (k < 2 or k * min_group_size > len(x)):
         raise CXDataError(f"k = {k} needs at least {max(k, 2) * min_group_size} active "
                           f"customers of {min_group_size}+ per persona; the data has "
                           f"{len(x):,}")
-    ks = [kk for kk in ks if kk * min_group_size <= len(x)]
-    sweep = k_sweep(x, features, ks, method, seed, min_size=min_group_size)
-    k = k if k is not None else choose_k(sweep)
-    scaler = StandardScaler().fit(x[features].to_numpy(float))
-    z = scaler.transform(x[features].to_numpy(float))
+    if k is None:
+        ks = [kk for kk in ks if kk * min_group_size <= len(x)]
+        if not ks:
+            raise CXDataError(f"{len(x):,} active customers cannot form 2 personas of "
+                              f"{min_group_size}+ customers; lower min_group_size or "
+                              "min_events")
+        sweep = k_sweep(x, features, ks, method, seed, min_size=min_group_size)
+        k = choose_k(sweep)
+    else:
+        sweep = pd.DataFrame(columns=["k", "silhouette", "davies_bouldin", "calinski_harabasz",
+                                      "gmm_bic", "smallest", "eligible"])
+    scaler = StandardScaler().fit(x.to_numpy(float))
+    z = scaler.transform(x.to_numpy(float))
     model = _fit(z, k, method, seed)
     raw = model.predict(z)
     perm = _size_order(raw, k)  # also maps the model's raw labels for predict()
     labels = perm[raw]
-    # stability on a seeded sample of at most 20,000 customers (enough for the Jaccard of
-    # every persona of reasonable size, and bounded time with millions of customers)
+    if diagnostics:
+        jac, seed_ari = _stability(z, labels, k, method, seed, n_boot)
+    else:
+        jac, seed_ari = np.full(k, np.nan), float("nan")
+    sd = x.std(ddof=0)
+    zs = (x - x.mean()) / sd
+    prof = zs.groupby(labels).mean()
+    names, rule = _name_personas(prof)
+    prof.index = names
+    pm = PersonaModel(features, method, k, seed, scaler, _PermutedModel(model, perm), names,
+                      vocab)
+    assign = pd.Series(np.array(names, dtype=object)[labels], index=x.index, name="persona")
+    shares = x_all[[c for c in x_all.columns if c.startswith("share_")]]
+    return Personas(pm, assign, x, sweep, dict(zip(names, map(float, jac), strict=True)),
+                    seed_ari, inactive, prof, rule, min_group_size, value, dropped, shares,
+                    (str(start), str(end)))
+
+
+def _stability(z: np.ndarray, labels: np.ndarray, k: int, method: str, seed: int,
+               n_boot: int) -> tuple[np.ndarray, float]:
+    """Per-persona bootstrap Jaccard and the mean ARI between the fit and three refits with
+    other seeds."""
+    # on a seeded sample of at most 20,000 customers (enough for the Jaccard of every
+    # persona of reasonable size, and bounded time with millions of customers)
     rng = np.random.default_rng(seed)
     sub = (np.sort(rng.choice(len(z), 20_000, replace=False)) if len(z) > 20_000
            else np.arange(len(z)))
@@ -507,15 +691,7 @@ def fit_personas(
               for s in (101, 202, 303)]
     seed_ari = float(np.mean([adjusted_rand_score(a, b) for a, b in
                               itertools.combinations([labels[sub], *others], 2)]))
-    zs = (x[features] - x[features].mean()) / x[features].std(ddof=0)
-    prof = zs.groupby(labels).mean()
-    names, rule = _name_personas(prof)
-    prof.index = names
-    pm = PersonaModel(features, method, k, seed, scaler, _PermutedModel(model, perm), names)
-    assign = pd.Series(np.array(names, dtype=object)[labels], index=x.index, name="persona")
-    return Personas(pm, assign, x[features], sweep, dict(zip(names, map(float, jac),
-                                                              strict=True)),
-                    seed_ari, inactive, prof, rule, min_group_size, value)
+    return jac, seed_ari
 
 
 @dataclass
@@ -529,10 +705,103 @@ class _PermutedModel:
         return self.perm[self.inner.predict(z)]
 
 
-def assign_personas(source: Source, start: str, end: str, seed: int = 0) -> pd.DataFrame:
-    """Customer -> persona with the default parameters, calibrated on the ISO days ``start``
-    to ``end`` (for breakdowns in notebooks 02 and 03). Returns a DataFrame
-    ``customer_id, persona``; customers with too little activity are absent (breakdowns show
-    them as unknown)."""
-    p = fit_personas(source, start, end, seed=seed, n_boot=2)
-    return p.assignments.reset_index()
+def assign_personas(source: Source, start: str, end: str, seed: int = 0,
+                    **params: Any) -> pd.DataFrame:
+    """Customer -> persona, calibrated on the ISO days ``start`` to ``end`` (for breakdowns
+    in notebooks 02 and 03), with :data:`FIT_DEFAULTS` overridden by ``params`` (``features``,
+    ``method``, ``k``, ``k_range``, ``min_events``, ``min_group_size``). Only the fit: no
+    stability diagnostics. Returns a DataFrame ``customer_id, persona``; customers with too
+    little activity are absent (breakdowns show them as unknown)."""
+    p = {**FIT_DEFAULTS, **params, "seed": seed}
+    unknown = sorted(set(p) - set(FIT_DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown persona parameter(s) {unknown}; known: "
+                         f"{', '.join(FIT_DEFAULTS)}")
+    lo, hi = p["k_range"]
+    fitted = fit_personas(source, start, end, k=p["k"], features=p["features"],
+                          method=p["method"], ks=range(lo, hi + 1), seed=p["seed"],
+                          min_events=p["min_events"], min_group_size=p["min_group_size"],
+                          diagnostics=False)
+    return fitted.assignments.reset_index()
+
+
+# --------------------------------------------------------------------------- shared file
+
+#: File names, in :func:`cxanalysis.results.output_dir`, of the assignments notebook 01
+#: writes for 02 and 03 (customer ids: a side file for the pipeline, never in a report).
+ASSIGNMENTS_FILE = "persona_assignments.parquet"
+ASSIGNMENTS_META = "persona_assignments.json"
+
+
+def save_assignments(p: Personas, source: Source, folder: str | Path,
+                     parameters: Mapping[str, Any]) -> Path:
+    """Write ``p``'s assignments (``customer_id, persona``) and a JSON record of the source
+    fingerprint, the calibration window and the fit ``parameters`` (keys of
+    :data:`FIT_DEFAULTS`) to ``folder``. Returns the Parquet file's path."""
+    from cxanalysis.report import atomic_write
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    unknown = sorted(set(parameters) - set(FIT_DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown persona parameter(s) {unknown}")
+    meta = {"source_fingerprint": source.fingerprint, "calibration": list(p.window or ()),
+            "parameters": {**FIT_DEFAULTS, **dict(parameters)}, "k": p.k, "names": p.names,
+            "customers": int(len(p.assignments))}
+    path = folder / ASSIGNMENTS_FILE
+    tmp = folder / f".{ASSIGNMENTS_FILE}.tmp"
+    p.assignments.rename("persona").reset_index().to_parquet(tmp, index=False)
+    tmp.replace(path)
+    atomic_write(folder / ASSIGNMENTS_META, json.dumps(meta, indent=2, default=str) + "\n")
+    return path
+
+
+@dataclass
+class SharedPersonas:
+    """Persona labels for a breakdown and where they came from."""
+
+    labels: pd.DataFrame  # customer_id, persona
+    calibration: tuple[str, str]
+    reused: bool  # True: notebook 01's file; False: fitted here
+    note: str
+
+
+def load_or_fit(source: Source, folder: str | Path, calibration: tuple[str, str],
+                explicit: bool = False, seed: int | None = None) -> SharedPersonas:
+    """Notebook 01's persona assignments from ``folder`` when they were fitted on this very
+    source (same fingerprint) and, if ``explicit``, on the same ``calibration`` window;
+    otherwise personas fitted here on ``calibration`` with 01's parameters (from its file
+    when there is one, else :data:`FIT_DEFAULTS`; ``seed`` overrides the seed). The
+    ``note`` says which, in one sentence for the report."""
+    folder = Path(folder)
+    meta_path, data_path = folder / ASSIGNMENTS_META, folder / ASSIGNMENTS_FILE
+    meta: dict[str, Any] | None = None
+    if meta_path.exists() and data_path.exists():
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            meta = None
+    params = dict(FIT_DEFAULTS)
+    why = "notebook 01 has not written persona assignments for this run"
+    if meta is not None:
+        params.update({k: v for k, v in meta.get("parameters", {}).items()
+                       if k in FIT_DEFAULTS})
+        saved_cal = tuple(meta.get("calibration", ()))
+        if meta.get("source_fingerprint") != source.fingerprint:
+            why = "notebook 01's persona assignments come from another source"
+        elif explicit and saved_cal != tuple(calibration):
+            why = (f"notebook 01's personas were calibrated on {saved_cal[0]} to "
+                   f"{saved_cal[1]}, not on the window asked for here")
+        else:
+            labels = pd.read_parquet(data_path)[["customer_id", "persona"]]
+            return SharedPersonas(labels, (saved_cal[0], saved_cal[1]), True,
+                                  f"Personas: notebook 01's {meta.get('k')} personas "
+                                  f"(calibrated on {saved_cal[0]} to {saved_cal[1]}, same "
+                                  "source), not refitted.")
+    if seed is not None:
+        params["seed"] = seed
+    labels = assign_personas(source, *calibration, **params)
+    shown = ", ".join(f"{k}={v}" for k, v in params.items())
+    return SharedPersonas(labels, tuple(calibration), False,
+                          f"Personas: fitted here on {calibration[0]} to {calibration[1]} "
+                          f"with notebook 01's parameters ({shown}), because {why}.")
