@@ -145,7 +145,7 @@ def test_format_table_missing_value_is_a_dash_not_nan():
 def test_format_table_scrolls_in_its_own_box_and_escapes():
     out = format_table(pd.DataFrame({"x": ["<b>&"]}), caption="Top <paths>")
     assert out.startswith('<div class="cx-table"><style>')
-    assert ".cx-table{overflow-x:auto;max-width:100%" in out
+    assert "div.cx-table{overflow-x:auto;max-width:100%" in out
     assert "&lt;b&gt;&amp;" in out and "Top &lt;paths&gt;" in out
 
 

@@ -72,15 +72,17 @@ _INTERVAL = re.compile(r"^(?P<base>.*?)_?(ci_)?(?P<end>low|high|lo|hi|lower|uppe
 #: How a missing value reads (not a suppressed one).
 MISSING = "–"
 
-_STYLE = (".cx-table{overflow-x:auto;max-width:100%;margin:.5em 0}"
-          ".cx-table table{border-collapse:collapse;font-size:.9em}"
-          ".cx-table th,.cx-table td{padding:.25em .6em;border-bottom:1px solid #ddd;"
-          "text-align:left;vertical-align:top}"
-          ".cx-table th{white-space:nowrap;background:#f4f6f8}"
-          ".cx-table td.num{text-align:right;white-space:nowrap}"
-          ".cx-table td.sig{font-weight:bold;background:#fff4d6}"
-          ".cx-table td.sup{color:#777}"
-          ".cx-table .cx-foot{font-size:.8em;color:#555;margin:.2em 0}")
+# Selectors are specific enough (div.cx-table table td) to win over the notebook
+# stylesheet's right-aligned cells in an exported report.
+_STYLE = ("div.cx-table{overflow-x:auto;max-width:100%;margin:.5em 0}"
+          "div.cx-table table{border-collapse:collapse;font-size:.9em;margin:0}"
+          "div.cx-table table th,div.cx-table table td{padding:.25em .6em;"
+          "border-bottom:1px solid #ddd;text-align:left;vertical-align:top}"
+          "div.cx-table table th{white-space:nowrap;background:#f4f6f8}"
+          "div.cx-table table td.num{text-align:right;white-space:nowrap}"
+          "div.cx-table table td.sig{font-weight:bold;background:#fff4d6}"
+          "div.cx-table table td.sup{color:#777}"
+          "div.cx-table .cx-foot{font-size:.8em;color:#555;margin:.2em 0}")
 
 
 def column_label(name: str, labels: Mapping[str, str] | None = None) -> str:
@@ -224,6 +226,19 @@ def _interval_kind(frame: pd.DataFrame, base: str, high: str, low: str,
     return column_kind(base or "ci", None), base
 
 
+def _index_as_column(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` without its index when the index is row numbers (unnamed integers), else with
+    the index as its first column(s) (an unnamed one headed by an empty string)."""
+    idx = df.index
+    if all(n is None for n in idx.names) and (isinstance(idx, pd.RangeIndex)
+                                              or pd.api.types.is_integer_dtype(idx)):
+        return df.reset_index(drop=True)
+    out = df.copy()
+    if all(n is None for n in idx.names) and idx.nlevels == 1:
+        out.index = idx.rename("")
+    return out.reset_index()
+
+
 def format_table(
     df: pd.DataFrame,
     *,
@@ -272,12 +287,7 @@ def format_table(
         HTML (a ``div`` with its own style).
     """
     kinds = dict(kinds or {})
-    frame = df
-    if not isinstance(frame.index, pd.RangeIndex) or any(n is not None
-                                                         for n in frame.index.names):
-        frame = frame.reset_index() if any(n is not None for n in frame.index.names) \
-            else frame.reset_index(drop=True)
-    frame = frame.reset_index(drop=True)
+    frame = _index_as_column(df)
     hidden = set(hide) | {c for c, k in kinds.items() if k == "hide"}
     sig = (frame[significant].fillna(False).astype(bool).to_numpy()
            if significant and significant in frame.columns else np.zeros(len(frame), bool))
@@ -392,21 +402,22 @@ def answer_box(title: str, sentences: Iterable[str], status: str = "info") -> st
 
 
 def show_answer(title: str, sentences: Iterable[str], status: str = "info") -> None:
-    """Display :func:`answer_box` in a notebook (print its sentences outside IPython)."""
-    sentences = list(sentences)
+    """Display :func:`answer_box` in a notebook (``text/plain``: the title and sentences,
+    one a line, for a pinned cell's check; printed outside IPython)."""
+    sentences = [str(t) for t in sentences]
     try:
-        from IPython.display import HTML, display
+        from IPython.display import display
     except ImportError:  # pragma: no cover - outside IPython
         print(title, *sentences, sep="\n")
         return
-    display(HTML(answer_box(title, sentences, status)))
+    display({"text/html": answer_box(title, sentences, status),
+             "text/plain": "\n".join([title, *sentences])}, raw=True)
 
 
 def plain_text(frame: pd.DataFrame) -> str:
     """The plain-text form of a table (``text/plain`` of :func:`show`, which pinned notebook
     cells compare): no index, every figure as computed."""
-    frame = frame.reset_index() if any(n is not None for n in frame.index.names) else frame
-    return frame.to_string(index=False)
+    return _index_as_column(frame).to_string(index=False)
 
 
 def show(obj: Any, **fmt: Any) -> None:
@@ -422,8 +433,15 @@ def show(obj: Any, **fmt: Any) -> None:
     **fmt
         Keyword arguments of :func:`format_table`.
     """
+    if isinstance(obj, pd.Series):
+        obj = obj.to_frame()
     if isinstance(obj, pd.DataFrame):
         frame, page = obj, format_table(obj, **fmt)
+    elif not hasattr(obj, "table"):  # not a table: IPython's own display
+        from IPython.display import display
+
+        display(obj)
+        return
     else:
         frame = obj.table()
         page = obj._repr_html_() if not fmt else format_table(
@@ -434,6 +452,25 @@ def show(obj: Any, **fmt: Any) -> None:
         print(plain_text(frame))
         return
     display({"text/html": page, "text/plain": plain_text(frame)}, raw=True)
+
+
+def say(*values: Any, sep: str = " ") -> None:
+    """Display text as paragraphs, like :func:`print` but rendered as HTML in a report (a
+    printed block of lines becomes a ``<pre>`` box that reads like a console).
+
+    The output carries ``text/html`` (one paragraph per line, escaped) and ``text/plain``
+    (the text, for a pinned cell's nbval check).
+    """
+    text = sep.join(str(v) for v in values)
+    try:
+        from IPython.display import display
+    except ImportError:  # pragma: no cover - outside IPython
+        print(text)
+        return
+    paras = "".join(f"<p style=\"margin:.25em 0\">{html.escape(line)}</p>"
+                    for line in text.split("\n") if line.strip())
+    display({"text/html": f"<div class=\"cx-text\">{paras}</div>", "text/plain": text},
+            raw=True)
 
 
 class ResultMixin:
