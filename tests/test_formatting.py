@@ -333,3 +333,30 @@ def test_intervals_take_the_kind_of_the_column_they_bound():
     shares = pd.DataFrame({"markov": [0.25], "markov_low": [0.2], "markov_high": [0.3]})
     assert _cells(format_table(shares, kinds={"markov": "percent"})) == [
         ["25.0%", "20.0% to 30.0%"]]
+
+
+def test_say_renders_paragraphs_not_a_console_block(monkeypatch):
+    import IPython.display
+
+    from cxanalysis.formatting import say, show_answer
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display",
+                        lambda obj, raw=False: shown.append(obj))
+    say("Horizon:", "reached <today>.\nNext line")
+    assert shown[0]["text/plain"] == "Horizon: reached <today>.\nNext line"
+    assert shown[0]["text/html"] == (
+        '<div class="cx-text"><p style="margin:.25em 0">Horizon: reached &lt;today&gt;.</p>'
+        '<p style="margin:.25em 0">Next line</p></div>')
+    assert "<pre" not in shown[0]["text/html"]
+    show_answer("Valid?", ["Yes.", "No gaps."])
+    assert shown[1]["text/plain"] == "Valid?\nYes.\nNo gaps."
+    assert "<li>No gaps.</li>" in shown[1]["text/html"]
+
+
+def test_a_label_index_is_kept_as_a_column_row_numbers_are_not():
+    labelled = pd.DataFrame({"share": [0.5, 0.25]}, index=["app", "web"])
+    assert _heads(format_table(labelled)) == ["", "share"]
+    assert _cells(format_table(labelled)) == [["app", "50.0%"], ["web", "25.0%"]]
+    numbered = pd.DataFrame({"share": [0.5]}, index=[4])
+    assert _heads(format_table(numbered)) == ["share"]
