@@ -43,7 +43,8 @@ def test_headline_of_each_kind_of_report():
     assert headline(OVERVIEW) == [
         "362,181 events from 5,000 customers in 5 tables.",
         "Period: 2025-01-01 to 2025-12-31.", "Valid: no problems found.",
-        "Overall NPS +12.", "2 experiments: exp_a, exp_b."]
+        "Nothing missing: customers, events, orders, feedback and assignments are all "
+        "present.", "Overall NPS +12.", "2 experiments: exp_a, exp_b."]
     assert headline(PERSONAS) == [
         "3 personas found (1,200, 800, 45 customers).",
         "2 of 3 stable (bootstrap Jaccard >= 0.75; lowest 0.52).",

@@ -538,6 +538,9 @@ def _overview_headline(r: Mapping[str, Any]) -> list[str]:
                if tables and t not in tables]
     if missing:
         out.append(f"Missing tables: {', '.join(missing)}.")
+    elif tables:
+        out.append("Nothing missing: customers, events, orders, feedback and assignments "
+                   "are all present.")
     if _num(r.get("nps")):
         out.append(f"Overall NPS {r['nps']:+.0f}.")
     exps = r.get("experiments") or []
