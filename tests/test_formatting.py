@@ -360,3 +360,12 @@ def test_a_label_index_is_kept_as_a_column_row_numbers_are_not():
     assert _cells(format_table(labelled)) == [["app", "50.0%"], ["web", "25.0%"]]
     numbered = pd.DataFrame({"share": [0.5]}, index=[4])
     assert _heads(format_table(numbered)) == ["share"]
+
+
+@pytest.mark.parametrize(("seconds", "text"), [
+    (86_400, "1 day"), (604_800, "7 days"), (129_600, "1.5 days"), (43_200, "12 hours"),
+    (3_600, "1 hour"), (90, "1.5 minutes"), (1, "1 second"), (30, "30 seconds")])
+def test_regression_within_1_days_window_in_words(seconds, text):
+    from cxanalysis.formatting import format_duration
+
+    assert format_duration(seconds) == text

@@ -164,6 +164,16 @@ def format_pvalue(p: float) -> str:
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
+def format_duration(seconds: float) -> str:
+    """A window length in words with the right plural: ``86400`` -> "1 day",
+    ``604800`` -> "7 days", ``43200`` -> "12 hours", ``90`` -> "90 seconds"."""
+    for unit, size in (("day", 86_400), ("hour", 3_600), ("minute", 60)):
+        if seconds >= size:
+            n = seconds / size
+            return f"{n:g} {unit}" + ("" if n == 1 else "s")
+    return f"{seconds:g} second" + ("" if seconds == 1 else "s")
+
+
 def format_value(value: Any, kind: str, signed: bool = False) -> str:
     """One cell's text (not escaped) for a column of ``kind`` (see :func:`column_kind`)."""
     if value is None or (not isinstance(value, str) and pd.api.types.is_scalar(value)

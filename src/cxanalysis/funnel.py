@@ -65,7 +65,7 @@ from cxanalysis.data import (
     in_days,
     window_end,
 )
-from cxanalysis.formatting import ResultMixin
+from cxanalysis.formatting import ResultMixin, format_duration
 from cxanalysis.privacy import MIN_GROUP_SIZE, suppress_small_groups
 from cxanalysis.stats import adjust_pvalues
 
@@ -223,7 +223,7 @@ class FunnelResult(ResultMixin):
         worst = f.iloc[1:].sort_values("step_conversion").iloc[0]
         return (f"{self.entered:,} customers entered the funnel ({self.steps[0]}); "
                 f"{int(last.customers):,} reached {self.steps[-1]} within "
-                f"{self.window_seconds / 86400:g} days ({last.conversion_from_first:.1%}); "
+                f"{format_duration(self.window_seconds)} ({last.conversion_from_first:.1%}); "
                 f"{self.in_progress:,} are still in progress. The weakest step is "
                 f"{f.iloc[int(worst.name) - 1].event} -> {worst.event} "
                 f"({worst.step_conversion:.1%} continue). Mode: {self.mode}.")
@@ -240,7 +240,7 @@ class FunnelResult(ResultMixin):
                     va="center")
         ax.set_yticks(y, f["event"])
         ax.set_xlabel("customers")
-        ax.set_title(f"Funnel ({self.mode}, window {self.window_seconds / 86400:g} days)")
+        ax.set_title(f"Funnel ({self.mode}, window {format_duration(self.window_seconds)})")
         ax.legend(loc="lower right", frameon=False)
         ax.set_xlim(0, f["customers"].max() * 1.25)
         return ax
