@@ -135,6 +135,7 @@ def report_dir(chromium, tmp_path_factory) -> Path:
 
 def measure(chromium: str, page: Path, tmp: Path) -> dict:
     """Open ``page`` at 1280 px and return what :data:`MEASURE` found."""
+    page = page.resolve()
     text = page.read_text(encoding="utf-8")
     probe = page.with_name(f".{page.stem}.probe.html")  # beside it: relative links work
     probe.write_text(text.replace("</body>", MEASURE + "</body>", 1)
@@ -153,6 +154,7 @@ def measure(chromium: str, page: Path, tmp: Path) -> dict:
 def screenshot(chromium: str, page: Path, name: str) -> Path:
     SHOTS.mkdir(parents=True, exist_ok=True)
     shot = SHOTS / f"{name}.png"
+    page = page.resolve()
     args = [a if not a.startswith("--window-size") else f"--window-size={WIDTH},1600"
             for a in _browser_args(chromium)]
     subprocess.run([*args, f"--screenshot={shot}", page.as_uri()], capture_output=True,
