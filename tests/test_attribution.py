@@ -63,8 +63,10 @@ def _brute_force_shapley(frame: pd.DataFrame, chans: list[str]) -> np.ndarray:
     sets = [set(p.split(" > ")) for p in frame["path"]]
 
     def v(s: set[str]) -> float:
-        return float(sum(c for js, c in zip(sets, frame["conversions"], strict=True)
-                         if js <= s))
+        """Conversion rate of the journeys whose channels are all in s (0 if none)."""
+        conv = sum(c for js, c in zip(sets, frame["conversions"], strict=True) if js <= s)
+        jour = sum(n for js, n in zip(sets, frame["journeys"], strict=True) if js <= s)
+        return conv / jour if jour else 0.0
 
     phi = np.zeros(len(chans))
     for order in itertools.permutations(chans):
@@ -76,11 +78,13 @@ def _brute_force_shapley(frame: pd.DataFrame, chans: list[str]) -> np.ndarray:
 
 
 def test_shapley_against_brute_force() -> None:
-    assert shapley_shares(SMALL, ["A", "B"]) == pytest.approx([2 / 3, 1 / 3], rel=1e-12)
+    # by hand: v(A) = 2/4, v(B) = 0/2, v(AB) = 6/10; phi_A = (.5 + .6) / 2 = .55,
+    # phi_B = (0 + .1) / 2 = .05; shares of v(AB) = .6
+    assert shapley_shares(SMALL, ["A", "B"]) == pytest.approx([11 / 12, 1 / 12], rel=1e-12)
     rng = np.random.default_rng(0)
     chans = ["A", "B", "C", "D"]
     paths = [" > ".join(rng.permutation(chans)[: rng.integers(1, 5)]) for _ in range(25)]
-    frame = pd.DataFrame({"path": paths, "journeys": 10,
+    frame = pd.DataFrame({"path": paths, "journeys": rng.integers(10, 30, len(paths)),
                           "conversions": rng.integers(0, 10, len(paths))})
     frame = frame.groupby("path", as_index=False).sum()
     got = shapley_shares(frame, chans)
@@ -121,9 +125,10 @@ def test_sessionizing_matches_pandas(tmp_path: Path) -> None:
     from cxanalysis.data import open_source
 
     paths = journey_paths(open_source(tmp_path)).frame.set_index("path")
-    assert paths["journeys"].to_dict() == {"social > web > app": 1, "app": 1, "email": 1,
+    # the purchase (in app) is the outcome, not a touch: the converted path ends in web
+    assert paths["journeys"].to_dict() == {"social > web": 1, "app": 1, "email": 1,
                                            "store": 1}
-    assert paths["conversions"].to_dict() == {"social > web > app": 1, "app": 0, "email": 0,
+    assert paths["conversions"].to_dict() == {"social > web": 1, "app": 0, "email": 0,
                                               "store": 0}
 
 
@@ -179,7 +184,8 @@ def test_journeys_tie_break_shuffled_rows_identical() -> None:
                          "ts": pd.Timestamp("2025-01-01", tz="UTC")})
     con.con.register("hand", hand)
     got = journey_paths(con.table("hand")).frame
-    assert got[["path", "conversions"]].values.tolist() == [["app > web > store", 1]]
+    # (the purchase in store is the outcome, not a touch: issue 16 item 4)
+    assert got[["path", "conversions"]].values.tolist() == [["app > web", 1]]
 
 
 def test_stage_durations_never_negative_hand_computed(world) -> None:
@@ -294,7 +300,8 @@ def test_attribution_suppressed_below_min_group_size() -> None:
     shown = ["app", "web"]
     pd.testing.assert_frame_equal(t.loc[shown, list(METHODS)], f.loc[shown, list(METHODS)])
     assert res.as_dict()["markov"]["web"] == pytest.approx(f.loc["web", "markov"], rel=1e-15)
-    assert res.summary().startswith("By Markov removal effect, web")
+    assert res.summary().startswith("Credit, not incrementality: by Markov removal effect, "
+                                    "web")
 
 
 def test_attribution_suppression_counts_customers_not_journeys(tmp_path: Path) -> None:
@@ -311,15 +318,16 @@ def test_attribution_suppression_counts_customers_not_journeys(tmp_path: Path) -
     ev["ts"] = ts + pd.to_timedelta(ev.pop("h"), unit="h")
     ev.to_parquet(tmp_path / "events.parquet")
     paths = journey_paths(open_source(tmp_path))
-    assert paths.frame.set_index("path")["conversions"].to_dict() == {"chat > web": 12,
+    # the purchase (web) is not a touch: the chat journeys' path is "chat"
+    assert paths.frame.set_index("path")["conversions"].to_dict() == {"chat": 12,
                                                                       "web": 15}
     assert paths.support.to_dict("index") == {
-        "chat": {"first_touch": 1, "last_touch": 0, "any_touch": 1},
-        "web": {"first_touch": 15, "last_touch": 16, "any_touch": 16}}
+        "chat": {"first_touch": 1, "last_touch": 1, "any_touch": 1},
+        "web": {"first_touch": 15, "last_touch": 15, "any_touch": 15}}
     t = attribute(paths, n_boot=0).table()
     # chat's credit comes from 1 customer; with two channels, web's share would reveal it
-    assert t[["first_touch", "linear", "markov", "shapley"]].isna().all().all()
-    assert t["last_touch"].tolist() == [0.0, 1.0]
+    # (now under every method: chat also closes its converting paths)
+    assert t[list(METHODS)].isna().all().all()
 
 
 def test_suppression_mask_secondary() -> None:
@@ -327,3 +335,75 @@ def test_suppression_mask_secondary() -> None:
     assert suppression_mask(sup, 10)["m"].tolist() == [False, True, True, True, False]
     assert suppression_mask(sup, 5)["m"].tolist() == [False, True, True, False, False]
     assert suppression_mask(sup, 1)["m"].tolist() == [False] * 5
+
+
+def test_shapley_sees_non_converting_journeys() -> None:
+    """Issue 16 item 4: with v(S) = conversions, Shapley is an equal split of each converting
+    path and ignores journeys that did not convert. With conversion rates, a channel whose
+    journeys convert no better than those without it (an inert channel, C) gets ~0 even
+    though it sits on half of the converting paths."""
+    frame = pd.DataFrame({"path": ["A", "A > C", "B", "B > C"],
+                          "journeys": [100, 100, 100, 100],
+                          "conversions": [30, 30, 10, 10]})
+    got = shapley_shares(frame, ["A", "B", "C"])
+    assert got[2] == pytest.approx(0.0, abs=1e-12)
+    assert got == pytest.approx(_brute_force_shapley(frame, ["A", "B", "C"]), rel=1e-10)
+    # the equal split of converting paths would give C a quarter of the conversions
+    split_c = (30 / 2 + 10 / 2) / 80
+    assert split_c == pytest.approx(0.25)
+
+
+def test_converting_paths_can_end_in_any_channel(tmp_path: Path) -> None:
+    """Issue 16 item 4: the conversion event (and, by default, the checkout of the purchase
+    stage) is not a touch, so a converted journey whose last persuasion touch was an email
+    ends in email; a conversion with no touch before it is '(no touch)' and not
+    attributed."""
+    ts = pd.Timestamp("2025-01-01", tz="UTC")
+    rows = [("C1", 0, "web", "visit", "discovery"),
+            ("C1", 1, "email", "email_click", "awareness"),
+            ("C1", 2, "web", "checkout", "purchase"),
+            ("C1", 3, "web", "purchase", "purchase"),
+            ("C1", 4, "web", "purchase", "purchase")]  # a second purchase, no touch before
+    ev = pd.DataFrame(rows, columns=["customer_id", "h", "channel", "event", "stage"])
+    ev["ts"] = ts + pd.to_timedelta(ev.pop("h"), unit="h")
+    ev.to_parquet(tmp_path / "events.parquet")
+    from cxanalysis.data import open_source
+
+    paths = journey_paths(open_source(tmp_path), min_group_size=1)
+    assert paths.frame.set_index("path")["conversions"].to_dict() == {"web > email": 1,
+                                                                      "(no touch)": 1}
+    res = attribute(paths, n_boot=0, min_group_size=1)
+    assert res.table().loc["email", "last_touch"] == pytest.approx(1.0)
+    assert res.untouched == 1 and "1 conversions had no touch" in res.summary()
+    assert "Credit, not incrementality" in res.summary()
+
+
+def test_bootstrap_resamples_customers_not_journeys() -> None:
+    """Issue 16 item 4: ten customers, each with 30 converting journeys on one channel
+    (five email, five web). Resampling customers, the email share varies like a binomial
+    of 10 customers (95% interval about 0.2-0.8); resampling the 300 journeys would give
+    about 0.44-0.56."""
+    frame = pd.DataFrame({"path": ["email", "web"], "journeys": [150, 150],
+                          "conversions": [150, 150]})
+    by_customer = pd.DataFrame({"customer": range(10),
+                                "path": ["email"] * 5 + ["web"] * 5,
+                                "journeys": 30, "conversions": 30})
+    with_customers = PathCounts(frame, 7, 1, by_customer=by_customer)
+    res = attribute(with_customers, n_boot=400, seed=4, min_group_size=1)
+    assert res.resampled == "customers"
+    iv = res.table().loc["email"]
+    assert iv.markov_low <= 0.3 and iv.markov_high >= 0.7
+    journeys_only = attribute(PathCounts(frame, 7, 1), n_boot=400, seed=4, min_group_size=1)
+    assert journeys_only.resampled == "journeys"
+    jv = journeys_only.table().loc["email"]
+    assert jv.markov_high - jv.markov_low < 0.15
+
+
+def test_demo_world_inert_channels_get_little_shapley_credit(world) -> None:
+    """Issue 16 item 4: in the generator, email and social touches do not change
+    conversion. Path credit (Markov) still gives them a sizeable share — credit is not
+    incrementality — while the conversion-rate Shapley value leaves them near zero."""
+    res = attribute(journey_paths(world), n_boot=0).table()
+    for c in ("email", "social"):
+        assert res.loc[c, "markov"] > 0.1, c
+        assert abs(res.loc[c, "shapley"]) < 0.05, c

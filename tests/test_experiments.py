@@ -771,7 +771,7 @@ def test_item9_notebook_03_checks_the_persona_window_and_prints_warnings() -> No
     assert check < decision
     assert "# NBVAL_CHECK_OUTPUT" in code[decision]
     assert "for w in res.warnings:" in code[decision]
-    assert any("publish(res.results())" in c for c in code[decision:])
+    assert any("publish(" in c and "res.results()" in c for c in code[decision:])
 
 
 def test_item8_horizon_from_a_naive_experiment_end_is_read_as_utc() -> None:
@@ -792,3 +792,16 @@ def test_item8_early_stop_splits_alpha_across_treatments(tmp_path: Path) -> None
     assert last.loc["c", "always_valid_p"] < 0.025 and last.loc["c", "cs_low"] > 0
     assert res.decision.verdict == "ship" and res.decision.variant == "c"
     assert "always-valid p below 0.025 (alpha / 2 treatments)" in res.decision.reason
+
+
+def test_metric_columns_name_the_feedback_score_each_survey_metric_reads() -> None:
+    """Notebook 03 skips a metric whose table or column the source lacks: the survey metrics
+    per assigned customer read the nps/csat columns, the response rate only the table."""
+    from cxanalysis.experiments import metric_spec
+
+    assert metric_spec("nps").columns == ("feedback.nps",)
+    assert metric_spec("nps_assigned").columns == ("feedback.nps",)
+    assert metric_spec("csat_satisfied").columns == ("feedback.csat",)
+    assert metric_spec("response_rate").columns == ()
+    assert metric_spec("conversion").columns == ()
+    assert metric_spec("event:support_contact").columns == ()

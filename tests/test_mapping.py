@@ -449,18 +449,7 @@ def test_real_cdnow_opens_with_its_mapping_and_validates() -> None:
     assert _digest(CDNOW) == before
 
 
-_NEEDS_SECTIONS = ("issue 10 item 3 (sections degrade; helper H5): the overview's channel and "
-                   "events sections need an events table, which an order history lacks")
-_NEEDS_ORDERS_ONLY_PERSONAS = ("issue 10 item 2 (personas from purchase history only; helper "
-                               "H5): notebook 01 requires an events table")
-
-
-@pytest.mark.parametrize("notebook", [
-    pytest.param("00_data_overview", marks=pytest.mark.xfail(strict=False,
-                                                             reason=_NEEDS_SECTIONS)),
-    pytest.param("01_segments_vs_personas", marks=pytest.mark.xfail(
-        strict=False, reason=_NEEDS_ORDERS_ONLY_PERSONAS)),
-])
+@pytest.mark.parametrize("notebook", ["00_data_overview", "01_segments_vs_personas"])
 def test_real_cdnow_notebooks_run(tmp_path: Path, notebook: str) -> None:
     run, res = _report(tmp_path, notebook, CDNOW, CDNOW / "mapping.yaml")
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
@@ -500,28 +489,26 @@ def test_real_movielens_opens_with_its_mapping_and_validates(movielens: Path) ->
     assert (got.sort_index() == first.sort_index()).all()
 
 
-_ONE_EVENT_TYPE = ("issue 10 item 3 (sections degrade; helpers H1/H5): a log with one kind of "
-                   "event has no funnel ('a funnel needs at least two steps'); the report "
-                   "should skip the funnel section and keep the rest")
-_NO_STAGE = ("issue 10 item 3 (sections degrade; helper H5): the overview's stage coverage "
-             "plot fails without events.stage ('no numeric data to plot')")
-_NO_DEMOGRAPHICS = ("issue 10 items 2-3 (helper H5): a derived customers table has no "
-                    "demographic columns for the segments section, and personas need orders")
-
-
 @pytest.mark.parametrize(("notebook", "params"), [
-    pytest.param("00_data_overview", (), marks=pytest.mark.xfail(strict=False,
-                                                                 reason=_NO_STAGE)),
-    pytest.param("01_segments_vs_personas", (), marks=pytest.mark.xfail(
-        strict=False, reason=_NO_DEMOGRAPHICS)),
-    pytest.param("02_journey_funnel", ("steps=[rate]",), marks=pytest.mark.xfail(
-        strict=False, reason=_ONE_EVENT_TYPE)),
+    ("00_data_overview", ()),
+    ("01_segments_vs_personas", ()),
 ])
 def test_real_movielens_notebooks_run(tmp_path: Path, movielens: Path, notebook: str,
                                       params: tuple[str, ...]) -> None:
     run, res = _report(tmp_path, notebook, movielens, MOVIELENS_MAPPING, *params)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     assert res["status"] == "OK"
+
+
+def test_real_movielens_funnel_needs_two_kinds_of_event(tmp_path: Path, movielens: Path) -> None:
+    """Ratings are one kind of event: the funnel, the core of notebook 02, cannot run, so the
+    report fails (exit 1) with the reason on the console, rather than publishing a report."""
+    run, res = _report(tmp_path, "02_journey_funnel", movielens, MOVIELENS_MAPPING,
+                       "steps=[rate]")
+    assert run.returncode == 1
+    assert res["status"] == "FAILED"
+    assert "a funnel needs at least two steps" in res["error"]
+    assert "a funnel needs at least two steps" in run.stderr
 
 
 # --------------------------------------------------------------------------- report --mapping
@@ -627,12 +614,6 @@ def test_exported_world_notebooks_run_with_the_mapping(exported_world_reports: d
     assert res["parameters"]["mapping"].endswith(".yaml")
 
 
-_NO_DEMOGRAPHIC_COLUMNS = ("issue 10 item 3 (sections degrade; helpers H5/H2): the default "
-                           "segment columns (age_band, income_band) are not in a derived "
-                           "customers table")
-
-
-@pytest.mark.xfail(strict=False, reason=_NO_DEMOGRAPHIC_COLUMNS)
 @pytest.mark.parametrize("notebook", ["01_segments_vs_personas", "03_test_and_learn"])
 def test_exported_world_notebooks_without_demographics(exported_world_reports: dict,
                                                        notebook: str) -> None:

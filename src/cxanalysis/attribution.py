@@ -10,12 +10,26 @@ Models (shares of conversions per channel; each sums to 1):
   probabilities ``Q`` and transient-to-absorbing ``R``, absorption probabilities are
   ``B = (I - Q)^-1 R``; removing channel ``c`` sends every transition into ``c`` to
   ``(null)``; ``RE(c) = 1 - P_-c(conv) / P(conv)``; credit is ``RE(c) / sum RE``.
-- ``shapley``: ``v(S)`` = conversions of journeys whose channel set is within ``S``;
+- ``shapley``: ``v(S)`` = **conversion rate** of the journeys whose channel set is within
+  ``S`` (converting and non-converting journeys alike; ``v(S) = 0`` when no journey has its
+  channels within ``S``, so ``v(empty) = 0``);
   ``phi_c = sum over S without c of |S|! (n-|S|-1)! / n! [v(S + c) - v(S)]``; shares
-  ``phi_c / v(all)``.
+  ``phi_c / v(all)`` (they sum to 1; a channel whose journeys convert less than those
+  without it gets a negative share). With ``v(S)`` = conversions (not a rate), as before
+  issue 16, Shapley is just an equal split of each converting path among its distinct
+  channels and never sees a journey that did not convert.
 
-Bootstrap intervals resample journeys: a multinomial draw over (path, outcome) cells with
-the observed counts, seeded.
+**Credit, not incrementality.** Every method here shares out conversions along observed
+paths: a channel that customers who would have bought anyway pass through gets credit. What
+a channel *causes* is measured by a holdout (randomised) test — see notebook 03.
+
+Conversions with no touch before them (path ``(no touch)``) have no channel to credit and
+are left out (counted in :attr:`Attribution.untouched` and stated in the summary).
+
+Bootstrap intervals resample **customers** (with replacement, all of a customer's journeys
+together; a customer has many journeys, which are not independent) when the customers
+behind the paths are known (``PathCounts.by_customer``, from :func:`journey_paths`);
+otherwise journeys (a multinomial draw over (path, outcome) cells). Seeded.
 
 Privacy: the credit of a channel under a method comes from a group of customers — those
 with a converted journey whose first channel (``first_touch``), last channel
@@ -31,6 +45,7 @@ A credit of exactly 0 (no customer) is shown.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -39,7 +54,7 @@ import numpy as np
 import pandas as pd
 
 from cxanalysis.formatting import ResultMixin
-from cxanalysis.journeys import SEP, PathCounts
+from cxanalysis.journeys import NO_TOUCH, SEP, PathCounts
 from cxanalysis.privacy import MIN_GROUP_SIZE
 
 METHODS = ("first_touch", "last_touch", "linear", "markov", "shapley")
@@ -128,13 +143,18 @@ class _Prepared:
         re = np.clip(re, 0, None)
         return re, (re / re.sum() if re.sum() > 0 else re)
 
-    def shapley(self, conv: np.ndarray) -> np.ndarray:
+    def shapley(self, conv: np.ndarray, journeys: np.ndarray) -> np.ndarray:
         n = len(self.channels)
-        v = np.bincount(self.mask, weights=conv, minlength=1 << n).astype(float)
-        for i in range(n):  # zeta transform: v(S) = sum of conversions over subsets of S
-            bit = 1 << i
-            has = (np.arange(1 << n) & bit) > 0
-            v[has] += v[np.arange(1 << n)[has] ^ bit]
+        sums = []
+        for x in (conv, journeys):
+            v = np.bincount(self.mask, weights=x, minlength=1 << n).astype(float)
+            for i in range(n):  # zeta transform: v(S) = sum over channel sets within S
+                bit = 1 << i
+                has = (np.arange(1 << n) & bit) > 0
+                v[has] += v[np.arange(1 << n)[has] ^ bit]
+            sums.append(v)
+        c, j = sums
+        v = np.divide(c, j, out=np.zeros_like(c), where=j > 0)  # conversion rate
         total = v[-1]
         phi = self.coef @ v
         return phi / total if total else phi
@@ -204,9 +224,11 @@ def markov_shares(frame: pd.DataFrame, channels: list[str]) -> tuple[np.ndarray,
 
 
 def shapley_shares(frame: pd.DataFrame, channels: list[str]) -> np.ndarray:
-    """Shapley values of channels for v(S) = conversions of journeys whose channel set is a
-    subset of S, as shares of all conversions (exact; up to 20 channels)."""
-    return _Prepared(frame, channels).shapley(frame["conversions"].to_numpy(float))
+    """Shapley values of channels for v(S) = conversion rate of the journeys whose channel
+    set is a subset of S (0 when there are none), as shares of the overall conversion rate
+    v(all channels) (exact; up to 20 channels)."""
+    return _Prepared(frame, channels).shapley(frame["conversions"].to_numpy(float),
+                                              frame["journeys"].to_numpy(float))
 
 
 @dataclass
@@ -229,6 +251,8 @@ class Attribution(ResultMixin):
                                                  "markov", "shapley", "removal_effect")}}
     support: pd.DataFrame | None = None  # channel x method: customers behind the credit
     suppressed: pd.DataFrame | None = None  # channel x method: bool
+    resampled: str = "customers"  # what the bootstrap resamples: customers or journeys
+    untouched: int = 0  # conversions without a touch before them: not attributed
 
     def table(self) -> pd.DataFrame:
         """Share of conversions per channel (rows) and method (columns), with the bootstrap
@@ -262,10 +286,14 @@ class Attribution(ResultMixin):
         if len(mk) < 2:
             return (f"Too few customers per channel to show the Markov attribution (groups "
                     f"under {self.min_group_size} are suppressed).")
-        return (f"By Markov removal effect, {mk.index[0]} carries {mk.iloc[0]:.0%} of "
-                f"conversions and {mk.index[1]} {mk.iloc[1]:.0%}. Channels that open journeys "
-                f"more than they close them: {', '.join(introducers) or 'none'}; channels that "
-                f"close more than they open: {', '.join(closers) or 'none'}.")
+        return (f"Credit, not incrementality: by Markov removal effect, {mk.index[0]} is "
+                f"credited with {mk.iloc[0]:.0%} of conversions and {mk.index[1]} with "
+                f"{mk.iloc[1]:.0%}; this says where channels sit on converting paths, not "
+                "what they cause (only a holdout test measures that). Channels more often "
+                f"first than last on converting paths: {', '.join(introducers) or 'none'}; "
+                f"more often last than first: {', '.join(closers) or 'none'}."
+                + (f" {self.untouched:,} conversions had no touch before them and are not "
+                   "attributed." if self.untouched else ""))
 
     def plot(self, ax: plt.Axes | None = None) -> plt.Axes:
         ax = ax if ax is not None else plt.subplots(figsize=(9, 4))[1]
@@ -280,8 +308,9 @@ class Attribution(ResultMixin):
                                                  iv["high"] - self.shares[m]],
                         fmt="none", color="black", capsize=2, linewidth=0.8)
         ax.set_ylabel("share of conversions")
-        ax.set_title(f"Attribution by channel ({1 - self.alpha:.0%} bootstrap intervals, "
-                     f"{self.n_boot} resamples)")
+        ax.set_title(f"Attribution credit by channel — credit, not incrementality "
+                     f"({1 - self.alpha:.0%} bootstrap intervals, {self.n_boot} resamples "
+                     f"of {self.resampled})", fontsize=9)
         ax.legend(frameon=False, fontsize=8)
         return ax
 
@@ -304,6 +333,16 @@ def attribute(paths: PathCounts, n_boot: int = 200, seed: int = 0, alpha: float 
         Credits from fewer customers are suppressed (see the module docstring); default
         ``paths.min_group_size``.
     """
+    untouched = int(paths.frame.loc[paths.frame["path"] == NO_TOUCH, "conversions"].sum())
+    if untouched or (paths.frame["path"] == NO_TOUCH).any():
+        # conversions with no touch have no channel to credit (and an empty channel set
+        # would make the Shapley value of the empty coalition their conversion rate)
+        paths = dataclasses.replace(
+            paths, frame=paths.frame[paths.frame["path"] != NO_TOUCH].reset_index(drop=True),
+            by_customer=None if paths.by_customer is None else
+            paths.by_customer[paths.by_customer["path"] != NO_TOUCH],
+            support=None if paths.support is None else
+            paths.support.drop(index=NO_TOUCH, errors="ignore"))
     frame = paths.frame
     channels = paths.channels
     prep = _Prepared(frame, channels)
@@ -311,20 +350,20 @@ def attribute(paths: PathCounts, n_boot: int = 200, seed: int = 0, alpha: float 
     conv = frame["conversions"].to_numpy(float)
     shares = {m: prep.heuristic(conv, m) for m in ("first_touch", "last_touch", "linear")}
     re, shares["markov"] = prep.markov(journeys, conv)
-    shares["shapley"] = prep.shapley(conv)
+    shares["shapley"] = prep.shapley(conv, journeys)
     table = pd.DataFrame(shares, index=pd.Index(channels, name="channel"))
 
     rows = []
+    resampled = "customers" if paths.by_customer is not None else "journeys"
     if n_boot:
         rng = np.random.default_rng(seed)
-        cells = np.concatenate([conv, journeys - conv])
-        k = len(frame)
+        draw_counts = _customer_resampler(paths) if paths.by_customer is not None \
+            else _journey_resampler(journeys, conv)
         boot: dict[str, list[np.ndarray]] = {"markov": [], "shapley": []}
         for _ in range(n_boot):
-            draw = rng.multinomial(int(cells.sum()), cells / cells.sum()).astype(float)
-            b_conv, b_journeys = draw[:k], draw[:k] + draw[k:]
+            b_journeys, b_conv = draw_counts(rng)
             boot["markov"].append(prep.markov(b_journeys, b_conv)[1])
-            boot["shapley"].append(prep.shapley(b_conv))
+            boot["shapley"].append(prep.shapley(b_conv, b_journeys))
         for m, draws in boot.items():
             lo, hi = np.quantile(np.array(draws), [alpha / 2, 1 - alpha / 2], axis=0)
             rows += [{"channel": c, "method": m, "low": lo[i], "high": hi[i]}
@@ -342,4 +381,41 @@ def attribute(paths: PathCounts, n_boot: int = 200, seed: int = 0, alpha: float 
         intervals.loc[intervals.pop("gone").fillna(False).astype(bool), ["low", "high"]] = \
             np.nan
     return Attribution(table, removal, intervals, paths.conversions, n_boot, seed, alpha,
-                       k, support, hidden)
+                       k, support, hidden, resampled, untouched)
+
+
+def _customer_resampler(paths: PathCounts):
+    """A function drawing (journeys, conversions) per path of a bootstrap resample of
+    customers: every customer drawn brings all of their journeys (a multinomial count of
+    how often each customer is drawn, times the customer x path count matrices)."""
+    from scipy import sparse
+
+    bc = paths.by_customer
+    pidx = pd.Index(paths.frame["path"]).get_indexer(bc["path"])
+    if (pidx < 0).any():
+        raise ValueError("PathCounts.by_customer has paths that are not in its frame")
+    n_cust = int(bc["customer"].max()) + 1
+    shape = (n_cust, len(paths.frame))
+    mj = sparse.csr_matrix((bc["journeys"].to_numpy(float), (bc["customer"], pidx)), shape)
+    mc = sparse.csr_matrix((bc["conversions"].to_numpy(float), (bc["customer"], pidx)), shape)
+    mj_t, mc_t = mj.T.tocsr(), mc.T.tocsr()
+    probs = np.full(n_cust, 1 / n_cust)
+
+    def draw(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        w = rng.multinomial(n_cust, probs).astype(float)
+        return mj_t @ w, mc_t @ w
+
+    return draw
+
+
+def _journey_resampler(journeys: np.ndarray, conv: np.ndarray):
+    """Resample journeys (for path counts without customers): a multinomial draw over
+    (path, outcome) cells with the observed counts."""
+    cells = np.concatenate([conv, journeys - conv])
+    k = len(journeys)
+
+    def draw(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        d = rng.multinomial(int(cells.sum()), cells / cells.sum()).astype(float)
+        return d[:k] + d[k:], d[:k]
+
+    return draw

@@ -115,6 +115,13 @@ class MetricSpec:
     def has_covariate(self) -> bool:
         return self.kind != "ratio" and self.x is not None
 
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Contract columns (``"table.column"``) the metric reads beyond required ones: a
+        survey metric's feedback score column."""
+        col = _FEEDBACK_COLUMN.get(self.name)
+        return (f"feedback.{col}",) if col else ()
+
 
 METRICS: dict[str, MetricSpec] = {m.name: m for m in [
     MetricSpec("conversion", "proportion", "converted", "pre_converted", ("orders",),

@@ -70,6 +70,8 @@ from cxanalysis.privacy import MIN_GROUP_SIZE, suppress_small_groups
 from cxanalysis.stats import adjust_pvalues
 
 MODES = ("ordered", "strict_order", "strict_steps", "unordered")
+#: What the funnel counts: each customer once (best attempt) or every attempt.
+UNITS = ("customers", "attempts")
 DEFAULT_WINDOW_SECONDS = 7 * 86_400
 _COUNTER = itertools.count()
 
@@ -174,6 +176,72 @@ def _levels_unordered(ev: ibis.Table, n: int, window: int) -> ibis.Table:
                                             "lvl", "att", stopped=ibis.literal(False))
 
 
+def _attempt_starts(ev: ibis.Table, window: int, con: ibis.BaseBackend) -> ibis.Table:
+    """Per customer, the start (``att``, epoch microseconds) of every attempt: the first
+    step-1 event starts one; the next starts at the first step-1 event more than ``window``
+    microseconds after the current start (step-1 events inside an open attempt belong to
+    it). The chain is a recursive CTE over the step-1 instants, each carrying a pointer to
+    the first step-1 instant after its window (a range window), so the engine follows the
+    pointers; the number of iterations is the largest number of attempts of a customer."""
+    inst = ev.filter(ev.step == 1).select("customer_id", "us").distinct()
+    after = ibis.window(group_by="customer_id", order_by="us", range=(window + 1, None))
+    inst = inst.mutate(nxt=inst.us.min().over(after),
+                       first=inst.us.min().over(ibis.window(group_by="customer_id")))
+    name = f"__attempt_instants_{next(_COUNTER)}"
+    con.create_table(name, inst, temp=True)
+    q = f'"{name}"'
+    return con.sql(
+        f"WITH RECURSIVE chain(customer_id, att, nxt) AS ("
+        f" SELECT customer_id, us, nxt FROM {q} WHERE us = first"
+        f" UNION ALL"
+        f" SELECT i.customer_id, i.us, i.nxt FROM chain c JOIN {q} i"
+        f"  ON i.customer_id = c.customer_id AND i.us = c.nxt)"
+        f" SELECT customer_id, att FROM chain")
+
+
+def _attempts(ev: ibis.Table, n: int, window: int, con: ibis.BaseBackend) -> ibis.Table:
+    """Per attempt (see :func:`_attempt_starts`): ``customer_id``, ``att``, ``level`` (the
+    furthest step reached within ``window`` of the start, steps in ``(ts, step index)``
+    order, each step after the previous one), and per step ``k`` reached the time ``t{k}``
+    and channel ``ch{k}`` of the earliest step-``k`` event that continues the attempt
+    (ties on time: the first channel name). Earliest-first is optimal for an in-order
+    match, so one pass per step suffices."""
+    starts = _attempt_starts(ev, window, con)
+    cols = ["customer_id", "ts", "us", "channel", "step"]
+    # each step event belongs to the attempt whose start is the latest at or before it (an
+    # attempt's start row sorts before the events of its instant), if within the window
+    marks = starts.select("customer_id", ts=ibis.null().cast(ev.ts.type()), us=starts.att,
+                          channel=ibis.null().cast("string"),
+                          step=ibis.literal(-1, type=ev.step.type()), a=starts.att)
+    both = ibis.union(marks, ev.select(*cols, a=ibis.null().cast("int64")))
+    upto = ibis.window(group_by="customer_id", order_by=["us", "step"], rows=(None, 0))
+    both = both.mutate(att=both.a.max().over(upto))
+    tagged = both.filter((both.step >= 1) & both.att.notnull()
+                         & (both.us - both.att <= window)).drop("a")
+    # materialised: each pass below reads them, and the per-attempt state is read twice
+    # per pass (as an unmaterialised expression its size would double with every step)
+    tagged = con.create_table(f"__attempt_events_{next(_COUNTER)}", tagged, temp=True)
+    keys = ["customer_id", "att"]
+    cur = starts.select(*keys)
+    for k in range(1, n + 1):
+        ek = tagged.filter(tagged.step == k)
+        if k == 1:
+            cand = ek.filter(ek.us == ek.att)
+        else:
+            prev = cur.select(*keys, prev=cur[f"u{k - 1}"])
+            cand = ek.join(prev, keys).filter(_.us >= _.prev)
+        cand = cand.mutate(first=cand.us.min().over(ibis.window(group_by=keys)))
+        got = cand.filter(cand.us == cand.first).group_by(keys).aggregate(
+            **{f"u{k}": _.us.min(), f"t{k}": _.ts.min(), f"ch{k}": _.channel.min()})
+        got = got.select(ck=got.customer_id, ak=got.att, **{c: got[c] for c in
+                                                             (f"u{k}", f"t{k}", f"ch{k}")})
+        cur = cur.left_join(got, (cur.customer_id == got.ck) & (cur.att == got.ak)) \
+            .drop("ck", "ak")
+        cur = con.create_table(f"__attempt_state_{next(_COUNTER)}", cur, temp=True)
+    level = ibis.cases(*[(cur[f"u{k}"].notnull(), k) for k in range(n, 0, -1)], else_=0)
+    return cur.mutate(level=level).drop(*[f"u{k}" for k in range(1, n + 1)])
+
+
 @dataclass
 class FunnelResult(ResultMixin):
     """A computed funnel: per-step figures, with the per-customer result kept in the engine.
@@ -202,16 +270,25 @@ class FunnelResult(ResultMixin):
     excluded_customers: int = 0
     alpha: float = 0.05
     notes: list[str] = field(default_factory=list)
+    #: "customers" (each customer once, best attempt) or "attempts" (every attempt).
+    unit: str = "customers"
+
+    @property
+    def unit_label(self) -> str:
+        """How the unit reads in a sentence."""
+        return ("customers (each counted once, at their best attempt)"
+                if self.unit == "customers" else "attempts (every attempt counted)")
 
     def table(self) -> pd.DataFrame:
-        """Per step: customers reaching it, conversion from step 1 and from the previous
+        """Per step: customers (or attempts, in column ``attempts``) reaching it, conversion from step 1 and from the previous
         step with Wilson intervals, dropped and in-progress customers, and median / p90 hours
         from the previous step and from step 1."""
         return self.frame
 
     @property
     def entered(self) -> int:
-        return int(self.frame["customers"].iloc[0])
+        """Customers (or attempts) at step 1."""
+        return int(self.frame[self.unit].iloc[0])
 
     @property
     def in_progress(self) -> int:
@@ -221,28 +298,30 @@ class FunnelResult(ResultMixin):
         f = self.frame
         last = f.iloc[-1]
         worst = f.iloc[1:].sort_values("step_conversion").iloc[0]
-        return (f"{self.entered:,} customers entered the funnel ({self.steps[0]}); "
-                f"{int(last.customers):,} reached {self.steps[-1]} within "
-                f"{format_duration(self.window_seconds)} ({last.conversion_from_first:.1%}); "
-                f"{self.in_progress:,} are still in progress. The weakest step is "
+        u = self.unit
+        who = (f" by {int(f['customers'].iloc[0]):,} customers" if u == "attempts" else "")
+        return (f"Unit: {self.unit_label}. {self.entered:,} {u}{who} entered the funnel "
+                f"({self.steps[0]}); {int(last[u]):,} {u} reached {self.steps[-1]} within "
+                f"{format_duration(self.window_seconds)} ({last.conversion_from_first:.1%} of "
+                f"{u}); {self.in_progress:,} {u} are still in progress. The weakest step is "
                 f"{f.iloc[int(worst.name) - 1].event} -> {worst.event} "
-                f"({worst.step_conversion:.1%} continue). Mode: {self.mode}.")
+                f"({worst.step_conversion:.1%} of {u} continue). Mode: {self.mode}.")
 
     def plot(self, ax: plt.Axes | None = None) -> plt.Axes:
         ax = ax if ax is not None else plt.subplots(figsize=(8, 4))[1]
         f = self.frame
+        u = self.unit
         y = np.arange(len(f))[::-1]
-        ax.barh(y, f["customers"], color="#1e88e5")
-        ax.barh(y, f["in_progress"], left=f["customers"] - f["in_progress"], color="#90caf9",
+        ax.barh(y, f[u], color="#1e88e5")
+        ax.barh(y, f["in_progress"], left=f[u] - f["in_progress"], color="#90caf9",
                 label="in progress")
-        for yi, row in zip(y, f.itertuples(), strict=True):
-            ax.text(row.customers, yi, f"  {row.customers:,} ({row.conversion_from_first:.0%})",
-                    va="center")
+        for yi, cnt, conv in zip(y, f[u], f["conversion_from_first"], strict=True):
+            ax.text(cnt, yi, f"  {cnt:,} ({conv:.0%})", va="center")
         ax.set_yticks(y, f["event"])
-        ax.set_xlabel("customers")
-        ax.set_title(f"Funnel ({self.mode}, window {format_duration(self.window_seconds)})")
+        ax.set_xlabel(u)
+        ax.set_title(f"Funnel ({self.mode}, {u}, window {format_duration(self.window_seconds)})")
         ax.legend(loc="lower right", frameon=False)
-        ax.set_xlim(0, f["customers"].max() * 1.25)
+        ax.set_xlim(0, f[u].max() * 1.25)
         return ax
 
     # ------------------------------------------------------------------ breakdowns
@@ -276,7 +355,9 @@ class FunnelResult(ResultMixin):
                                             converted=(_.level == n).sum())
                .order_by("group").execute())
         agg["group"] = agg["group"].astype(str)
-        return Breakdown.from_counts(label, agg, self.alpha, min_group_size)
+        out = Breakdown.from_counts(label, agg, self.alpha, min_group_size)
+        out.unit = self.unit
+        return out
 
     def over_time(self, freq: str = "week") -> pd.DataFrame:
         """Conversion by period of the attempt's start (customers still in progress excluded)."""
@@ -314,7 +395,7 @@ class FunnelResult(ResultMixin):
         df["event"] = [self.steps[k - 1] for k in df["step"]]
         df["next_event"] = [self.steps[k] for k in df["step"]]
         return PainPoints.from_counts(df, by if by == "channel" else column, self.alpha,
-                                      min_group_size)
+                                      min_group_size, unit=self.unit)
 
 
 def _with_group(customers: ibis.Table, labels: ibis.Table | pd.DataFrame | None,
@@ -343,6 +424,8 @@ class Breakdown(ResultMixin):
     p_value: float
     dof: int
     pairwise: pd.DataFrame
+    #: what the ``customers`` column counts: customers or attempts (of the funnel)
+    unit: str = "customers"
 
     @classmethod
     def from_counts(cls, by: str, agg: pd.DataFrame, alpha: float, min_group_size: int
@@ -380,13 +463,13 @@ class Breakdown(ResultMixin):
         ax.errorbar(f["conversion"], f["group"], xerr=[f["conversion"] - f["ci_low"],
                                                        f["ci_high"] - f["conversion"]],
                     fmt="o", color="#1e88e5", capsize=3)
-        ax.set_xlabel("conversion (95% Wilson interval)")
+        ax.set_xlabel(f"conversion of {self.unit} (95% Wilson interval)")
         ax.set_title(f"Conversion by {self.by}")
         return ax
 
     def summary(self) -> str:
-        return (f"Conversion differs across {self.by} groups: chi-square {self.chi2:.1f} on "
-                f"{self.dof} df, p = {self.p_value:.2g}.")
+        return (f"Conversion of {self.unit} differs across {self.by} groups: chi-square "
+                f"{self.chi2:.1f} on {self.dof} df, p = {self.p_value:.2g}.")
 
 
 def two_proportion_z(x1: float, n1: float, x2: float, n2: float) -> tuple[float, float]:
@@ -408,10 +491,12 @@ class PainPoints(ResultMixin):
 
     by: str
     frame: pd.DataFrame
+    #: what ``at_risk``, ``dropped`` and ``excess_lost`` count: customers or attempts
+    unit: str = "customers"
 
     @classmethod
-    def from_counts(cls, df: pd.DataFrame, by: str, alpha: float, min_group_size: int
-                    ) -> PainPoints:
+    def from_counts(cls, df: pd.DataFrame, by: str, alpha: float, min_group_size: int,
+                    unit: str = "customers") -> PainPoints:
         df = df.copy()
         tot = df.groupby("step")[["at_risk", "dropped"]].transform("sum")
         df["rate"] = df["dropped"] / df["at_risk"]
@@ -435,7 +520,7 @@ class PainPoints(ResultMixin):
                                    columns=["at_risk", "dropped", "rate", "excess_lost"])
         cols = ["step", "event", "next_event", by, "at_risk", "dropped", "rate",
                 "overall_rate", "excess_lost", "p_holm", "worse", "suppressed"]
-        return cls(by, df[cols])
+        return cls(by, df[cols], unit)
 
     #: ``worse`` marks the significant rows (their p-value cells are marked)
     _format = {"significant": "worse"}
@@ -450,10 +535,11 @@ class PainPoints(ResultMixin):
 
     def summary(self) -> str:
         b = self.biggest
-        return (f"The biggest leak is {b.event} -> {b.next_event} in {self.by} {b[self.by]}: "
-                f"{b.rate:.0%} of {int(b.at_risk):,} customers stop there against "
-                f"{b.overall_rate:.0%} overall, about {b.excess_lost:,.0f} customers more than "
-                "the step's usual rate.")
+        u = self.unit
+        return (f"The biggest leak (ranked by excess {u} lost) is {b.event} -> "
+                f"{b.next_event} in {self.by} {b[self.by]}: {b.rate:.0%} of "
+                f"{int(b.at_risk):,} {u} stop there against {b.overall_rate:.0%} overall, "
+                f"about {b.excess_lost:,.0f} {u} more than the step's usual rate.")
 
     def plot(self, ax: plt.Axes | None = None, top: int = 10) -> plt.Axes:
         ax = ax if ax is not None else plt.subplots(figsize=(8, 4))[1]
@@ -462,8 +548,9 @@ class PainPoints(ResultMixin):
         colors = ["#e53935" if w else "#90a4ae" for w in f["worse"]]
         ax.barh(labels, f["excess_lost"], color=colors)
         ax.axvline(0, color="black", linewidth=0.8)
-        ax.set_xlabel("customers lost beyond the step's overall rate")
-        ax.set_title(f"Pain points by step × {self.by} (red: significantly worse, Holm)")
+        ax.set_xlabel(f"{self.unit} lost beyond the step's overall rate")
+        ax.set_title(f"Pain points by step × {self.by} (red: significantly worse, Holm; "
+                     "unadjusted)")
         return ax
 
 
@@ -521,6 +608,7 @@ def funnel(
     end: str | None = None,
     exclude: Sequence[str] = (),
     alpha: float = 0.05,
+    unit: str = "customers",
 ) -> FunnelResult:
     """Compute an ordered funnel; see the module docstring for the exact semantics.
 
@@ -541,14 +629,40 @@ def funnel(
         and the last step it reached are removed.
     alpha : float
         For the Wilson intervals (1 - alpha coverage).
+    unit : {"customers", "attempts"}
+        What is counted. ``customers`` (default): each customer once, at the level of their
+        best attempt (windowFunnel). ``attempts`` (``ordered`` mode only): every attempt
+        counted — an attempt starts at a step-1 event outside an open attempt of the same
+        customer (the window from its start), and its level is the furthest step reached
+        within that window (Mixpanel's "totals" against "uniques").
     """
     steps = _check_steps(steps, window_seconds, mode)
+    if unit not in UNITS:
+        raise CXDataError(f"unit must be one of {', '.join(UNITS)}, got {unit!r}")
+    if unit == "attempts" and mode != "ordered":
+        raise CXDataError(f"unit='attempts' is defined for mode='ordered' only, got {mode!r}")
     n = len(steps)
     all_events = source.table("events") if isinstance(source, Source) else source
     events, ev = _step_events(all_events, steps, mode, start, end)
     _check_step_events(all_events, steps, mode, start, end)
     # the window in whole microseconds (0.7 s is 700000 us, not 0.69999...)
     window = int(round(float(window_seconds) * 1_000_000))
+    con = all_events._find_backend()
+    data_end_ts = pd.Timestamp(all_events.ts.max().execute())
+    if end is not None:
+        data_end_ts = min(data_end_ts, window_end(end))
+    data_end = int(data_end_ts.value // 1000)  # ns -> us since the epoch
+    if unit == "attempts":
+        per = _attempts(ev, n, window, con)
+        per = per.mutate(
+            start=per.t1,
+            # an attempt's window is fixed: it can progress only while it is still open
+            in_progress=(per.level < n) & (per.att + window > data_end),
+            first_channel=per.ch1,
+            last_channel=ibis.cases(*[(per.level == k, per[f"ch{k}"])
+                                      for k in range(1, n + 1)]))
+        return _finish(per, events, steps, n, float(window_seconds), mode, unit, exclude,
+                       alpha, con, data_end_ts)
     lv = (_levels_unordered(ev, n, window) if mode == "unordered"
           else _levels_ordered(ev, n, window) if mode == "ordered"
           else _levels_sequential(ev, n, window, mode))
@@ -578,10 +692,6 @@ def funnel(
         aggs[f"t{k}"] = ibis.ifelse(_.step == k, _.ts, None).min()
         aggs[f"ch{k}"] = ibis.ifelse((_.step == k) & first_of, _.channel, None).min()
     per = chain_src.group_by("customer_id").aggregate(**aggs)
-    data_end_ts = pd.Timestamp(all_events.ts.max().execute())
-    if end is not None:
-        data_end_ts = min(data_end_ts, window_end(end))
-    data_end = int(data_end_ts.value // 1000)  # ns -> us since the epoch
     per = per.mutate(
         start=ibis.cases(*[(per.level >= 1, per.t1)], else_=None) if mode != "unordered"
         else per.first_ts,  # the attempt's start event: its earliest event
@@ -591,6 +701,14 @@ def funnel(
         first_channel=per.ch1,
         last_channel=ibis.cases(*[(per.level == k, per[f"ch{k}"]) for k in range(1, n + 1)]),
     ).drop("first_ts")
+    return _finish(per, events, steps, n, float(window_seconds), mode, unit, exclude, alpha,
+                   con, data_end_ts)
+
+
+def _finish(per: ibis.Table, events: ibis.Table, steps: list[str], n: int,
+            window_seconds: float, mode: str, unit: str, exclude: Sequence[str],
+            alpha: float, con: ibis.BaseBackend, data_end_ts: pd.Timestamp) -> FunnelResult:
+    """Remove excluded attempts, materialise the per-unit table and count the steps."""
     excluded = 0
     if exclude:
         ex = events.filter(_.event.isin(list(exclude)))  # already within the dates
@@ -598,23 +716,27 @@ def funnel(
         last_t = ibis.cases(*[(per.level == k, per[f"t{k}"]) for k in range(1, n + 1)])
         spans = per.select("customer_id", "att", lt=epoch_micros(last_t))
         hit = spans.join(ex, spans.customer_id == ex.xc).filter(
-            lambda t: (t.xs > t.att) & (t.xs < t.lt)).select("customer_id").distinct()
+            lambda t: (t.xs > t.att) & (t.xs < t.lt)).select("customer_id", "att").distinct()
         excluded = int(hit.count().execute())
-        per = per.anti_join(hit, "customer_id")
+        per = per.anti_join(hit, ["customer_id", "att"])
     name = f"__funnel_{next(_COUNTER)}"
-    con = all_events._find_backend()
     customers = con.create_table(name, per, temp=True)
-    frame = _step_table(customers, steps, alpha)
-    return FunnelResult(steps, float(window_seconds), mode, frame, customers, data_end_ts,
-                        excluded, alpha)
+    frame = _step_table(customers, steps, alpha, unit)
+    return FunnelResult(steps, window_seconds, mode, frame, customers, data_end_ts,
+                        excluded, alpha, unit=unit)
 
 
-def _step_table(customers: ibis.Table, steps: list[str], alpha: float) -> pd.DataFrame:
+def _step_table(customers: ibis.Table, steps: list[str], alpha: float,
+                unit: str = "customers") -> pd.DataFrame:
+    """Per step, counts in ``unit`` (column named after it; with ``attempts`` also the
+    distinct ``customers`` with an attempt reaching the step)."""
     n = len(steps)
     c = customers
     aggs = {}
     for k in range(1, n + 1):
         aggs[f"reach{k}"] = (c.level >= k).sum()
+        if unit == "attempts":
+            aggs[f"who{k}"] = c.customer_id.nunique(where=c.level >= k)
         aggs[f"prog{k}"] = ((c.level == k) & c.in_progress).sum()
         if k > 1:
             # exact microseconds (Ibis's epoch_seconds() truncates to whole seconds on DuckDB)
@@ -633,7 +755,8 @@ def _step_table(customers: ibis.Table, steps: list[str], alpha: float) -> pd.Dat
         nxt = int(r[f"reach{k + 1}"]) if k < n else reach
         prog = int(r[f"prog{k}"]) if k < n else 0
         rows.append({
-            "step": k, "event": steps[k - 1], "customers": reach,
+            "step": k, "event": steps[k - 1], unit: reach,
+            **({"customers": int(r[f"who{k}"])} if unit == "attempts" else {}),
             "conversion_from_first": reach / first if first else np.nan,
             "step_conversion": reach / prev if prev else np.nan,
             "dropped": reach - nxt - prog if k < n else 0,
@@ -644,7 +767,7 @@ def _step_table(customers: ibis.Table, steps: list[str], alpha: float) -> pd.Dat
             "p90_hours_from_first": float(r[f"tot_p90{k}"]) if k > 1 else np.nan,
         })
     f = pd.DataFrame(rows)
-    f["ci_low"], f["ci_high"] = wilson_interval(f["customers"], first, alpha)
-    prev = f["customers"].shift(1).fillna(f["customers"].iloc[0])
-    f["step_ci_low"], f["step_ci_high"] = wilson_interval(f["customers"], prev, alpha)
+    f["ci_low"], f["ci_high"] = wilson_interval(f[unit], first, alpha)
+    prev = f[unit].shift(1).fillna(f[unit].iloc[0])
+    f["step_ci_low"], f["step_ci_high"] = wilson_interval(f[unit], prev, alpha)
     return f

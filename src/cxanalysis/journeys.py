@@ -1,8 +1,17 @@
 """Journeys across channels: paths, transitions, flows and stage durations.
 
-A *journey* is a customer's run of pre-purchase touches (events of the stages awareness,
-discovery, consideration and purchase by default), ordered by time, that ends with a
-conversion event (``purchase``) or with ``inactivity_days`` without a touch. Touches at the
+A *journey* is a customer's run of touches (events of the stages awareness, discovery and
+consideration by default), ordered by time, that ends with a conversion event
+(``purchase``, read whatever its stage) or with ``inactivity_days`` without a touch.
+
+The conversion event is the journey's outcome, **not a touch**: it is not part of the path.
+Nor, by default, are the other events of the purchase stage (``checkout``): they are the act
+of buying. Were they touches, every converting path would end in a channel where one can
+buy (web, app, store, call centre), so email and social could never close a converting path
+*by construction*, while non-converting paths could end anywhere; last-touch and Markov
+credit would then reward the channels of checkout, not of persuasion. Pass
+``stages=PRE_PURCHASE_STAGES`` to count checkout events as touches. A conversion without any
+touch before it (in its journey) gets the path ``(no touch)``. Touches at the
 same instant are ordered with a conversion last, otherwise by channel then event name, so
 results never depend on the input's row order. Its *path* is
 the sequence of channels touched, consecutive repeats of a channel collapsed
@@ -33,7 +42,12 @@ from cxanalysis.schema import STAGES
 
 SEP = " > "
 START, CONVERSION, NULL = "(start)", "(conversion)", "(null)"
+#: The path of a journey that is a conversion with no touch before it.
+NO_TOUCH = "(no touch)"
 PRE_PURCHASE_STAGES = ("awareness", "discovery", "consideration", "purchase")
+#: Stages whose events are touches by default: the purchase stage (checkout, purchase) is
+#: the act of buying, not a touch that leads to it.
+TOUCH_STAGES = ("awareness", "discovery", "consideration")
 
 
 @dataclass
@@ -53,6 +67,10 @@ class PathCounts(ResultMixin):
     #: (``first_touch``), last channel (``last_touch``) or any channel (``any_touch``) it is;
     #: the group sizes behind attribution credit. None when unknown (a hand-made frame).
     support: pd.DataFrame | None = None
+    #: Per customer (an integer code, never the id) and path: ``customer``, ``path``,
+    #: ``journeys``, ``conversions``; lets attribution resample customers, not journeys.
+    #: None when unknown (a hand-made frame).
+    by_customer: pd.DataFrame | None = None
 
     def _k(self, min_group_size: int | None) -> int:
         return self.min_group_size if min_group_size is None else min_group_size
@@ -215,7 +233,9 @@ class PathCounts(ResultMixin):
 
 
 def _journey_events(source: Source | ibis.Table, start: str | None, end: str | None,
-                    stages: Sequence[str] | None) -> ibis.Table:
+                    stages: Sequence[str] | None, also: str | None = None) -> ibis.Table:
+    """Events in the dates and ``stages`` (None: all), plus every ``also`` event (the
+    conversion event, which ends journeys whatever its stage)."""
     ev = source.table("events") if isinstance(source, Source) else source
     if start is not None:
         ev = ev.filter(ev.ts >= pd.Timestamp(start, tz="UTC"))
@@ -225,17 +245,18 @@ def _journey_events(source: Source | ibis.Table, start: str | None, end: str | N
         if "stage" not in ev.columns:
             raise CXDataError("events has no 'stage' column: pass stages=None to use every "
                               "event as a journey touch")
-        ev = ev.filter(ev.stage.isin(list(stages)))
+        keep = ev.stage.isin(list(stages))
+        ev = ev.filter(keep | (ev.event == also) if also is not None else keep)
     return ev
 
 
 def sessionize(source: Source | ibis.Table, start: str | None = None, end: str | None = None,
                inactivity_days: float = 7, conversion_event: str = "purchase",
-               stages: Sequence[str] | None = PRE_PURCHASE_STAGES) -> ibis.Table:
+               stages: Sequence[str] | None = TOUCH_STAGES) -> ibis.Table:
     """Per journey (an Ibis expression, nothing is executed): ``customer_id``, ``journey``
     (number within the customer), ``path``, ``converted``, ``started``, ``ended``,
     ``touches``."""
-    ev = _journey_events(source, start, end, stages)
+    ev = _journey_events(source, start, end, stages, also=conversion_event)
     is_conv = (ev.event == conversion_event).cast("int8")
     ev = ev.mutate(is_conv=is_conv, us=epoch_micros(ev.ts))
     # Touches tied on time are ordered by conversion last, then channel and event name, so
@@ -249,19 +270,23 @@ def sessionize(source: Source | ibis.Table, start: str | None = None, end: str |
     new = (ev.prev_us.isnull() | (gap > inactivity_days * 86_400 * 1_000_000)
            | (ev.prev_conv == 1))
     ev = ev.mutate(new=new.cast("int64"))
+    # The conversion event is the outcome, not a touch: it is left out of the path (it is
+    # always the last row of its journey, so the collapse of repeats is unaffected).
     ev = ev.mutate(journey=ev.new.sum().over(
         ibis.window(group_by="customer_id", order_by=order, rows=(None, 0))),
-        keep=(ev.new == 1) | (ev.channel != ev.prev_ch))
-    return ev.group_by(["customer_id", "journey"]).aggregate(
+        keep=((ev.new == 1) | (ev.channel != ev.prev_ch)) & (ev.is_conv == 0))
+    j = ev.group_by(["customer_id", "journey"]).aggregate(
         path=_.channel.group_concat(SEP, where=_.keep, order_by=[_[c] for c in order]),
         converted=_.is_conv.max() == 1,
-        started=_.ts.min(), ended=_.ts.max(), touches=_.count())
+        started=_.ts.min(), ended=_.ts.max(), touches=(1 - _.is_conv).sum())
+    # a conversion with no touch before it in the journey
+    return j.mutate(path=ibis.ifelse(j.path.isnull() | (j.path == ""), NO_TOUCH, j.path))
 
 
 def journey_paths(source: Source | ibis.Table, start: str | None = None,
                   end: str | None = None, inactivity_days: float = 7,
                   conversion_event: str = "purchase",
-                  stages: Sequence[str] | None = PRE_PURCHASE_STAGES,
+                  stages: Sequence[str] | None = TOUCH_STAGES,
                   min_group_size: int = MIN_GROUP_SIZE) -> PathCounts:
     """Counts of journeys and conversions per distinct channel path (see the module
     docstring for the journey definition).
@@ -281,16 +306,23 @@ def journey_paths(source: Source | ibis.Table, start: str | None = None,
         The smallest group of journeys the result shows (its tables, summary and plots).
     """
     j = sessionize(source, start, end, inactivity_days, conversion_event, stages)
-    paths = (j.group_by("path").aggregate(journeys=_.count(),
-                                          conversions=_.converted.cast("int64").sum())
-             .order_by([ibis.desc("journeys"), "path"]).execute())
-    if paths.empty:
+    # per customer and path; the customer id is replaced by a code in the engine
+    per = j.group_by(["customer_id", "path"]).aggregate(
+        journeys=_.count(), conversions=_.converted.cast("int64").sum())
+    per = per.mutate(customer=ibis.dense_rank().over(ibis.window(order_by="customer_id")))
+    by_customer = per.drop("customer_id").order_by(["customer", "path"]).execute()
+    if by_customer.empty:
         raise CXDataError("no journeys: the events hold no touches in the chosen stages "
                           "and dates")
-    paths["journeys"] = paths["journeys"].astype(int)
-    paths["conversions"] = paths["conversions"].astype(int)
+    for col in ("customer", "journeys", "conversions"):
+        by_customer[col] = by_customer[col].astype(int)
+    by_customer = by_customer[["customer", "path", "journeys", "conversions"]]
+    paths = (by_customer.groupby("path", as_index=False)[["journeys", "conversions"]].sum()
+             .sort_values(["journeys", "path"], ascending=[False, True])
+             .reset_index(drop=True))
     channels = sorted({c for p in paths["path"] for c in p.split(SEP)})
-    return PathCounts(paths, inactivity_days, min_group_size, _support(j, channels))
+    return PathCounts(paths, inactivity_days, min_group_size, _support(j, channels),
+                      by_customer)
 
 
 def _support(journeys: ibis.Table, channels: list[str]) -> pd.DataFrame:
