@@ -32,3 +32,14 @@ def pytest_unconfigure(config: object) -> None:
         os.environ[OUT_ENV] = saved
     if tmp:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def pytest_collection_modifyitems(session: object, config: object, items: list) -> None:
+    """Pinned cells are compared on ``text/plain`` only, as the pin keeps it (see
+    :mod:`cxanalysis.notebooks`): a table shown with :func:`cxanalysis.formatting.show`
+    carries ``text/html`` for the reader and ``text/plain`` for this check."""
+    for item in items:
+        parent = getattr(item, "parent", None)
+        skip = getattr(parent, "skip_compare", None)
+        if isinstance(skip, tuple) and "text/html" not in skip:
+            parent.skip_compare = (*skip, "text/html")

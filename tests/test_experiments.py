@@ -767,7 +767,7 @@ def test_item9_notebook_03_checks_the_persona_window_and_prints_warnings() -> No
                        / "03_test_and_learn.ipynb", as_version=4)
     code = [c.source for c in nb.cells if c.cell_type == "code"]
     check = next(i for i, c in enumerate(code) if "check_persona_calibration(" in c)
-    decision = next(i for i, c in enumerate(code) if "print(res.summary())" in c)
+    decision = next(i for i, c in enumerate(code) if "say(res.summary())" in c)
     assert check < decision
     assert "# NBVAL_CHECK_OUTPUT" in code[decision]
     assert "for w in res.warnings:" in code[decision]

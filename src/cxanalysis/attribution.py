@@ -53,6 +53,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from cxanalysis.formatting import ResultMixin
 from cxanalysis.journeys import NO_TOUCH, SEP, PathCounts
 from cxanalysis.privacy import MIN_GROUP_SIZE
 
@@ -231,7 +232,7 @@ def shapley_shares(frame: pd.DataFrame, channels: list[str]) -> np.ndarray:
 
 
 @dataclass
-class Attribution:
+class Attribution(ResultMixin):
     """Shares of conversions per channel and method, with bootstrap intervals for the
     Markov and Shapley shares. Credits of too few customers are already suppressed (NaN)
     in ``shares``, ``removal_effects`` and ``intervals`` (see the module docstring);
@@ -245,6 +246,9 @@ class Attribution:
     seed: int
     alpha: float
     min_group_size: int = MIN_GROUP_SIZE
+    #: every column is a share of conversions (see :meth:`table`)
+    _format = {"kinds": {c: "percent" for c in ("first_touch", "last_touch", "linear",
+                                                 "markov", "shapley", "removal_effect")}}
     support: pd.DataFrame | None = None  # channel x method: customers behind the credit
     suppressed: pd.DataFrame | None = None  # channel x method: bool
     resampled: str = "customers"  # what the bootstrap resamples: customers or journeys
@@ -263,6 +267,10 @@ class Attribution:
         t["suppressed"] = (self.suppressed.any(axis=1) if self.suppressed is not None
                            else False)
         return t
+
+    def to_dict(self) -> dict[str, dict[str, float | None]]:
+        """The headline: :meth:`as_dict`."""
+        return self.as_dict()
 
     def as_dict(self) -> dict[str, dict[str, float | None]]:
         """method -> channel -> share (None where suppressed)."""

@@ -40,8 +40,10 @@ from sklearn.metrics import adjusted_mutual_info_score, adjusted_rand_score, r2_
 from sklearn.model_selection import KFold, StratifiedKFold
 
 from cxanalysis.data import Source, between_days
+from cxanalysis.formatting import ResultMixin
 from cxanalysis.funnel import Breakdown
 from cxanalysis.privacy import MIN_GROUP_SIZE
+from cxanalysis.results import to_jsonable
 
 OUTCOMES = {"converted": "AUC", "revenue": "R²", "nps": "R²"}
 
@@ -146,7 +148,7 @@ def _information(groups: pd.Series, y: pd.Series, binary: bool) -> tuple[float, 
 
 
 @dataclass
-class Comparison:
+class Comparison(ResultMixin):
     """Outcome fit of each grouping, agreement, nested tests and group differences."""
 
     fit: pd.DataFrame
@@ -195,6 +197,10 @@ class Comparison:
 
     def table(self) -> pd.DataFrame:
         return self.fit
+
+    def to_dict(self) -> dict[str, Any]:
+        """The headline: agreement of segments and personas and the outcome fit."""
+        return to_jsonable({"agreement": self.agreement, "outcome_fit": self.outcome_fit()})
 
     def outcome_fit(self, names: Mapping[str, str] | None = None) -> dict[str, dict[str, Any]]:
         """Per outcome: its ``metric`` and the cross-validated score of each grouping (keys

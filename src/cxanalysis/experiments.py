@@ -76,7 +76,10 @@ from ibis import _
 
 from cxanalysis import stats as st
 from cxanalysis.data import CXDataError, Source, epoch_micros, materialize
+from cxanalysis.formatting import ResultMixin, format_table
+from cxanalysis.plotting import date_axis
 from cxanalysis.privacy import MIN_GROUP_SIZE
+from cxanalysis.results import to_jsonable
 
 SRM_ALPHA = 0.001
 #: Event names that count as a service contact (the demo world and most CX logs use one).
@@ -418,7 +421,7 @@ _SEQ_COLS = ["variant", "day", "n_control", "n_treatment", "abs_diff", "se", "ci
 
 
 @dataclass
-class Sequential:
+class Sequential(ResultMixin):
     """Always-valid monitoring of the primary metric at daily looks.
 
     A look on day ``d`` uses the customers whose analysis window had closed by ``d`` (what
@@ -456,6 +459,7 @@ class Sequential:
             ax.plot(x, f["ci_high"], ls=":", color="grey")
         ax.axhline(0, color="black", lw=0.8)
         ax.set_ylabel(f"{self.metric}: treatment - control")
+        date_axis(ax)  # daily looks: concise labels that never overlap
         ax.set_title("Sequential monitoring (dotted: fixed-horizon interval, not valid "
                      "under peeking)")
         if len(self.frame):
@@ -467,7 +471,7 @@ class Sequential:
 
 
 @dataclass
-class Segmented:
+class Segmented(ResultMixin):
     """Effect of each treatment on one metric within the groups of a breakdown.
 
     Cochran's Q tests whether the effect differs between groups (treatment x group
@@ -556,7 +560,7 @@ class Decision:
 
 
 @dataclass
-class ExperimentResult:
+class ExperimentResult(ResultMixin):
     """The evaluation of one experiment (see :func:`analyze`)."""
 
     experiment_id: str
@@ -625,6 +629,24 @@ class ExperimentResult:
 
     def reported(self) -> pd.DataFrame:
         return self.effects[self.effects.reported].reset_index(drop=True)
+
+    #: the columns of the formatted table (:meth:`_repr_html_`): the reported estimates
+    _SHOWN = ("label", "variant", "role", "control_mean", "treatment_mean", "abs_diff",
+              "abs_ci_low", "abs_ci_high", "rel_lift", "rel_ci_low", "rel_ci_high", "p_value",
+              "p_adjusted", "significant")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The headline figures (:meth:`results`)."""
+        return to_jsonable(self.results())
+
+    def _repr_html_(self) -> str:
+        r = self.reported()
+        shown = r[[c for c in self._SHOWN if c in r.columns]]
+        if len(self.treatments) <= 1:
+            shown = shown.drop(columns=["variant"], errors="ignore")
+        return format_table(shown, min_group_size=self._min_group_size,
+                            labels={"label": "metric", "role": "role"},
+                            caption=self.summary(), notes=[*self.warnings, *self.notes])
 
     def variance_reduction_table(self) -> pd.DataFrame:
         """What CUPED bought, per adjusted metric and treatment: ``theta``, the variance

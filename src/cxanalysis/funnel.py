@@ -66,6 +66,7 @@ from cxanalysis.data import (
     materialize,
     window_end,
 )
+from cxanalysis.formatting import ResultMixin, format_duration
 from cxanalysis.privacy import MIN_GROUP_SIZE, suppress_small_groups
 from cxanalysis.stats import adjust_pvalues
 
@@ -243,7 +244,7 @@ def _attempts(ev: ibis.Table, n: int, window: int, con: ibis.BaseBackend) -> ibi
 
 
 @dataclass
-class FunnelResult:
+class FunnelResult(ResultMixin):
     """A computed funnel: per-step figures, with the per-customer result kept in the engine.
 
     Attributes
@@ -302,7 +303,7 @@ class FunnelResult:
         who = (f" by {int(f['customers'].iloc[0]):,} customers" if u == "attempts" else "")
         return (f"Unit: {self.unit_label}. {self.entered:,} {u}{who} entered the funnel "
                 f"({self.steps[0]}); {int(last[u]):,} {u} reached {self.steps[-1]} within "
-                f"{self.window_seconds / 86400:g} days ({last.conversion_from_first:.1%} of "
+                f"{format_duration(self.window_seconds)} ({last.conversion_from_first:.1%} of "
                 f"{u}); {self.in_progress:,} {u} are still in progress. The weakest step is "
                 f"{f.iloc[int(worst.name) - 1].event} -> {worst.event} "
                 f"({worst.step_conversion:.1%} of {u} continue). Mode: {self.mode}.")
@@ -319,7 +320,7 @@ class FunnelResult:
             ax.text(cnt, yi, f"  {cnt:,} ({conv:.0%})", va="center")
         ax.set_yticks(y, f["event"])
         ax.set_xlabel(u)
-        ax.set_title(f"Funnel ({self.mode}, {u}, window {self.window_seconds / 86400:g} days)")
+        ax.set_title(f"Funnel ({self.mode}, {u}, window {format_duration(self.window_seconds)})")
         ax.legend(loc="lower right", frameon=False)
         ax.set_xlim(0, f[u].max() * 1.25)
         return ax
@@ -413,7 +414,7 @@ def _with_group(customers: ibis.Table, labels: ibis.Table | pd.DataFrame | None,
 
 
 @dataclass
-class Breakdown:
+class Breakdown(ResultMixin):
     """Conversion by group with Wilson intervals, a chi-square test across groups and
     pairwise two-proportion z-tests with Holm correction (family: all pairs of this
     breakdown)."""
@@ -483,7 +484,7 @@ def two_proportion_z(x1: float, n1: float, x2: float, n2: float) -> tuple[float,
 
 
 @dataclass
-class PainPoints:
+class PainPoints(ResultMixin):
     """Drop-off by step and group against the step's overall rate, ranked by excess
     customers lost (``dropped - at_risk x overall rate``). A cell is flagged when its rate is
     significantly worse than the rest of its step (one-sided two-proportion z-test, Holm
@@ -521,6 +522,9 @@ class PainPoints:
         cols = ["step", "event", "next_event", by, "at_risk", "dropped", "rate",
                 "overall_rate", "excess_lost", "p_holm", "worse", "suppressed"]
         return cls(by, df[cols], unit)
+
+    #: ``worse`` marks the significant rows (their p-value cells are marked)
+    _format = {"significant": "worse"}
 
     def table(self) -> pd.DataFrame:
         return self.frame

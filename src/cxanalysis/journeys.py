@@ -34,6 +34,9 @@ import pandas as pd
 from ibis import _
 
 from cxanalysis.data import CXDataError, Source, epoch_micros
+from cxanalysis.formatting import ResultMixin
+from cxanalysis.plotting import display_label
+from cxanalysis.plotting import palette as cb_palette
 from cxanalysis.privacy import MIN_GROUP_SIZE
 from cxanalysis.schema import STAGES
 
@@ -48,7 +51,7 @@ TOUCH_STAGES = ("awareness", "discovery", "consideration")
 
 
 @dataclass
-class PathCounts:
+class PathCounts(ResultMixin):
     """Distinct channel paths with how many journeys followed them and how many converted.
 
     ``frame`` holds every path (it stays in memory for attribution); what is shown —
@@ -160,8 +163,11 @@ class PathCounts:
         ax = ax if ax is not None else plt.subplots(figsize=(8, 5))[1]
         small = self.transitions().sum(axis=1) < self._k(min_group_size)
         probs = self.transition_matrix().mask(small, axis=0)
+        probs = probs.rename(index=display_label, columns=display_label)
         sns.heatmap(probs, annot=True, fmt=".2f", cmap="Blues", ax=ax, cbar=False)
-        ax.set_title("Channel transition probabilities")
+        ax.set_xlabel("next state")
+        ax.set_ylabel("from state")
+        ax.set_title("Channel transition probabilities (share of moves)")
         return ax
 
     def plot_flow(self, ax: plt.Axes | None = None, depth: int = 3,
@@ -190,17 +196,18 @@ class PathCounts:
         total = sum(cols[0].values())
         gap = 0.02 * total
         pos: list[dict[str, list[float]]] = []
-        palette = dict(zip(sorted({k for c in cols for k in c}), plt.cm.tab10.colors * 3,
-                           strict=False))
+        names = sorted({k for c in cols for k in c})
+        palette = dict(zip(names, cb_palette(len(names)), strict=True))
         for i, col in enumerate(cols):
             y = 0.0
             pos.append({})
             for node in sorted(col, key=lambda k: (-col[k], k)):
                 pos[i][node] = [y, y]  # [top, running offset for links]
-                ax.add_patch(plt.Rectangle((i - 0.04, y), 0.08, col[node],
-                                           color=palette[node]))
-                if col[node] >= min_group_size:
-                    ax.text(i + 0.06, y + col[node] / 2, node, va="center", fontsize=8)
+                if col[node] >= min_group_size:  # a small group is neither drawn nor named
+                    ax.add_patch(plt.Rectangle((i - 0.04, y), 0.08, col[node],
+                                               color=palette[node]))
+                    ax.text(i + 0.06, y + col[node] / 2, display_label(node), va="center",
+                            fontsize=8)
                 y += col[node] + gap
         out_off = {(i, k): v[0] for i, p in enumerate(pos) for k, v in p.items()}
         in_off = dict(out_off)
@@ -333,7 +340,7 @@ def _support(journeys: ibis.Table, channels: list[str]) -> pd.DataFrame:
 
 
 @dataclass
-class StageDurations:
+class StageDurations(ResultMixin):
     """Hours a journey spends in each stage before moving on to a later one (see
     :func:`stage_durations`), by group (persona, channel, ...)."""
 

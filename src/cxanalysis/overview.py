@@ -13,6 +13,7 @@ import pandas as pd
 from ibis import _
 
 from cxanalysis.data import Source
+from cxanalysis.formatting import ResultMixin
 from cxanalysis.privacy import MIN_GROUP_SIZE, suppress_small_groups
 from cxanalysis.schema import STAGES
 
@@ -34,7 +35,7 @@ def _axes(ax: plt.Axes | None, figsize: tuple[float, float] = (8, 4)) -> plt.Axe
 
 
 @dataclass
-class TableSummary:
+class TableSummary(ResultMixin):
     """Rows, distinct customers and time span of every table in a source."""
 
     frame: pd.DataFrame
@@ -82,7 +83,7 @@ def table_summary(source: Source) -> TableSummary:
 
 
 @dataclass
-class VolumeOverTime:
+class VolumeOverTime(ResultMixin):
     """Events per period and channel."""
 
     frame: pd.DataFrame  # period, channel, events
@@ -121,7 +122,7 @@ def volume_over_time(source: Source, freq: str = "week", start: str | None = Non
 
 
 @dataclass
-class ChannelMix:
+class ChannelMix(ResultMixin):
     """Events, customers and orders by channel, with shares."""
 
     frame: pd.DataFrame
@@ -164,7 +165,7 @@ def channel_mix(source: Source, start: str | None = None, end: str | None = None
 
 
 @dataclass
-class StageCoverage:
+class StageCoverage(ResultMixin):
     """How many events and customers each journey stage has."""
 
     frame: pd.DataFrame
@@ -198,7 +199,7 @@ def stage_coverage(source: Source, start: str | None = None, end: str | None = N
 
 
 @dataclass
-class FeedbackDistributions:
+class FeedbackDistributions(ResultMixin):
     """Counts of each score of nps / csat / effort, and the NPS."""
 
     frame: pd.DataFrame  # score_type, score, answers
@@ -267,7 +268,7 @@ def feedback_distributions(source: Source, start: str | None = None, end: str | 
 
 
 @dataclass
-class ExperimentsPresent:
+class ExperimentsPresent(ResultMixin):
     """Experiments found in ``assignments``: variants, customers and assignment span."""
 
     frame: pd.DataFrame

@@ -31,6 +31,7 @@ from ibis import _
 from scipy import stats
 
 from cxanalysis.data import CXDataError, Source
+from cxanalysis.formatting import ResultMixin
 from cxanalysis.funnel import FunnelResult, _with_group, two_proportion_z
 from cxanalysis.funnel import funnel as funnel_fn
 from cxanalysis.overview import nps_score
@@ -47,7 +48,7 @@ def _ts_between(t: ibis.Table, col: str, start: str | None, end: str | None) -> 
 
 
 @dataclass
-class FeedbackByTouchpoint:
+class FeedbackByTouchpoint(ResultMixin):
     """Scores by the touchpoint rated (feedback ``event``) and channel."""
 
     frame: pd.DataFrame
@@ -90,7 +91,7 @@ def feedback_by_touchpoint(source: Source, start: str | None = None, end: str | 
 
 
 @dataclass
-class CommentThemes:
+class CommentThemes(ResultMixin):
     """Themes found in comments: top words per theme, how often each theme is the main
     theme of comments about each touchpoint, and the sentiment of each theme's answers.
 
@@ -322,7 +323,7 @@ def comment_themes(source: Source, n_themes: int | None = None, seed: int = 0,
 
 
 @dataclass
-class MomentsOfTruth:
+class MomentsOfTruth(ResultMixin):
     """Which touchpoint flags predict each outcome: odds ratio per standard deviation of a
     flag with a 95% interval (unpenalised logistic regression on the standardised flags
     that remain after merging near-duplicates), cross-validated AUC of an L2 model.
@@ -537,7 +538,7 @@ def mantel_haenszel(tables: np.ndarray) -> dict[str, float]:
 
 
 @dataclass
-class AdjustedPainPoints:
+class AdjustedPainPoints(ResultMixin):
     """Drop-off by step x channel, compared with the rest of the step before and after
     adjusting for a per-customer stratum (persona).
 

@@ -99,7 +99,9 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from cxanalysis.data import CXDataError, Source, between_days, epoch_seconds, window_end
+from cxanalysis.formatting import ResultMixin
 from cxanalysis.privacy import MIN_GROUP_SIZE
+from cxanalysis.results import to_jsonable
 
 #: Activities a customer needs in the window to be clustered, by default: events, or orders
 #: when the source has no events.
@@ -571,7 +573,7 @@ def stability_verdict(j: float) -> str:
 
 
 @dataclass
-class Personas:
+class Personas(ResultMixin):
     """Fitted personas with their profiles, stability and the k sweep."""
 
     model: PersonaModel
@@ -614,6 +616,17 @@ class Personas:
     def unstable(self) -> list[str]:
         """Personas whose mean bootstrap Jaccard is below :data:`STABLE_JACCARD`."""
         return [n for n in self.names if self.jaccard[n] < STABLE_JACCARD]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The headline: k, sizes (under ``min_group_size`` as None), stability per persona
+        (mean bootstrap Jaccard), ARI across seeds and the unstable personas."""
+        sizes = self.sizes()
+        return to_jsonable({
+            "k": self.k,
+            "persona_sizes": {n: s if s >= self.min_group_size else None
+                              for n, s in sizes.items()},
+            "stability_jaccard": self.jaccard, "seed_ari": self.seed_ari,
+            "unstable": self.unstable, "inactive": self.inactive})
 
     def sizes(self) -> dict[str, int]:
         vc = self.assignments.value_counts()

@@ -55,6 +55,7 @@ import yaml
 
 import cxanalysis
 from cxanalysis.data import fingerprint
+from cxanalysis.formatting import headline
 from cxanalysis.results import OUT_ENV, dumps, find_published, to_jsonable
 
 KERNEL = "python3"
@@ -769,6 +770,57 @@ def _params_text(r: Mapping[str, Any]) -> str:
     return html.escape(", ".join(f"{k}={json.dumps(v)}" for k, v in params.items()))
 
 
+_INDEX_STYLE = (
+    "body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}"
+    "table{border-collapse:collapse}"
+    "td,th{border:1px solid #ccc;padding:.4em;vertical-align:top;text-align:left}"
+    ".stale{color:#666}.run{color:#444;overflow-wrap:anywhere}"
+    ".cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(330px,1fr));gap:1em}"
+    ".card{border:1px solid #d0d7de;border-radius:8px;padding:.8em 1em;background:#fff;"
+    "overflow-wrap:anywhere}"
+    ".card h2{font-size:1.15em;margin:.1em 0 .4em 0}"
+    ".card ul{margin:.3em 0 .6em 0;padding-left:1.2em}.card li{margin:.2em 0}"
+    ".status{font-weight:bold;margin:.2em 0}.ok{color:#1b5e20}.failed{color:#b00020}"
+    ".warn{color:#8a6d00}.meta{font-size:.8em;color:#555;margin:.2em 0}"
+    "details{font-size:.8em;color:#555}")
+
+
+def _when(iso: Any) -> str:
+    """An ISO time as "2025-03-01 14:05 UTC" (the text itself when it is not one)."""
+    try:
+        t = dt.datetime.fromisoformat(str(iso))
+    except ValueError:
+        return str(iso or "")
+    if t.tzinfo is not None:
+        t = t.astimezone(dt.UTC)
+    return t.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _card(name: str, r: Mapping[str, Any]) -> str:
+    """One report's card on the index: its headline (from its results), status, source,
+    data fingerprint, time, and links."""
+    e = html.escape
+    status = str(r.get("status", "?"))
+    cls = "ok" if status == "OK" else "failed"
+    lines = headline(r.get("results") or {})
+    body = ("<ul>" + "".join(f"<li>{e(t)}</li>" for t in lines) + "</ul>" if lines else
+            "<p class='meta'>No headline published.</p>" if status == "OK" else "")
+    if r.get("error"):
+        body += f"<p class='failed'>{e(first_problem(str(r['error'])))}</p>"
+    src = r.get("source")
+    return (f"<section class='card'><h2><a href=\"{e(name)}.html\">{e(name)}</a></h2>"
+            f"<p class='status {cls}'>{e(status)}</p>{body}"
+            f"<p class='meta'>source <code>{e(str(src or 'not recorded'))}</code>, data "
+            f"fingerprint <code>{e(str(r.get('source_fingerprint') or 'none'))}</code></p>"
+            f"<p class='meta'>finished {e(_when(r.get('finished_at')))} in "
+            f"{e(str(r.get('duration_s', '')))} s, cxanalysis "
+            f"{e(str(r.get('package_version', '')))}</p>"
+            f"<p class='meta'><a href=\"{e(name)}.html\">report</a> · "
+            f"<a href=\"{e(name)}.results.json\">results</a> · "
+            f"<a href=\"{e(name)}.ipynb\">notebook</a></p>"
+            f"<details><summary>parameters</summary>{_params_text(r)}</details></section>")
+
+
 def _index_page(out_dir: Path, manifest: Mapping[str, Any] | None) -> str:
     records, foreign = _report_records(out_dir)
     e = html.escape
@@ -780,7 +832,7 @@ def _index_page(out_dir: Path, manifest: Mapping[str, Any] | None) -> str:
         stale = {n: r for n, r in records.items() if n not in current}
     else:  # no manifest (write_index on a folder of reports): every report is listed
         planned, current, stale = sorted(records), records, {}
-    rows = []
+    cards = []
     for n in planned:
         r = current.get(n)
         if r is None:
@@ -790,41 +842,26 @@ def _index_page(out_dir: Path, manifest: Mapping[str, Any] | None) -> str:
                 state = "NOT RUN YET"
             else:
                 state = "NOT RUN"
-            rows.append(f"<tr><td>{e(n)}</td><td style='color:#8a6d00;font-weight:bold'>"
-                        f"{state}</td><td></td><td></td><td></td><td></td><td></td>"
-                        "<td></td></tr>")
+            cards.append(f"<section class='card'><h2>{e(n)}</h2>"
+                         f"<p class='status warn'>{state}</p></section>")
             continue
-        status = e(str(r.get("status", "?")))
-        color = "#1b5e20" if status == "OK" else "#b00020"
-        rows.append(
-            f'<tr><td><a href="{e(n)}.html">{e(n)}</a></td>'
-            f'<td style="color:{color};font-weight:bold">{status}</td>'
-            f"<td>{e(str(r.get('duration_s', '')))} s</td>"
-            f"<td><code>{e(str(r.get('source_fingerprint') or ''))}</code></td>"
-            f"<td>{e(str(r.get('package_version', '')))}</td>"
-            f"<td>{e(str(r.get('finished_at', '')))}</td>"
-            f'<td><a href="{e(n)}.results.json">results</a> · '
-            f'<a href="{e(n)}.ipynb">notebook</a></td>'
-            f"<td style='font-size:0.8em'>{_params_text(r)}</td></tr>")
+        cards.append(_card(n, r))
     parts = [_INDEX_HEAD,
              "<meta name='generator' content='cxanalysis report'>"
-             "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:.4em;vertical-align:top;text-align:left}"
-             ".stale{color:#666}</style></head><body><h1>cxanalysis reports</h1>"]
+             "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+             f"<style>{_INDEX_STYLE}</style></head><body><h1>cxanalysis reports</h1>"]
     if manifest:
         state = str(manifest.get("state"))
         if state == "interrupted":
             state += f" while {manifest.get('interrupted')} ran"
         src = manifest.get("source")
         parts.append(
-            f"<p>Run <code>{e(str(run_id))}</code> ({e(state)}), started "
+            f"<p class='run'>Run <code>{e(str(run_id))}</code> ({e(state)}), started "
             f"{e(str(manifest.get('started_at')))}"
             + (f", source <code>{e(str(src))}</code> (fingerprint "
                f"<code>{e(str(manifest.get('source_fingerprint')))}</code>)" if src else "")
             + f", cxanalysis {e(str(manifest.get('package_version')))}.</p>")
-    parts.append("<table><tr><th>report</th><th>status</th><th>duration</th>"
-                 "<th>data fingerprint</th><th>package</th><th>finished (UTC)</th>"
-                 "<th>files</th><th>parameters</th></tr>" + "".join(rows) + "</table>")
+    parts.append("<div class='cards'>" + "".join(cards) + "</div>")
     if stale:
         def link(n: str) -> str:  # no dead link when an older report's page is gone
             return f'<a href="{e(n)}.html">{e(n)}</a>' if (out_dir / f"{n}.html").is_file() \
@@ -839,9 +876,9 @@ def _index_page(out_dir: Path, manifest: Mapping[str, Any] | None) -> str:
             f"<td>{e(str(r.get('package_version', '')))}</td></tr>"
             for n, r in sorted(stale.items()))
         parts.append("<h2>Older reports in this folder (stale: not from this run)</h2>"
-                     "<table><tr><th>report</th><th>status</th><th>source</th>"
-                     "<th>data fingerprint</th><th>finished (UTC)</th><th>package</th></tr>"
-                     + srows + "</table>")
+                     "<div style='overflow-x:auto'><table><tr><th>report</th><th>status</th>"
+                     "<th>source</th><th>data fingerprint</th><th>finished (UTC)</th>"
+                     "<th>package</th></tr>" + srows + "</table></div>")
     if foreign:
         parts.append("<p class='stale'>Not listed: " + e(", ".join(foreign))
                      + " (not written by cxanalysis report).</p>")

@@ -88,10 +88,29 @@ def publish(results: Mapping[str, Any]) -> dict[str, Any]:
     try:
         from IPython.display import display
 
-        display({RESULTS_MIME: clean, "text/plain": dumps(clean)}, raw=True)
+        # The runner reads RESULTS_MIME; a reader sees a short formatted summary, never the
+        # raw JSON (which lives in NAME.results.json next to the report).
+        display({RESULTS_MIME: clean, **published_summary(clean)}, raw=True)
     except ImportError:  # pragma: no cover - outside IPython
         print(dumps(clean))
     return clean
+
+
+def published_summary(clean: Mapping[str, Any]) -> dict[str, str]:
+    """What a reader sees of :func:`publish`: ``text/html`` (the headline sentences, see
+    :func:`cxanalysis.formatting.headline`, and where the figures are saved) and a one-line
+    ``text/plain``."""
+    import html
+
+    from cxanalysis.formatting import headline
+
+    lines = headline(clean)
+    where = ("The headline figures are saved as JSON in this report's "
+             "<code>NAME.results.json</code>, next to it.")
+    items = "".join(f"<li>{html.escape(t)}</li>" for t in lines)
+    body = (f"<p><strong>Headline figures</strong></p><ul>{items}</ul>" if lines else "")
+    return {"text/html": f"<div class='cx-published'>{body}<p>{where}</p></div>",
+            "text/plain": f"Published {len(clean)} headline figures to NAME.results.json."}
 
 
 def find_published(nb: Any) -> dict[str, Any] | None:
