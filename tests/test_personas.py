@@ -65,7 +65,7 @@ def test_features_match_a_pandas_recomputation(world_path: Path, fitted) -> None
 def test_planted_personas_are_recovered(fitted, truth) -> None:
     assert fitted.k == 5  # chosen from the data, not given
     ari = adjusted_rand_score(truth.reindex(fitted.assignments.index), fitted.assignments)
-    assert ari >= 0.9  # 0.93 on the demo world
+    assert ari >= 0.9  # 0.927 on the demo world (log-ratio channels, no NPS/tenure)
     assert min(fitted.jaccard.values()) >= 0.85  # five well-separated personas are stable
     assert fitted.seed_ari >= 0.9
     assert sum(fitted.sizes().values()) == len(fitted.assignments)

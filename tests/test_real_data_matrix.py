@@ -167,10 +167,12 @@ def test_windows_follow_the_data(matrix) -> None:
 
 def test_personas_use_the_source_vocabulary_and_are_shared(matrix) -> None:
     renamed = matrix["renamed"]["records"]["01_segments_vs_personas"]["results"]
-    assert "share_live_chat" in renamed["features"] + list(renamed["features_dropped"])
-    assert not any(f.removeprefix("share_") in CHANNEL_NAMES for f in renamed["features"])
+    # channels enter as centred log-ratios (clr_), the raw shares are profiled only
+    assert "clr_live_chat" in renamed["features"] + list(renamed["features_dropped"])
+    assert "share_live_chat" in renamed["features_not_clustered"]
+    assert not any(f.removeprefix("clr_") in CHANNEL_NAMES for f in renamed["features"])
     single = matrix["single_channel"]["records"]["01_segments_vs_personas"]["results"]
-    assert single["features_dropped"]["share_web"].startswith("constant")
+    assert single["features_dropped"]["clr_web"].startswith("constant")
     orders = matrix["orders_only"]["records"]["01_segments_vs_personas"]["results"]
     assert "orders_per_month" in orders["features"]
     assert not any(f.startswith("mix_") for f in orders["features"])
