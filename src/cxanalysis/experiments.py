@@ -61,7 +61,6 @@ Statistics, corrections and the decision rule are documented in :func:`analyze`.
 from __future__ import annotations
 
 import io
-import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -84,7 +83,6 @@ from cxanalysis.results import to_jsonable
 SRM_ALPHA = 0.001
 #: Event names that count as a service contact (the demo world and most CX logs use one).
 SUPPORT_EVENTS = ("support_contact",)
-_COUNTER = itertools.count()
 
 
 @dataclass(frozen=True)

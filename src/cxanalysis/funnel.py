@@ -221,7 +221,7 @@ def _attempts(ev: ibis.Table, n: int, window: int, con: ibis.BaseBackend) -> ibi
                          & (both.us - both.att <= window)).drop("a")
     # materialised: each pass below reads them, and the per-attempt state is read twice
     # per pass (as an unmaterialised expression its size would double with every step)
-    tagged = con.create_table(f"__attempt_events_{next(_COUNTER)}", tagged, temp=True)
+    tagged = materialize(tagged, "attempt_events")
     keys = ["customer_id", "att"]
     cur = starts.select(*keys)
     for k in range(1, n + 1):
@@ -238,7 +238,7 @@ def _attempts(ev: ibis.Table, n: int, window: int, con: ibis.BaseBackend) -> ibi
                                                              (f"u{k}", f"t{k}", f"ch{k}")})
         cur = cur.left_join(got, (cur.customer_id == got.ck) & (cur.att == got.ak)) \
             .drop("ck", "ak")
-        cur = con.create_table(f"__attempt_state_{next(_COUNTER)}", cur, temp=True)
+        cur = materialize(cur, "attempt_state")
     level = ibis.cases(*[(cur[f"u{k}"].notnull(), k) for k in range(n, 0, -1)], else_=0)
     return cur.mutate(level=level).drop(*[f"u{k}" for k in range(1, n + 1)])
 
