@@ -1781,7 +1781,7 @@ def log_learning(result: ExperimentResult, path: str | Path | None = None,
     """
     import json
 
-    from cxanalysis.report import atomic_write
+    from cxanalysis.files import atomic_write
     from cxanalysis.results import dumps, output_dir
 
     path = Path(path) if path is not None else output_dir() / "learning_log.csv"

@@ -955,7 +955,7 @@ def save_assignments(p: Personas, source: Source, folder: str | Path,
     """Write ``p``'s assignments (``customer_id, persona``) and a JSON record of the source
     fingerprint, the calibration window and the fit ``parameters`` (keys of
     :data:`FIT_DEFAULTS`) to ``folder``. Returns the Parquet file's path."""
-    from cxanalysis.report import atomic_write
+    from cxanalysis.files import atomic_write
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -55,6 +55,7 @@ import yaml
 
 import cxanalysis
 from cxanalysis.data import fingerprint
+from cxanalysis.files import atomic_write
 from cxanalysis.formatting import headline
 from cxanalysis.results import OUT_ENV, dumps, find_published, to_jsonable
 
@@ -267,31 +268,6 @@ def split_params_file(data: Mapping[str, Any], notebook_names: Sequence[str]
 
 
 # --------------------------------------------------------------------------- writing
-
-
-def _umask() -> int:
-    """The process's umask (reading it means setting it; it is restored at once)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(path: Path, data: str | bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename,
-    so a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        # mkstemp creates the file 0600; a report is an ordinary file: 0666 less the umask,
-        # as open() would have made it.
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def to_html(nb: nbformat.NotebookNode, failed_banner: str | None = None) -> str:
