@@ -47,7 +47,7 @@ def test_find_published_returns_the_last_published_results() -> None:
 def test_suppress_small_groups_blanks_every_figure_of_small_groups() -> None:
     table = pd.DataFrame({"group": ["a", "b", "c"], "customers": [50, 9, 10],
                           "rate": [0.2, 0.9, 0.3], "ok": [True, False, True]})
-    out = suppress_small_groups(table, "customers", min_size=10)
+    out = suppress_small_groups(table, "customers", min_group_size=10)
     assert out["suppressed"].tolist() == [False, True, False]
     assert math.isnan(out.loc[1, "rate"]) and pd.isna(out.loc[1, "customers"])
     assert str(out["customers"].dtype) == "Int64"

@@ -39,9 +39,9 @@ from scipy import stats
 from sklearn.metrics import adjusted_mutual_info_score, adjusted_rand_score, r2_score, roc_auc_score
 from sklearn.model_selection import KFold, StratifiedKFold
 
-from cxanalysis.data import Source, between_days
+from cxanalysis.breakdowns import Breakdown
+from cxanalysis.data import UNKNOWN, Labels, LabelsLike, Source, between_days
 from cxanalysis.formatting import ResultMixin
-from cxanalysis.funnel import Breakdown
 from cxanalysis.privacy import MIN_GROUP_SIZE
 from cxanalysis.results import to_jsonable
 
@@ -343,13 +343,29 @@ def _nested(a: pd.Series, b: pd.Series, out: pd.DataFrame, an: str, bn: str) -> 
     return pd.DataFrame(rows)
 
 
-def conversion_by_group(groups: pd.Series, outcomes: pd.DataFrame, name: str,
-                        alpha: float = 0.05, min_group_size: int = MIN_GROUP_SIZE) -> Breakdown:
-    """Holdout conversion by group (labels indexed by customer_id), with Wilson intervals, a
-    chi-square across groups and pairwise Holm-corrected tests (see
-    :class:`cxanalysis.funnel.Breakdown`)."""
-    conv = (outcomes["converted"].groupby(groups.reindex(outcomes.index))
-            .agg(["size", "sum"]).reset_index())
+def conversion_by_group(groups: pd.Series | LabelsLike, outcomes: pd.DataFrame,
+                        name: str | None = None, alpha: float = 0.05,
+                        min_group_size: int = MIN_GROUP_SIZE) -> Breakdown:
+    """Holdout conversion by group, with Wilson intervals, a chi-square across groups and
+    pairwise Holm-corrected tests (see :class:`cxanalysis.breakdowns.Breakdown`).
+
+    Parameters
+    ----------
+    groups : Series or labels
+        Per-customer labels: a Series indexed by ``customer_id`` or anything
+        :meth:`cxanalysis.data.Labels.of` takes. Customers of ``outcomes`` without a label
+        are the group ``"(unknown)"``.
+    outcomes : DataFrame
+        Indexed by ``customer_id`` with a 0/1 ``converted`` column
+        (:func:`holdout_outcomes`).
+    name : str, optional
+        Name of the grouping (default: the labels' name).
+    """
+    if not isinstance(groups, pd.Series):
+        groups = Labels.of(groups).series()
+    name = name if name is not None else str(groups.name)
+    labels = groups.reindex(outcomes.index).astype(object).fillna(UNKNOWN).astype(str)
+    conv = outcomes["converted"].groupby(labels).agg(["size", "sum"]).reset_index()
     conv.columns = ["group", "customers", "converted"]
     return Breakdown.from_counts(name, conv, alpha, min_group_size)
 

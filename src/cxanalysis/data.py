@@ -36,6 +36,7 @@ import ibis.expr.datatypes as idt
 import pandas as pd
 
 from cxanalysis import engines as _engines  # noqa: F401 - patches Ibis's PostgreSQL compiler
+from cxanalysis.errors import ParameterError
 from cxanalysis.mapping import EPOCH_UNITS, ColumnRule, Mapping, TableMapping, load_mapping
 from cxanalysis.schema import TABLES, Column, Table
 
@@ -981,6 +982,70 @@ def epoch_micros(ts: ibis.Value) -> ibis.Value:
     return whole + ts.microsecond().cast("int64")
 
 
+#: How a customer without a label reads in every breakdown (one spelling for the package).
+UNKNOWN = "(unknown)"
+
+
+@dataclass(frozen=True)
+class DayWindow:
+    """Inclusive ISO days ``[start, end]`` in UTC; a missing bound is open.
+
+    The one time window of the package: every ``start`` / ``end`` parameter (ISO dates,
+    inclusive) is read through it, and :func:`between_days` is the one filter. ``end`` covers
+    its whole day: the exclusive upper instant is midnight UTC of the next day.
+
+    Raises :class:`cxanalysis.errors.ParameterError` for a bound that is not a date or an
+    ``end`` before ``start``.
+    """
+
+    start: str | None = None
+    end: str | None = None
+
+    def __post_init__(self) -> None:
+        try:
+            lo, hi = self.lower, self.upper
+        except (ValueError, TypeError) as exc:
+            raise ParameterError(f"a day window needs ISO dates (YYYY-MM-DD), got start="
+                                 f"{self.start!r}, end={self.end!r}") from exc
+        if lo is not None and hi is not None and hi <= lo:
+            raise ParameterError(f"day window: end {self.end} is before start {self.start}")
+
+    @classmethod
+    def of(cls, window: DayWindow | Sequence[str | None] | None) -> DayWindow:
+        """A window from a ``DayWindow``, a pair ``(start, end)`` or None (all days)."""
+        if isinstance(window, DayWindow):
+            return window
+        if window is None:
+            return cls()
+        start, end = window
+        return cls(start, end)
+
+    @property
+    def lower(self) -> pd.Timestamp | None:
+        """First instant inside the window (UTC), or None when open."""
+        return None if self.start is None else pd.Timestamp(self.start, tz="UTC")
+
+    @property
+    def upper(self) -> pd.Timestamp | None:
+        """First instant after the window (midnight UTC after ``end``), or None when open."""
+        return None if self.end is None else window_end(self.end)
+
+    @property
+    def is_open(self) -> bool:
+        """Whether both bounds are missing (the window holds every day)."""
+        return self.start is None and self.end is None
+
+    def contains(self, ts: ibis.Value) -> ibis.Value:
+        """Whether ``ts`` falls in the window (NULL for a NULL ``ts`` when a bound is given,
+        true otherwise)."""
+        cond = ibis.literal(True)
+        if self.start is not None:
+            cond &= ts >= self.lower
+        if self.end is not None:
+            cond &= ts < self.upper
+        return cond
+
+
 def window_end(end: str) -> pd.Timestamp:
     """Exclusive end instant of the inclusive ISO day ``end`` (UTC)."""
     return pd.Timestamp(end, tz="UTC") + pd.Timedelta(days=1)
@@ -988,18 +1053,100 @@ def window_end(end: str) -> pd.Timestamp:
 
 def in_days(ts: ibis.Value, start: str | None, end: str | None) -> ibis.Value:
     """Whether ``ts`` falls on the ISO days ``start`` to ``end`` (inclusive, UTC); a missing
-    bound is open (NULL for a NULL ``ts`` when a bound is given, true otherwise)."""
-    cond = ibis.literal(True)
-    if start is not None:
-        cond &= ts >= pd.Timestamp(start, tz="UTC")
-    if end is not None:
-        cond &= ts < window_end(end)
-    return cond
+    bound is open (NULL for a NULL ``ts`` when a bound is given, true otherwise). Same as
+    ``DayWindow(start, end).contains(ts)``."""
+    return DayWindow(start, end).contains(ts)
 
 
-def between_days(table: ibis.Table, start: str | None, end: str | None) -> ibis.Table:
-    """Rows of ``table`` whose ``ts`` falls on the ISO days ``start`` to ``end`` (inclusive,
-    UTC); a missing bound is open."""
-    if start is None and end is None:
+def between_days(table: ibis.Table, start: str | None | DayWindow = None,
+                 end: str | None = None, column: str = "ts") -> ibis.Table:
+    """Rows of ``table`` whose ``column`` (default ``ts``) falls on the ISO days ``start`` to
+    ``end`` (inclusive, UTC); a missing bound is open. ``start`` may be a
+    :class:`DayWindow` (then ``end`` is not given).
+
+    The one day-window filter of the package (overview, pain points, journeys, funnels,
+    segments, personas and the comparison all read their dates through it)."""
+    window = start if isinstance(start, DayWindow) else DayWindow(start, end)
+    if window.is_open:
         return table
-    return table.filter(in_days(table.ts, start, end))
+    return table.filter(window.contains(table[column]))
+
+
+# ------------------------------------------------------------------------------- labels
+
+
+@dataclass(frozen=True, eq=False)
+class Labels:
+    """One group label per customer: the one shape every breakdown takes.
+
+    Persona labels, segments and customer attributes all become a ``Labels``: a name (the
+    grouping, e.g. ``"persona"``) and an Ibis table with ``customer_id`` and ``group``
+    (both strings), so that breakdowns join it in the engine. Customers without a label
+    fall in the group :data:`UNKNOWN` (``"(unknown)"``) when joined (:meth:`join`).
+
+    Build one with :meth:`of` from a Series indexed by ``customer_id`` (as
+    :class:`cxanalysis.segments.Segments.labels`), a DataFrame or an Ibis table with
+    ``customer_id`` and the label column (as persona labels or the ``customers`` table).
+    """
+
+    name: str
+    table: ibis.Table
+
+    @classmethod
+    def of(cls, labels: Labels | pd.Series | pd.DataFrame | ibis.Table,
+           column: str | None = None) -> Labels:
+        """Labels from any per-customer grouping.
+
+        Parameters
+        ----------
+        labels : Labels, Series, DataFrame or ibis.Table
+            A Series is indexed by customer id (its name, or ``column``, names the
+            grouping); a DataFrame or table has ``customer_id`` and the label column.
+        column : str, optional
+            The label column of a DataFrame or table; may be left out when it has exactly
+            one column besides ``customer_id``.
+        """
+        if isinstance(labels, Labels):
+            return labels
+        if isinstance(labels, pd.Series):
+            name = column or (str(labels.name) if labels.name is not None else "group")
+            frame = pd.DataFrame({"customer_id": labels.index.astype(str),
+                                  "group": labels.astype(str).to_numpy()})
+            return cls(name, ibis.memtable(frame))
+        if not isinstance(labels, (pd.DataFrame, ibis.Table)):
+            raise ParameterError("labels must be a Series indexed by customer_id, or a "
+                                 "DataFrame or table with customer_id and a label column, "
+                                 f"not {type(labels).__name__}")
+        cols = list(labels.columns)
+        if column is None:
+            others = [c for c in cols if c != "customer_id"]
+            if len(others) != 1:
+                raise ParameterError(f"name the label column (column=...): the labels have "
+                                     f"columns {cols}")
+            column = others[0]
+        if "customer_id" not in cols or column not in cols:
+            raise ParameterError(f"labels need customer_id and {column!r}, got columns {cols}")
+        if isinstance(labels, pd.DataFrame):
+            # a memtable goes to whichever engine it is joined with
+            labels = ibis.memtable(labels[["customer_id", column]])
+        return cls(column, labels.select(customer_id=labels.customer_id.cast("string"),
+                                         group=labels[column].cast("string")))
+
+    def join(self, table: ibis.Table) -> ibis.Table:
+        """``table`` (with ``customer_id``) with a column ``group``: the customer's label,
+        :data:`UNKNOWN` for customers without one (no row is dropped)."""
+        j = table.left_join(self.table, "customer_id")
+        if "customer_id_right" in j.columns:
+            j = j.drop("customer_id_right")
+        return j.mutate(group=j.group.fill_null(UNKNOWN))
+
+    def series(self) -> pd.Series:
+        """The labels as a Series indexed by ``customer_id``, named after the grouping."""
+        df = self.table.execute()
+        return pd.Series(df["group"].to_numpy(), index=pd.Index(df["customer_id"],
+                                                                name="customer_id"),
+                         name=self.name)
+
+
+#: Anything :meth:`Labels.of` turns into per-customer labels.
+LabelsLike = Labels | pd.Series | pd.DataFrame | ibis.Table

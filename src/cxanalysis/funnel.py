@@ -57,8 +57,11 @@ import pandas as pd
 from ibis import _
 from scipy import stats
 
+from cxanalysis.breakdowns import Breakdown
 from cxanalysis.data import (
     CXDataError,
+    Labels,
+    LabelsLike,
     Source,
     between_days,
     epoch_micros,
@@ -66,9 +69,15 @@ from cxanalysis.data import (
     materialize,
     window_end,
 )
+from cxanalysis.errors import ParameterError
 from cxanalysis.formatting import ResultMixin, format_duration
 from cxanalysis.privacy import MIN_GROUP_SIZE, suppress_small_groups
-from cxanalysis.stats import adjust_pvalues
+from cxanalysis.stats import adjust_pvalues, two_proportion_z, wilson_interval
+
+#: Kept importable from here (they live in :mod:`cxanalysis.stats` and
+#: :mod:`cxanalysis.breakdowns`).
+__all__ = ["Breakdown", "FunnelResult", "PainPoints", "funnel", "two_proportion_z",
+           "wilson_interval"]
 
 MODES = ("ordered", "strict_order", "strict_steps", "unordered")
 #: What the funnel counts: each customer once (best attempt) or every attempt.
@@ -77,30 +86,17 @@ DEFAULT_WINDOW_SECONDS = 7 * 86_400
 _COUNTER = itertools.count()
 
 
-def wilson_interval(successes: np.ndarray | int, trials: np.ndarray | int, alpha: float = 0.05
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """Wilson score interval for a binomial proportion (NaN where ``trials == 0``)."""
-    x = np.asarray(successes, dtype=float)
-    n = np.asarray(trials, dtype=float)
-    z = stats.norm.isf(alpha / 2)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        p = x / n
-        centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)
-        half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / (1 + z**2 / n)
-    return centre - half, centre + half
-
-
 def _check_steps(steps: Sequence[str], window_seconds: float, mode: str) -> list[str]:
     steps = list(steps)
     if len(steps) < 2:
-        raise CXDataError(f"a funnel needs at least two steps, got {steps!r}")
+        raise ParameterError(f"a funnel needs at least two steps, got {steps!r}")
     dupes = sorted({s for s in steps if steps.count(s) > 1})
     if dupes:
-        raise CXDataError(f"duplicate step name(s) {dupes}: each step must be a distinct event")
+        raise ParameterError(f"duplicate step name(s) {dupes}: each step must be a distinct event")
     if not window_seconds or window_seconds <= 0:
-        raise CXDataError(f"window_seconds must be positive, got {window_seconds!r}")
+        raise ParameterError(f"window_seconds must be positive, got {window_seconds!r}")
     if mode not in MODES:
-        raise CXDataError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        raise ParameterError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     return steps
 
 
@@ -327,30 +323,37 @@ class FunnelResult(ResultMixin):
 
     # ------------------------------------------------------------------ breakdowns
 
-    def breakdown(self, by: str | ibis.Table | pd.DataFrame = "first_channel",
-                  column: str | None = None,
-                  min_group_size: int = MIN_GROUP_SIZE) -> Breakdown:
+    def breakdown(self, by: str | LabelsLike = "first_channel",
+                  min_group_size: int = MIN_GROUP_SIZE, *,
+                  column: str | None = None) -> Breakdown:
         """Conversion (reaching the last step) by a per-customer group.
 
         Parameters
         ----------
-        by : str, ibis.Table or DataFrame
+        by : str or labels
             ``"first_channel"`` / ``"last_channel"`` (channel of the attempt's first / last
-            step), or a table or DataFrame with ``customer_id`` and ``column`` (customer
-            attributes, persona labels).
+            step), or per-customer labels: a :class:`cxanalysis.data.Labels`, or anything
+            :meth:`Labels.of <cxanalysis.data.Labels.of>` takes (persona labels, a
+            segments Series, ``Labels.of(source.table("customers"), "region")``).
+            Customers without a label are the group ``"(unknown)"``.
+        min_group_size : int
+            Groups with fewer units are suppressed and left out of the tests.
         column : str, optional
-            The group column of a table ``by``.
+            Old form ``breakdown(table, column=...)``, kept working: the label column of a
+            table ``by`` (same as ``by=Labels.of(table, column)``).
         """
         c = self.customers
         n = len(self.steps)
         if isinstance(by, str):
             if by not in ("first_channel", "last_channel"):
-                raise ValueError("by must be 'first_channel', 'last_channel' or a table")
+                raise ParameterError("by must be 'first_channel', 'last_channel' or "
+                                     f"per-customer labels, not {by!r}")
             grouped = c.mutate(group=c[by])
             label = by
         else:
-            grouped = _with_group(c, by, column)
-            label = column
+            labels = Labels.of(by, column)
+            grouped = labels.join(c)
+            label = labels.name
         agg = (grouped.filter(~grouped.in_progress | (grouped.level == n))
                .group_by("group").aggregate(customers=_.count(),
                                             converted=(_.level == n).sum())
@@ -361,8 +364,13 @@ class FunnelResult(ResultMixin):
         return out
 
     def over_time(self, freq: str = "week") -> pd.DataFrame:
-        """Conversion by period of the attempt's start (customers still in progress excluded)."""
-        unit = {"day": "D", "week": "W", "month": "M"}[freq]
+        """Conversion by period (``"day"``, ``"week"`` from Monday, ``"month"``; UTC) of the
+        attempt's start (customers still in progress excluded): ``period``, ``customers``,
+        ``converted``, ``conversion`` with its Wilson interval ``ci_low`` / ``ci_high``."""
+        units = {"day": "D", "week": "W", "month": "M"}
+        if freq not in units:
+            raise ParameterError(f"freq must be one of {', '.join(units)}, got {freq!r}")
+        unit = units[freq]
         c = self.customers
         n = len(self.steps)
         agg = (c.filter(~c.in_progress | (c.level == n))
@@ -374,20 +382,34 @@ class FunnelResult(ResultMixin):
         agg["ci_low"], agg["ci_high"] = lo, hi
         return agg
 
-    def dropoff(self, by: str = "channel", labels: ibis.Table | pd.DataFrame | None = None,
-                column: str | None = None, min_group_size: int = MIN_GROUP_SIZE
-                ) -> PainPoints:
+    def dropoff(self, by: str | LabelsLike = "channel",
+                labels: LabelsLike | None = None, column: str | None = None,
+                min_group_size: int = MIN_GROUP_SIZE) -> PainPoints:
         """Drop-off at each step by the channel of the step event where customers stopped
-        (``by="channel"``) or by a customer group (``labels``/``column``), against the
-        overall drop-off rate of that step; see :class:`PainPoints`."""
+        (``by="channel"``) or by per-customer labels (``by`` = a
+        :class:`cxanalysis.data.Labels` or anything :meth:`Labels.of
+        <cxanalysis.data.Labels.of>` takes; unlabelled customers are ``"(unknown)"``),
+        against the overall drop-off rate of that step; see :class:`PainPoints`.
+
+        The old form ``dropoff(by=name, labels=table, column=col)`` still works (same as
+        ``dropoff(Labels.of(table, col))``)."""
         c = self.customers
-        if by != "channel":
-            c = _with_group(c, labels, column)
+        if labels is not None:
+            by = Labels.of(labels, column)
+        if isinstance(by, str):
+            if by != "channel":
+                raise ParameterError("by must be 'channel' or per-customer labels, not "
+                                     f"{by!r}")
+            name = "channel"
+        else:
+            lab = Labels.of(by, column)
+            c = lab.join(c)
+            name = lab.name
         n = len(self.steps)
         parts = []
         for k in range(1, n):
             at_risk = c.filter((c.level >= k) & ~((c.level == k) & c.in_progress))
-            if by == "channel":
+            if name == "channel" and isinstance(by, str):
                 at_risk = at_risk.mutate(group=at_risk[f"ch{k}"])
             agg = at_risk.group_by("group").aggregate(at_risk=_.count(),
                                                       dropped=(_.level == k).sum())
@@ -395,92 +417,17 @@ class FunnelResult(ResultMixin):
         df = ibis.union(*parts).execute() if len(parts) > 1 else parts[0].execute()
         df["event"] = [self.steps[k - 1] for k in df["step"]]
         df["next_event"] = [self.steps[k] for k in df["step"]]
-        return PainPoints.from_counts(df, by if by == "channel" else column, self.alpha,
-                                      min_group_size, unit=self.unit)
+        return PainPoints.from_counts(df, name, self.alpha, min_group_size, unit=self.unit)
 
 
-def _with_group(customers: ibis.Table, labels: ibis.Table | pd.DataFrame | None,
+def _with_group(customers: ibis.Table, labels: LabelsLike | None,
                 column: str | None) -> ibis.Table:
-    """``customers`` with ``group``: the ``column`` of the per-customer ``labels`` (a table or
-    a DataFrame with ``customer_id``), "(unknown)" for customers without a label."""
-    if labels is None or column is None or column not in labels.columns:
-        raise ValueError("give a label table (or DataFrame) with customer_id and its group "
-                         "column")
-    if isinstance(labels, pd.DataFrame):
-        labels = ibis.memtable(labels[["customer_id", column]])
-    lab = labels.select(customer_id=labels.customer_id.cast("string"),
-                        group=labels[column].cast("string"))
-    return customers.left_join(lab, "customer_id").mutate(group=_.group.fill_null("(unknown)"))
-
-
-@dataclass
-class Breakdown(ResultMixin):
-    """Conversion by group with Wilson intervals, a chi-square test across groups and
-    pairwise two-proportion z-tests with Holm correction (family: all pairs of this
-    breakdown)."""
-
-    by: str
-    frame: pd.DataFrame
-    chi2: float
-    p_value: float
-    dof: int
-    pairwise: pd.DataFrame
-    #: what the ``customers`` column counts: customers or attempts (of the funnel)
-    unit: str = "customers"
-
-    @classmethod
-    def from_counts(cls, by: str, agg: pd.DataFrame, alpha: float, min_group_size: int
-                    ) -> Breakdown:
-        agg = agg.copy()
-        agg["conversion"] = agg["converted"] / agg["customers"]
-        agg["ci_low"], agg["ci_high"] = wilson_interval(agg["converted"], agg["customers"],
-                                                        alpha)
-        big = agg[agg["customers"] >= min_group_size]
-        chi2 = p = np.nan
-        dof = 0
-        pair_rows = []
-        if len(big) >= 2:
-            table = np.column_stack([big["converted"], big["customers"] - big["converted"]])
-            if (table.sum(axis=0) > 0).all():
-                chi2, p, dof, _ = stats.chi2_contingency(table, correction=False)
-            for (_, a), (_, b) in itertools.combinations(big.iterrows(), 2):
-                z, pv = two_proportion_z(a.converted, a.customers, b.converted, b.customers)
-                pair_rows.append({"group_a": a.group, "group_b": b.group,
-                                  "diff": a.conversion - b.conversion, "z": z, "p_value": pv})
-        pairwise = pd.DataFrame(pair_rows, columns=["group_a", "group_b", "diff", "z",
-                                                    "p_value"])
-        if len(pairwise):
-            pairwise["p_holm"] = adjust_pvalues(pairwise["p_value"].to_numpy(float), "holm")
-            pairwise["significant"] = pairwise["p_holm"] < alpha
-        frame = suppress_small_groups(agg, "customers", min_group_size)
-        return cls(by, frame, float(chi2), float(p), int(dof), pairwise)
-
-    def table(self) -> pd.DataFrame:
-        return self.frame
-
-    def plot(self, ax: plt.Axes | None = None) -> plt.Axes:
-        ax = ax if ax is not None else plt.subplots(figsize=(7, 3.5))[1]
-        f = self.frame.dropna(subset=["conversion"])
-        ax.errorbar(f["conversion"], f["group"], xerr=[f["conversion"] - f["ci_low"],
-                                                       f["ci_high"] - f["conversion"]],
-                    fmt="o", color="#1e88e5", capsize=3)
-        ax.set_xlabel(f"conversion of {self.unit} (95% Wilson interval)")
-        ax.set_title(f"Conversion by {self.by}")
-        return ax
-
-    def summary(self) -> str:
-        return (f"Conversion of {self.unit} differs across {self.by} groups: chi-square "
-                f"{self.chi2:.1f} on {self.dof} df, p = {self.p_value:.2g}.")
-
-
-def two_proportion_z(x1: float, n1: float, x2: float, n2: float) -> tuple[float, float]:
-    """Pooled two-proportion z-test, two-sided: (z, p). NaN when undefined."""
-    p = (x1 + x2) / (n1 + n2)
-    se = np.sqrt(p * (1 - p) * (1 / n1 + 1 / n2))
-    if se == 0:
-        return float("nan"), float("nan")
-    z = (x1 / n1 - x2 / n2) / se
-    return float(z), float(2 * stats.norm.sf(abs(z)))
+    """``customers`` with ``group`` from per-customer ``labels`` ("(unknown)" without a
+    label). Kept for old callers: use ``Labels.of(labels, column).join(customers)``."""
+    if labels is None:
+        raise ParameterError("give per-customer labels (a Labels, a Series indexed by "
+                             "customer_id, or a table with customer_id and its group column)")
+    return Labels.of(labels, column).join(customers)
 
 
 @dataclass
@@ -494,6 +441,7 @@ class PainPoints(ResultMixin):
     frame: pd.DataFrame
     #: what ``at_risk``, ``dropped`` and ``excess_lost`` count: customers or attempts
     unit: str = "customers"
+    min_group_size: int = MIN_GROUP_SIZE
 
     @classmethod
     def from_counts(cls, df: pd.DataFrame, by: str, alpha: float, min_group_size: int,
@@ -521,7 +469,7 @@ class PainPoints(ResultMixin):
                                    columns=["at_risk", "dropped", "rate", "excess_lost"])
         cols = ["step", "event", "next_event", by, "at_risk", "dropped", "rate",
                 "overall_rate", "excess_lost", "p_holm", "worse", "suppressed"]
-        return cls(by, df[cols], unit)
+        return cls(by, df[cols], unit, min_group_size)
 
     #: ``worse`` marks the significant rows (their p-value cells are marked)
     _format = {"significant": "worse"}
@@ -639,9 +587,9 @@ def funnel(
     """
     steps = _check_steps(steps, window_seconds, mode)
     if unit not in UNITS:
-        raise CXDataError(f"unit must be one of {', '.join(UNITS)}, got {unit!r}")
+        raise ParameterError(f"unit must be one of {', '.join(UNITS)}, got {unit!r}")
     if unit == "attempts" and mode != "ordered":
-        raise CXDataError(f"unit='attempts' is defined for mode='ordered' only, got {mode!r}")
+        raise ParameterError(f"unit='attempts' is defined for mode='ordered' only, got {mode!r}")
     n = len(steps)
     all_events = source.table("events") if isinstance(source, Source) else source
     events, ev = _step_events(all_events, steps, mode, start, end)

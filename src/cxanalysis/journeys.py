@@ -33,11 +33,12 @@ import numpy as np
 import pandas as pd
 from ibis import _
 
-from cxanalysis.data import CXDataError, Source, epoch_micros
+from cxanalysis.data import CXDataError, Labels, LabelsLike, Source, between_days, epoch_micros
+from cxanalysis.errors import ParameterError
 from cxanalysis.formatting import ResultMixin
 from cxanalysis.plotting import display_label
 from cxanalysis.plotting import palette as cb_palette
-from cxanalysis.privacy import MIN_GROUP_SIZE
+from cxanalysis.privacy import MIN_GROUP_SIZE, suppress_small_groups
 from cxanalysis.schema import STAGES
 
 SEP = " > "
@@ -56,9 +57,11 @@ class PathCounts(ResultMixin):
 
     ``frame`` holds every path (it stays in memory for attribution); what is shown —
     :meth:`table`, :meth:`summary`, :meth:`plot`, :meth:`combinations`, :meth:`plot_flow`,
-    :meth:`plot_transitions` — leaves out groups of fewer than ``min_group_size`` journeys
+    :meth:`plot_transitions` — suppresses groups of fewer than ``min_group_size`` journeys
     (the notebook's ``min_group_size`` when given to :func:`journey_paths`; each method
-    also takes it as an argument)."""
+    also takes it as an argument): tables keep their rows with the figures missing and
+    ``suppressed`` true, ranked after the others (:mod:`cxanalysis.privacy`); plots and the
+    summary leave them out."""
 
     frame: pd.DataFrame  # path, journeys, conversions
     inactivity_days: float
@@ -76,11 +79,19 @@ class PathCounts(ResultMixin):
         return self.min_group_size if min_group_size is None else min_group_size
 
     def table(self, top: int | None = 15, min_group_size: int | None = None) -> pd.DataFrame:
-        """The most common paths (paths followed by fewer than ``min_group_size`` journeys
-        are left out), with their conversion rate."""
-        f = self.frame[self.frame["journeys"] >= self._k(min_group_size)].copy()
+        """The most common paths with their conversion rate; paths followed by fewer than
+        ``min_group_size`` journeys are suppressed (ranked last, figures missing)."""
+        f = self.frame.copy()
         f["conversion"] = f["conversions"] / f["journeys"]
         f = f.sort_values(["journeys", "path"], ascending=[False, True])
+        # sorted by journeys, so the suppressed rows are already the last ones
+        f = suppress_small_groups(f, "journeys", self._k(min_group_size))
+        return (f.head(top) if top else f).reset_index(drop=True)
+
+    def _shown(self, top: int | None, min_group_size: int | None) -> pd.DataFrame:
+        """:meth:`table` without its suppressed rows (what plots and sentences show)."""
+        f = self.table(top=None, min_group_size=min_group_size)
+        f = f[~f["suppressed"]]
         return (f.head(top) if top else f).reset_index(drop=True)
 
     @property
@@ -98,7 +109,7 @@ class PathCounts(ResultMixin):
     def summary(self, min_group_size: int | None = None) -> str:
         head = (f"{self.journeys:,} journeys ({self.conversions:,} converted) over "
                 f"{len(self.frame):,} distinct channel paths; ")
-        shown = self.table(top=1, min_group_size=min_group_size)
+        shown = self._shown(top=1, min_group_size=min_group_size)
         if shown.empty:
             return head + (f"no path is followed by {self._k(min_group_size)} or more "
                            "journeys.")
@@ -109,7 +120,7 @@ class PathCounts(ResultMixin):
     def plot(self, ax: plt.Axes | None = None, top: int = 12,
              min_group_size: int | None = None) -> plt.Axes:
         ax = ax if ax is not None else plt.subplots(figsize=(8, 4.5))[1]
-        f = self.table(top=top, min_group_size=min_group_size).iloc[::-1]
+        f = self._shown(top=top, min_group_size=min_group_size).iloc[::-1]
         ax.barh(f["path"], f["journeys"], color="#90caf9", label="journeys")
         ax.barh(f["path"], f["conversions"], color="#1e88e5", label="converted")
         ax.set_xlabel("journeys")
@@ -119,14 +130,16 @@ class PathCounts(ResultMixin):
 
     def combinations(self, min_group_size: int | None = None, top: int = 10) -> pd.DataFrame:
         """Channel sets (order ignored) with journeys, conversions and conversion rate,
-        ranked by conversions: the combinations that precede conversion."""
+        ranked by conversions: the combinations that precede conversion. Sets of fewer than
+        ``min_group_size`` journeys are suppressed and ranked last."""
         f = self.frame.assign(channels=[" + ".join(sorted(set(p.split(SEP))))
                                         for p in self.frame["path"]])
         g = f.groupby("channels", as_index=False)[["journeys", "conversions"]].sum()
-        g = g[g["journeys"] >= self._k(min_group_size)]
         g["conversion"] = g["conversions"] / g["journeys"]
-        return g.sort_values(["conversions", "channels"], ascending=[False, True]).head(top) \
-            .reset_index(drop=True)
+        g = g.sort_values(["conversions", "channels"], ascending=[False, True])
+        g = suppress_small_groups(g, "journeys", self._k(min_group_size))
+        g = g.sort_values("suppressed", kind="stable")
+        return g.head(top).reset_index(drop=True)
 
     def transitions(self) -> pd.DataFrame:
         """First-order transition counts between ``(start)``, channels, ``(conversion)`` and
@@ -236,11 +249,8 @@ def _journey_events(source: Source | ibis.Table, start: str | None, end: str | N
                     stages: Sequence[str] | None, also: str | None = None) -> ibis.Table:
     """Events in the dates and ``stages`` (None: all), plus every ``also`` event (the
     conversion event, which ends journeys whatever its stage)."""
-    ev = source.table("events") if isinstance(source, Source) else source
-    if start is not None:
-        ev = ev.filter(ev.ts >= pd.Timestamp(start, tz="UTC"))
-    if end is not None:
-        ev = ev.filter(ev.ts < pd.Timestamp(end, tz="UTC") + pd.Timedelta(days=1))
+    ev = between_days(source.table("events") if isinstance(source, Source) else source,
+                      start, end)
     if stages is not None:
         if "stage" not in ev.columns:
             raise CXDataError("events has no 'stage' column: pass stages=None to use every "
@@ -345,13 +355,15 @@ class StageDurations(ResultMixin):
     :func:`stage_durations`), by group (persona, channel, ...)."""
 
     frame: pd.DataFrame
+    min_group_size: int = MIN_GROUP_SIZE
 
     def table(self) -> pd.DataFrame:
         return self.frame
 
     def plot(self, ax: plt.Axes | None = None) -> plt.Axes:
         ax = ax if ax is not None else plt.subplots(figsize=(8, 4))[1]
-        pivot = self.frame.pivot(index="stage", columns="group", values="median_hours")
+        shown = self.frame[~self.frame["suppressed"]]
+        pivot = shown.pivot(index="stage", columns="group", values="median_hours")
         pivot = pivot.reindex([s for s in STAGES if s in pivot.index])
         pivot.plot.bar(ax=ax)
         ax.set_ylabel("median hours until a later stage")
@@ -360,7 +372,7 @@ class StageDurations(ResultMixin):
         return ax
 
 
-def stage_durations(source: Source | ibis.Table, by: str | ibis.Table = "channel",
+def stage_durations(source: Source | ibis.Table, by: str | LabelsLike = "channel",
                     column: str | None = None, start: str | None = None,
                     end: str | None = None, inactivity_days: float = 7,
                     min_group_size: int = MIN_GROUP_SIZE) -> StageDurations:
@@ -379,20 +391,24 @@ def stage_durations(source: Source | ibis.Table, by: str | ibis.Table = "channel
     ----------
     source : Source or ibis.Table
         A source (its ``events``, which need a ``stage`` column) or an events table.
-    by : "channel" or ibis.Table
+    by : "channel" or labels
         Group by the channel of the stage's first event (ties on time: the first channel
-        name), or by a per-customer label table with ``customer_id`` and ``column``.
+        name), or by per-customer labels (a :class:`cxanalysis.data.Labels` or anything
+        :meth:`Labels.of <cxanalysis.data.Labels.of>` takes, with ``column`` naming the
+        label column of a table); customers without a label are the group "(unknown)".
     start, end : str, optional
         First and last day (ISO dates, inclusive, UTC) of events considered.
     inactivity_days : float
         A gap longer than this (in days) starts a new journey.
     min_group_size : int
-        Stage x group cells with fewer customers are left out.
+        Stage x group cells with fewer customers are suppressed (row kept, figures missing,
+        ``suppressed`` true; see :mod:`cxanalysis.privacy`).
 
     Returns
     -------
     StageDurations
-        Per stage and group: ``journeys``, ``customers``, ``median_hours``, ``p90_hours``.
+        Per stage and group: ``journeys``, ``customers``, ``median_hours``, ``p90_hours``
+        (hours), ``suppressed``.
     """
     ev = _journey_events(source, start, end, stages=None)
     if "stage" not in ev.columns:
@@ -422,15 +438,14 @@ def stage_durations(source: Source | ibis.Table, by: str | ibis.Table = "channel
         hours=(_.next_us - _.first_us) / 3.6e9)
     if isinstance(by, str):
         if by != "channel":
-            raise ValueError("by must be 'channel' or a per-customer label table")
+            raise ParameterError(f"by must be 'channel' or per-customer labels, not {by!r}")
         durs = durs.mutate(group=durs.channel)
     else:
-        lab = by.select(customer_id=by.customer_id.cast("string"),
-                        group=by[column].cast("string"))
-        durs = durs.join(lab, "customer_id")
+        durs = Labels.of(by, column).join(durs)
     agg = (durs.group_by(["stage", "stage_no", "group"])
            .aggregate(journeys=_.count(), customers=_.customer_id.nunique(),
                       median_hours=_.hours.quantile(0.5), p90_hours=_.hours.quantile(0.9))
            .order_by(["stage_no", "group"]).execute())
-    agg = agg[agg["customers"] >= min_group_size].drop(columns="stage_no")
-    return StageDurations(agg.reset_index(drop=True))
+    agg = suppress_small_groups(agg.drop(columns="stage_no").reset_index(drop=True),
+                                "customers", min_group_size)
+    return StageDurations(agg, min_group_size)

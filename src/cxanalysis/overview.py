@@ -7,27 +7,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import ibis
 import matplotlib.pyplot as plt
 import pandas as pd
 from ibis import _
 
-from cxanalysis.data import Source
+from cxanalysis.data import Source, between_days
+from cxanalysis.errors import ParameterError
 from cxanalysis.formatting import ResultMixin
 from cxanalysis.privacy import MIN_GROUP_SIZE, suppress_small_groups
 from cxanalysis.schema import STAGES
+from cxanalysis.stats import nps_score  # lives in stats; still importable from here
 
 _TIME_COLUMN = {"events": "ts", "orders": "ts", "feedback": "ts", "assignments": "assigned_at",
                 "customers": "signup_date", "experiments": "start"}
-
-
-def _between(t: ibis.Table, col: str, start: str | None, end: str | None) -> ibis.Table:
-    """Rows with ``start <= col < end + 1 day`` (dates inclusive, UTC)."""
-    if start is not None:
-        t = t.filter(t[col] >= pd.Timestamp(start, tz="UTC"))
-    if end is not None:
-        t = t.filter(t[col] < pd.Timestamp(end, tz="UTC") + pd.Timedelta(days=1))
-    return t
 
 
 def _axes(ax: plt.Axes | None, figsize: tuple[float, float] = (8, 4)) -> plt.Axes:
@@ -109,8 +101,8 @@ def volume_over_time(source: Source, freq: str = "week", start: str | None = Non
     and channel, between ``start`` and ``end`` (ISO dates, inclusive)."""
     units = {"day": "D", "week": "W", "month": "M"}
     if freq not in units:
-        raise ValueError(f"freq must be one of {', '.join(units)}, got {freq!r}")
-    ev = _between(source.table("events"), "ts", start, end)
+        raise ParameterError(f"freq must be one of {', '.join(units)}, got {freq!r}")
+    ev = between_days(source.table("events"), start, end)
     agg = (ev.mutate(period=ev.ts.truncate(units[freq]))
            .group_by(["period", "channel"]).aggregate(events=_.count())
            .order_by(["period", "channel"]).execute())
@@ -144,11 +136,11 @@ def channel_mix(source: Source, start: str | None = None, end: str | None = None
     """Per channel: events, distinct customers, orders and revenue (when ``orders`` is
     present), and shares. Channels used by fewer than ``min_group_size`` customers are
     suppressed."""
-    ev = _between(source.table("events"), "ts", start, end)
+    ev = between_days(source.table("events"), start, end)
     mix = ev.group_by("channel").aggregate(events=ev.count(),
                                            customers=ev.customer_id.nunique()).execute()
     if source.has("orders"):
-        o = _between(source.table("orders"), "ts", start, end)
+        o = between_days(source.table("orders"), start, end)
         om = o.group_by("channel").aggregate(orders=o.count(), revenue=o.amount.sum()).execute()
         mix = mix.merge(om, on="channel", how="outer")
         mix["orders"] = mix["orders"].fillna(0).astype(int)
@@ -185,7 +177,7 @@ def stage_coverage(source: Source, start: str | None = None, end: str | None = N
                    min_group_size: int = MIN_GROUP_SIZE) -> StageCoverage:
     """Events and customers per ``stage`` in journey order (unlabelled events as
     ``(none)``); empty with a note when the events table has no ``stage`` column."""
-    ev = _between(source.table("events"), "ts", start, end)
+    ev = between_days(source.table("events"), start, end)
     if "stage" not in ev.columns:
         return StageCoverage(pd.DataFrame(columns=["stage", "events", "customers",
                                                    "customer_share"]))
@@ -233,18 +225,11 @@ class FeedbackDistributions(ResultMixin):
         return "; ".join(parts)
 
 
-def nps_score(promoters: int, detractors: int, answers: int) -> float:
-    """Net Promoter Score: % promoters (9-10) minus % detractors (0-6), in points."""
-    if answers <= 0:
-        raise ValueError("NPS needs at least one answer")
-    return 100.0 * (promoters - detractors) / answers
-
-
 def feedback_distributions(source: Source, start: str | None = None, end: str | None = None
                            ) -> FeedbackDistributions:
     """Distribution of every score column present in ``feedback`` (nps 0-10, csat 1-5,
     effort 1-7) and the NPS (promoters 9-10, detractors 0-6)."""
-    fb = _between(source.table("feedback"), "ts", start, end)
+    fb = between_days(source.table("feedback"), start, end)
     parts = []
     answers = {}
     nps = None

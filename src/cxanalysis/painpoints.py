@@ -30,21 +30,12 @@ import pandas as pd
 from ibis import _
 from scipy import stats
 
-from cxanalysis.data import CXDataError, Source
+from cxanalysis.data import CXDataError, DayWindow, Labels, LabelsLike, Source, between_days
 from cxanalysis.formatting import ResultMixin
-from cxanalysis.funnel import FunnelResult, _with_group, two_proportion_z
+from cxanalysis.funnel import FunnelResult
 from cxanalysis.funnel import funnel as funnel_fn
-from cxanalysis.overview import nps_score
 from cxanalysis.privacy import MIN_GROUP_SIZE, redact, suppress_small_groups, terms_used_by
-from cxanalysis.stats import adjust_pvalues
-
-
-def _ts_between(t: ibis.Table, col: str, start: str | None, end: str | None) -> ibis.Table:
-    if start is not None:
-        t = t.filter(t[col] >= pd.Timestamp(start, tz="UTC"))
-    if end is not None:
-        t = t.filter(t[col] < pd.Timestamp(end, tz="UTC") + pd.Timedelta(days=1))
-    return t
+from cxanalysis.stats import adjust_pvalues, nps_score, two_proportion_z
 
 
 @dataclass
@@ -72,7 +63,7 @@ def feedback_by_touchpoint(source: Source, start: str | None = None, end: str | 
     """Answers, NPS (promoters 9-10 minus detractors 0-6), mean CSAT and effort by
     ``event`` x ``channel`` of the feedback; groups under ``min_group_size`` customers are
     suppressed."""
-    fb = _ts_between(source.table("feedback"), "ts", start, end)
+    fb = between_days(source.table("feedback"), start, end)
     aggs = {"answers": _.count(), "customers": _.customer_id.nunique()}
     if "nps" in fb.columns:
         aggs |= {"nps_answers": _.nps.count(), "promoters": (_.nps >= 9).sum(),
@@ -101,7 +92,8 @@ class CommentThemes(ResultMixin):
         ``theme``, ``top_words``.
     counts : DataFrame
         ``event``, ``theme``, ``comments``, ``customers``, ``share`` (of the touchpoint's
-        comments), ``mean_nps``.
+        comments), ``mean_nps`` and ``suppressed`` (cells of fewer than ``min_group_size``
+        customers: figures missing).
     sentiment : DataFrame
         Per theme: ``comments``, ``customers``, and the shares of its comments from
         ``negative`` / ``neutral`` / ``positive`` answers (NPS 0-6 / 7-8 / 9-10, else CSAT
@@ -121,6 +113,7 @@ class CommentThemes(ResultMixin):
     sentiment: pd.DataFrame | None = None
     selection: pd.DataFrame | None = None
     components: np.ndarray | None = None
+    min_group_size: int = MIN_GROUP_SIZE
 
     @property
     def n_themes(self) -> int:
@@ -131,7 +124,8 @@ class CommentThemes(ResultMixin):
 
     def plot(self, ax: plt.Axes | None = None) -> plt.Axes:
         ax = ax if ax is not None else plt.subplots(figsize=(8, 4))[1]
-        pivot = self.counts.pivot(index="event", columns="theme", values="comments").fillna(0)
+        pivot = (self.counts.pivot(index="event", columns="theme", values="comments")
+                 .astype(float).fillna(0))
         pivot.plot.barh(stacked=True, ax=ax)
         ax.set_xlabel("comments")
         ax.set_title("Comment themes by touchpoint (TF-IDF + NMF)")
@@ -253,7 +247,8 @@ def comment_themes(source: Source, n_themes: int | None = None, seed: int = 0,
     and never returned; a word or bigram is a term of the model only if at least
     ``min_group_size`` distinct customers (and 3 comments) used it, so names and addresses
     that the redaction misses cannot reach the theme words. Theme counts by touchpoint and
-    theme sentiments with fewer than ``min_group_size`` customers are left out.
+    theme sentiments with fewer than ``min_group_size`` customers are suppressed (row kept,
+    figures missing, ``suppressed`` true).
 
     Parameters
     ----------
@@ -265,7 +260,7 @@ def comment_themes(source: Source, n_themes: int | None = None, seed: int = 0,
     """
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    fb = _ts_between(source.table("feedback"), "ts", start, end)
+    fb = between_days(source.table("feedback"), start, end)
     if "comment" not in fb.columns:
         raise CXDataError("feedback has no 'comment' column: no themes to find")
     scores = [c for c in ("nps", "csat") if c in fb.columns]
@@ -308,7 +303,8 @@ def comment_themes(source: Source, n_themes: int | None = None, seed: int = 0,
         aggs["mean_nps"] = ("nps", "mean")
     counts = df.groupby(["event", "theme"], as_index=False).agg(**aggs)
     counts["share"] = counts["comments"] / counts.groupby("event")["comments"].transform("sum")
-    counts = counts[counts["customers"] >= min_group_size].reset_index(drop=True)
+    # small touchpoint x theme cells keep their row, figures suppressed (one suppression)
+    counts = suppress_small_groups(counts, "customers", min_group_size)
     sent = df.groupby("theme").agg(comments=("theme", "size"),
                                    customers=("customer_id", "nunique"))
     shares = pd.crosstab(df["theme"], df["sentiment"], normalize="index")
@@ -319,7 +315,8 @@ def comment_themes(source: Source, n_themes: int | None = None, seed: int = 0,
     sent = sent.reindex(words["theme"]).reset_index()
     sent = suppress_small_groups(sent, "customers", min_group_size,
                                  columns=[c for c in sent.columns if c != "theme"])
-    return CommentThemes(words, counts, len(df), seed, sent, selection, model.components_)
+    return CommentThemes(words, counts, len(df), seed, sent, selection, model.components_,
+                         min_group_size)
 
 
 @dataclass
@@ -482,12 +479,12 @@ def moments_of_truth(source: Source, calibration: tuple[str, str], outcome: tupl
     :func:`fit_moments`: near-duplicate flags (``|r| > max_abs_corr``, default 0.9) merged,
     odds ratios per SD with 95% intervals, cross-validated AUC.
     """
-    ev = _ts_between(source.table("events"), "ts", *calibration)
+    ev = between_days(source.table("events"), DayWindow.of(calibration))
     if touchpoints is None:
         touchpoints = sorted(ev.select("event").distinct().execute()["event"])
     flags = ev.group_by("customer_id").aggregate(
         **{f"did_{t}": (_.event == t).any().cast("int8") for t in touchpoints})
-    orders = _ts_between(source.table("orders"), "ts", *outcome)
+    orders = between_days(source.table("orders"), DayWindow.of(outcome))
     outc = orders.group_by("customer_id").aggregate(n_orders=_.count())
     df = flags.left_join(outc, "customer_id").drop("customer_id_right") \
         .order_by("customer_id").execute()
@@ -556,6 +553,7 @@ class AdjustedPainPoints(ResultMixin):
     stratum: str
     unit: str
     window_seconds: float
+    min_group_size: int = MIN_GROUP_SIZE
 
     def table(self) -> pd.DataFrame:
         return self.frame
@@ -588,11 +586,10 @@ class AdjustedPainPoints(ResultMixin):
         return text
 
 
-def _stratified_dropoff_counts(fun: FunnelResult, labels: ibis.Table | pd.DataFrame,
-                               column: str) -> pd.DataFrame:
+def _stratified_dropoff_counts(fun: FunnelResult, labels: Labels) -> pd.DataFrame:
     """Per step, channel of the step event and stratum: ``at_risk`` and ``dropped``
     (aggregated in the engine; in-progress units at the step are not at risk)."""
-    c = _with_group(fun.customers, labels, column)
+    c = labels.join(fun.customers)
     n = len(fun.steps)
     parts = []
     for k in range(1, n):
@@ -605,25 +602,30 @@ def _stratified_dropoff_counts(fun: FunnelResult, labels: ibis.Table | pd.DataFr
     return df
 
 
-def adjusted_dropoff(fun: FunnelResult, labels: ibis.Table | pd.DataFrame,
-                     column: str = "persona", alpha: float = 0.05,
+def adjusted_dropoff(fun: FunnelResult, labels: LabelsLike,
+                     column: str | None = None, alpha: float = 0.05,
                      min_group_size: int = MIN_GROUP_SIZE) -> AdjustedPainPoints:
     """Drop-off at each step by the channel of the step event, compared with the rest of
-    the step unadjusted and within strata of ``labels[column]`` (Mantel–Haenszel).
+    the step unadjusted and within strata of per-customer ``labels`` (Mantel–Haenszel).
 
     Parameters
     ----------
     fun : FunnelResult
         A computed funnel (any unit; counts are in its unit).
-    labels : DataFrame or ibis.Table
-        Per customer: ``customer_id`` and ``column`` (e.g. the persona of notebook 01);
-        customers without a label form the stratum "(unknown)".
+    labels : Labels, Series, DataFrame or ibis.Table
+        Per-customer strata (e.g. the persona of notebook 01), in any form
+        :meth:`cxanalysis.data.Labels.of` takes; customers without a label form the
+        stratum "(unknown)".
+    column : str, optional
+        The label column of a DataFrame or table with more than one besides
+        ``customer_id`` (see :meth:`Labels.of <cxanalysis.data.Labels.of>`).
     alpha : float
         Family-wise error rate of the flags (Holm across the cells tested).
     min_group_size : int
         Cells with fewer units at risk are not tested and their counts are suppressed.
     """
-    df = _stratified_dropoff_counts(fun, labels, column)
+    labels = Labels.of(labels, column)
+    df = _stratified_dropoff_counts(fun, labels)
     rows = []
     for (k, ch), cell in df.groupby(["step", "channel"]):
         step = df[df["step"] == k]
@@ -666,16 +668,17 @@ def adjusted_dropoff(fun: FunnelResult, labels: ibis.Table | pd.DataFrame,
     f = suppress_small_groups(f.reset_index(drop=True), "at_risk", min_group_size,
                               columns=["at_risk", "dropped", "rate", "excess_lost",
                                        "excess_lost_adjusted"])
-    return AdjustedPainPoints(f, column, fun.unit, fun.window_seconds)
+    return AdjustedPainPoints(f, labels.name, fun.unit, fun.window_seconds, min_group_size)
 
 
 def window_sweep(source: Source | ibis.Table, steps: Sequence[str],
-                 labels: ibis.Table | pd.DataFrame, column: str = "persona",
+                 labels: LabelsLike, column: str | None = None,
                  windows_days: Sequence[float] = (1, 3, 7, 14), mode: str = "ordered",
                  unit: str = "customers", start: str | None = None, end: str | None = None,
                  alpha: float = 0.05, min_group_size: int = MIN_GROUP_SIZE) -> pd.DataFrame:
     """Does a pain-point flag survive other window lengths? The funnel and
-    :func:`adjusted_dropoff` are recomputed for each window (days).
+    :func:`adjusted_dropoff` are recomputed for each window (days). ``labels`` and
+    ``column`` as for :func:`adjusted_dropoff`.
 
     Returns
     -------
@@ -684,12 +687,13 @@ def window_sweep(source: Source | ibis.Table, steps: Sequence[str],
         window, with per window ``w{d}d_raw`` and ``w{d}d_adjusted`` (bool flags) and
         ``survives`` (flagged after adjustment in every window).
     """
+    labels = Labels.of(labels, column)
     out = None
     keys = ["step", "event", "next_event", "channel"]
     for d in windows_days:
         fun = funnel_fn(source, steps, window_seconds=d * 86_400, mode=mode, start=start,
                         end=end, unit=unit)
-        f = adjusted_dropoff(fun, labels, column, alpha, min_group_size).table()
+        f = adjusted_dropoff(fun, labels, alpha=alpha, min_group_size=min_group_size).table()
         f = f[~f["suppressed"]].set_index(keys)[["worse", "worse_adjusted"]].rename(
             columns={"worse": f"w{d:g}d_raw", "worse_adjusted": f"w{d:g}d_adjusted"})
         out = f if out is None else out.join(f, how="outer")

@@ -2,6 +2,17 @@
 
 Reports never show customer identifiers or raw comments, and every group smaller than a
 minimum size (default :data:`MIN_GROUP_SIZE` customers) is suppressed in tables and plots.
+
+One way to suppress
+-------------------
+A result is suppressed **when it is built**, by :func:`suppress_small_groups`: every group
+keeps its row (so a reader sees that the group exists), the figures of a group with fewer
+than ``min_group_size`` customers (or units) are set to missing, and a boolean column
+``suppressed`` marks the row. :func:`cxanalysis.formatting.format_table` shows those
+missing cells as ``<N`` (``N`` = ``min_group_size``) and hides the ``suppressed`` column;
+``results.json`` carries them as ``null``; plots leave suppressed rows out. The parameter is
+called ``min_group_size`` everywhere. Ranked lists (the top paths of a journey analysis)
+rank suppressed rows last.
 """
 
 from __future__ import annotations
@@ -62,10 +73,11 @@ def terms_used_by(doc_terms: Iterable[Iterable[str]], owners: Sequence[Hashable]
 def suppress_small_groups(
     table: pd.DataFrame,
     size_column: str,
-    min_size: int = MIN_GROUP_SIZE,
+    min_group_size: int = MIN_GROUP_SIZE,
     columns: Sequence[str] | None = None,
 ) -> pd.DataFrame:
-    """Blank out the figures of rows whose group has fewer than ``min_size`` customers.
+    """Set to missing the figures of rows whose group has fewer than ``min_group_size``
+    customers: the package's one small-group suppression (see the module docstring).
 
     Parameters
     ----------
@@ -73,8 +85,8 @@ def suppress_small_groups(
         One row per group.
     size_column : str
         Column holding the number of customers in the group.
-    min_size : int
-        Groups with ``size < min_size`` are suppressed (their size included).
+    min_group_size : int
+        Groups with ``size < min_group_size`` are suppressed (their size included).
     columns : sequence of str, optional
         Columns to blank (default: every numeric column).
 
@@ -85,7 +97,7 @@ def suppress_small_groups(
         ``Int64``) and a boolean ``suppressed`` column.
     """
     out = table.copy()
-    small = out[size_column].astype(float) < min_size
+    small = out[size_column].astype(float) < min_group_size
     cols = list(columns) if columns is not None else [
         c for c in out.columns if pd.api.types.is_numeric_dtype(out[c])
         and not pd.api.types.is_bool_dtype(out[c])

@@ -24,7 +24,8 @@ import numpy as np
 import pandas as pd
 from ibis import _
 
-from cxanalysis.data import CXDataError, Source, between_days, epoch_seconds, window_end
+from cxanalysis.data import UNKNOWN, CXDataError, Source, between_days, epoch_seconds, window_end
+from cxanalysis.errors import ParameterError
 
 TIERS = ("champions", "loyal", "at risk", "low value", "no purchase")
 
@@ -42,18 +43,19 @@ class Segments:
 
 
 def demographic_segments(source: Source, columns: Sequence[str]) -> Segments:
-    """Segment = the combination of the given ``customers`` columns (missing -> "unknown")."""
+    """Segment = the combination of the given ``customers`` columns (a missing value reads
+    ``"(unknown)"``, the package's one spelling of a missing label)."""
     source.require("customers")
     cust = source.table("customers")
     columns = list(columns)
     if not columns:
-        raise CXDataError("demographic segments need at least one customers column")
+        raise ParameterError("demographic segments need at least one customers column")
     missing = [c for c in columns if c not in cust.columns]
     if missing:
         raise CXDataError(f"customers has no column(s) {missing} for segments (columns: "
                           f"{', '.join(cust.columns)})")
     df = cust.select("customer_id", *columns).execute().set_index("customer_id").sort_index()
-    df = df.astype("string").fillna("unknown")
+    df = df.astype("string").fillna(UNKNOWN)
     labels = df[columns[0]].str.cat([df[c] for c in columns[1:]], sep=" / ")
     labels = labels.astype(str).rename("segment")
     # one rule per combination, from the values themselves (a value may contain " / ")
@@ -115,7 +117,7 @@ def past_revenue_groups(revenue: pd.Series, k: int) -> Segments:
     (``revenue Q1`` lowest), ties broken by customer id so that groups are deterministic.
     With ``k = 1`` every customer is in ``all``."""
     if k < 1:
-        raise CXDataError(f"past revenue groups need k >= 1, not {k}")
+        raise ParameterError(f"past revenue groups need k >= 1, not {k}")
     rev = revenue.astype(float).fillna(0.0).sort_index()
     labels = pd.Series("all", index=rev.index, name="segment", dtype=object)
     zero = rev <= 0

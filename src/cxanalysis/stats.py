@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from cxanalysis.errors import ParameterError
+
 
 @dataclass(frozen=True)
 class Moments:
@@ -113,20 +115,45 @@ def welch(t: Moments, c: Moments, alpha: float = 0.05) -> Effect:
                   float(p), "welch", float(df))
 
 
-def newcombe_interval(xt: float, nt: float, xc: float, nc: float, alpha: float = 0.05
-                      ) -> tuple[float, float]:
-    """Newcombe's hybrid score interval for p_t - p_c (Wilson intervals of each arm)."""
+def wilson_interval(successes: np.ndarray | float, trials: np.ndarray | float,
+                    alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson score interval of a binomial proportion, two-sided ``1 - alpha``, elementwise
+    over arrays (NaN where ``trials == 0``). Proportions, in [0, 1]."""
+    x = np.asarray(successes, dtype=float)
+    n = np.asarray(trials, dtype=float)
     z = stats.norm.isf(alpha / 2)
-
-    def wilson(x: float, n: float) -> tuple[float, float]:
+    with np.errstate(invalid="ignore", divide="ignore"):
         p = x / n
         centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)
         half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / (1 + z**2 / n)
-        return centre - half, centre + half
+    return centre - half, centre + half
 
+
+def two_proportion_z(x1: float, n1: float, x2: float, n2: float) -> tuple[float, float]:
+    """Pooled two-proportion z-test of ``x1 / n1`` against ``x2 / n2``, two-sided:
+    ``(z, p)``. NaN when undefined (both proportions 0 or both 1)."""
+    p = (x1 + x2) / (n1 + n2)
+    se = np.sqrt(p * (1 - p) * (1 / n1 + 1 / n2))
+    if se == 0:
+        return float("nan"), float("nan")
+    z = (x1 / n1 - x2 / n2) / se
+    return float(z), float(2 * stats.norm.sf(abs(z)))
+
+
+def nps_score(promoters: int, detractors: int, answers: int) -> float:
+    """Net Promoter Score: % promoters (9-10) minus % detractors (0-6), in points
+    (-100 to 100)."""
+    if answers <= 0:
+        raise ValueError("NPS needs at least one answer")
+    return 100.0 * (promoters - detractors) / answers
+
+
+def newcombe_interval(xt: float, nt: float, xc: float, nc: float, alpha: float = 0.05
+                      ) -> tuple[float, float]:
+    """Newcombe's hybrid score interval for p_t - p_c (Wilson intervals of each arm)."""
     pt, pc = xt / nt, xc / nc
-    lt, ut = wilson(xt, nt)
-    lc, uc = wilson(xc, nc)
+    lt, ut = (float(v) for v in wilson_interval(xt, nt, alpha))
+    lc, uc = (float(v) for v in wilson_interval(xc, nc, alpha))
     d = pt - pc
     lo = d - np.sqrt((pt - lt) ** 2 + (uc - pc) ** 2)
     hi = d + np.sqrt((ut - pt) ** 2 + (pc - lc) ** 2)
@@ -329,7 +356,7 @@ def adjust_pvalues(p: np.ndarray | Sequence[float], method: str = "holm") -> np.
     elif method == "bh":
         adj = np.minimum.accumulate(m / np.arange(m, 0, -1) * ranked[::-1])[::-1]
     else:
-        raise ValueError(f"method must be 'holm' or 'bh', not {method!r}")
+        raise ParameterError(f"method must be 'holm' or 'bh', not {method!r}")
     res = np.empty(m)
     res[order] = np.minimum(adj, 1.0)
     out[ok] = res
@@ -401,7 +428,7 @@ def guardrail_status(ci_low: float, ci_high: float, bad: str, margin: float) -> 
       is NaN (a relative margin without a positive control level).
     """
     if bad not in ("increase", "decrease"):
-        raise ValueError(f"bad direction must be 'increase' or 'decrease', not {bad!r}")
+        raise ParameterError(f"bad direction must be 'increase' or 'decrease', not {bad!r}")
     lo, hi = (ci_low, ci_high) if bad == "increase" else (-ci_high, -ci_low)
     if np.isnan(lo) or np.isnan(hi):
         return "inconclusive"
