@@ -225,8 +225,9 @@ def test_stage_durations_never_negative_hand_computed(world) -> None:
             ("consideration", "web"): 3.0, ("purchase", "web"): 6.0,
             ("delivery", "email"): 10.0}, abs=1e-12), seed
     demo = stage_durations(world).table()
-    assert len(demo) > 10
-    assert (demo["median_hours"] >= 0).all() and (demo["p90_hours"] >= 0).all()
+    shown = demo[~demo["suppressed"]]
+    assert len(shown) > 10 and demo.loc[demo["suppressed"], "median_hours"].isna().all()
+    assert (shown["median_hours"] >= 0).all() and (shown["p90_hours"] >= 0).all()
 
 
 def test_pathcounts_plot_summary_honour_min_group_size() -> None:
@@ -246,11 +247,18 @@ def test_pathcounts_plot_summary_honour_min_group_size() -> None:
 
     strict = PathCounts(frame, 7, min_group_size=50)
     assert strict.summary().endswith("no path is followed by 50 or more journeys.")
-    assert plotted(strict) == [] and strict.table().empty
+    assert plotted(strict) == []
+    # one suppression (issue 13): rows kept, figures missing, flagged
+    assert strict.table()["suppressed"].all() and strict.table()["journeys"].isna().all()
+    assert strict.table()["path"].tolist() == ["web", "app > web", "email"]
     loose = PathCounts(frame, 7, min_group_size=5)
     assert sorted(plotted(loose)) == ["app > web", "web"]  # "email" (3 journeys) left out
     assert "most common is web (40 journeys, 25% convert)" in loose.summary()
-    assert loose.combinations()["channels"].tolist() == ["web", "app + web"]
+    comb = loose.combinations()
+    assert comb["channels"].tolist() == ["web", "app + web", "email"]  # suppressed last
+    assert comb["suppressed"].tolist() == [False, False, True]
+    assert comb["journeys"].iloc[:2].tolist() == [40, 6] and pd.isna(comb["journeys"].iloc[2])
+    assert comb["conversion"].iloc[:2].tolist() == [0.25, 0.5]
     assert sorted(plotted(PathCounts(frame, 7))) == ["web"]  # default 10
     assert sorted(plotted(strict, min_group_size=2)) == ["app > web", "email", "web"]
     # transition rows of states left fewer than min_group_size times are blank: email is

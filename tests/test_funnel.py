@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from statsmodels.stats.proportion import proportion_confint
 
-from cxanalysis.data import CXDataError
+from cxanalysis.data import CXDataError, Labels
+from cxanalysis.errors import ParameterError
 from cxanalysis.funnel import funnel, two_proportion_z, wilson_interval
 
 STEPS = ["a", "b", "c"]
@@ -228,18 +229,64 @@ def test_first_touch_breakdown_never_splits_a_sequence() -> None:
     assert b["converted"].to_dict() == {"email": 0, "social": 1}
     last = res.breakdown("last_channel", min_group_size=1).table().set_index("group")
     assert last["customers"].to_dict() == {"web": 2}
-    # per-customer labels, as a DataFrame or a table; customers without one are "(unknown)"
+    # per-customer labels (one shape, data.Labels, built from a DataFrame, a table or a
+    # Series); customers without one are "(unknown)"
     labels = pd.DataFrame({"customer_id": ["C1", "C9"], "tier": ["gold", "silver"]})
-    for lab in (labels, ibis.memtable(labels)):
-        t = res.breakdown(lab, column="tier", min_group_size=1).table().set_index("group")
+    series = labels.set_index("customer_id")["tier"]
+    for lab in (labels, ibis.memtable(labels), series, Labels.of(labels, "tier")):
+        t = res.breakdown(lab, min_group_size=1).table().set_index("group")
         assert t["customers"].to_dict() == {"(unknown)": 1, "gold": 1}
         assert t["converted"].to_dict() == {"(unknown)": 0, "gold": 1}
-        d = res.dropoff(by="tier", labels=lab, column="tier", min_group_size=1).table()
+        d = res.dropoff(lab, min_group_size=1).table()
         at_b = d[d.step == 2].set_index("tier")
         assert at_b[["at_risk", "dropped"]].to_dict("index") == {
             "(unknown)": {"at_risk": 1, "dropped": 1}, "gold": {"at_risk": 1, "dropped": 0}}
-    with pytest.raises(ValueError, match="label table"):
+    # the old forms still work and give the same tables
+    old = res.breakdown(labels, column="tier", min_group_size=1).table()
+    pd.testing.assert_frame_equal(old, res.breakdown(labels, min_group_size=1).table())
+    old = res.dropoff(by="tier", labels=labels, column="tier", min_group_size=1).table()
+    pd.testing.assert_frame_equal(old, res.dropoff(labels, min_group_size=1).table())
+    with pytest.raises(ParameterError, match="labels need customer_id and 'nope'"):
         res.breakdown(labels, column="nope")
+    with pytest.raises(ParameterError, match="by must be"):
+        res.breakdown("persona")
+    with pytest.raises(ParameterError, match="by must be"):
+        res.dropoff("persona")
+
+
+def test_bad_mode_raises_parameter_error_not_data_error() -> None:
+    """Issue 13 item 3: a wrong parameter is ParameterError, not the data-contract error."""
+    ev = events_table([("C1", 0, "a"), ("C1", 1, "b")])
+    with pytest.raises(ParameterError) as err:
+        funnel(ev, ["a", "b"], mode="fast")
+    assert not isinstance(err.value, CXDataError)
+    res = funnel(ev, ["a", "b"], window_seconds=10)
+    with pytest.raises(ParameterError, match="freq must be one of"):
+        res.over_time("year")
+
+
+def test_over_time_counts_and_wilson_intervals_by_hand() -> None:
+    """Conversion by week of the attempt's start: customers still in progress are left
+    out; intervals are statsmodels' Wilson intervals."""
+    # T0 is Wednesday 2025-01-01. Week of Monday 2025-01-06: C1 converts, C2 does not (its
+    # window closed long before the end of the data); week of 2025-01-13: C3 converts; week
+    # of 2025-01-20: C5 converts; C4 starts at the last instant of the data and is still
+    # in progress (left out)
+    day = 86_400
+    rows = [("C1", 5 * day, "a"), ("C1", 5 * day + 60, "b"), ("C2", 6 * day, "a"),
+            ("C3", 12 * day, "a"), ("C3", 12 * day + 5, "b"),
+            ("C5", 19 * day, "a"), ("C5", 19 * day + 10, "b"),
+            ("C9", 25 * day, "x"), ("C4", 25 * day, "a")]
+    ev = events_table(rows)
+    res = funnel(ev, ["a", "b"], window_seconds=3600)
+    got = res.over_time("week")
+    assert [str(p)[:10] for p in got["period"]] == ["2025-01-06", "2025-01-13", "2025-01-20"]
+    assert got["customers"].tolist() == [2, 1, 1]
+    assert got["converted"].tolist() == [1, 1, 1]
+    assert got["conversion"].tolist() == [0.5, 1.0, 1.0]
+    for r in got.itertuples():
+        ref = proportion_confint(r.converted, r.customers, alpha=0.05, method="wilson")
+        assert (r.ci_low, r.ci_high) == pytest.approx(ref, rel=1e-12, abs=1e-12)
 
 
 def test_exclusion_steps_remove_customers() -> None:
@@ -254,13 +301,13 @@ def test_bad_input_is_named() -> None:
     ev = events_table([("C1", 0, "a"), ("C1", 1, "b")])
     with pytest.raises(CXDataError, match=r"never occur in events"):
         funnel(ev, ["a", "nope"])
-    with pytest.raises(CXDataError, match="duplicate step"):
+    with pytest.raises(ParameterError, match="duplicate step"):
         funnel(ev, ["a", "b", "a"])
-    with pytest.raises(CXDataError, match="window_seconds must be positive"):
+    with pytest.raises(ParameterError, match="window_seconds must be positive"):
         funnel(ev, ["a", "b"], window_seconds=0)
-    with pytest.raises(CXDataError, match="mode must be one of"):
+    with pytest.raises(ParameterError, match="mode must be one of"):
         funnel(ev, ["a", "b"], mode="fast")
-    with pytest.raises(CXDataError, match="at least two steps"):
+    with pytest.raises(ParameterError, match="at least two steps"):
         funnel(ev, ["a"])
     # events without a time are named, not dropped (a date filter would drop them silently)
     no_time = events_table([("C1", 0, "a"), ("C1", np.nan, "b"), ("C2", 5, "a"),
@@ -422,9 +469,9 @@ def test_attempts_step_table_counts_every_attempt_and_states_the_unit() -> None:
 
 def test_attempts_unit_is_checked() -> None:
     ev = events_table([("C1", 0, "a"), ("C1", 1, "b")])
-    with pytest.raises(CXDataError, match="unit must be one of"):
+    with pytest.raises(ParameterError, match="unit must be one of"):
         funnel(ev, ["a", "b"], unit="sessions")
-    with pytest.raises(CXDataError, match="mode='ordered' only"):
+    with pytest.raises(ParameterError, match="mode='ordered' only"):
         funnel(ev, ["a", "b"], unit="attempts", mode="unordered")
 
 

@@ -27,7 +27,8 @@ def test_comment_themes_recover_the_planted_themes(world, world_path: Path) -> N
     assert "late" in words and "checkout" in words
     assert "@" not in words and "alex" not in words.lower()  # redacted before modelling
     # comments about checkout are dominated by one theme, about the app checkout
-    chk = themes.table()[themes.table().event == "checkout"].sort_values("share").iloc[-1]
+    shown = themes.table()[~themes.table()["suppressed"]]
+    chk = shown[shown.event == "checkout"].sort_values("share").iloc[-1]
     top = themes.words.set_index("theme").loc[chk.theme, "top_words"]
     assert chk.share > 0.8 and "checkout" in top
     again = pp.comment_themes(world, n_themes=5, seed=0)

@@ -53,6 +53,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from cxanalysis.errors import ParameterError
 from cxanalysis.formatting import ResultMixin
 from cxanalysis.journeys import NO_TOUCH, SEP, PathCounts
 from cxanalysis.privacy import MIN_GROUP_SIZE
@@ -118,7 +119,7 @@ class _Prepared:
             path, ch, w = self.lin
             credit = np.bincount(ch, weights=conv[path] * w, minlength=n)
         else:
-            raise ValueError(f"unknown method {method!r}")
+            raise ParameterError(f"unknown method {method!r}")
         total = credit.sum()
         return credit / total if total else credit
 
