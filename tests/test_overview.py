@@ -106,10 +106,89 @@ def test_small_groups_are_suppressed(tmp_path: Path) -> None:
     assert mix.loc["web", "events"] == 25
 
 
-def test_every_result_plots(world) -> None:
-    for res in (ov.table_summary(world), ov.volume_over_time(world), ov.channel_mix(world),
-                ov.stage_coverage(world), ov.feedback_distributions(world),
-                ov.experiments_present(world)):
-        ax = res.plot()
-        assert ax.has_data()
-    matplotlib.pyplot.close("all")
+def test_every_result_plots_its_table(world) -> None:
+    """Each plot draws the figures of its table (not just "something")."""
+    plt = matplotlib.pyplot
+    ts = ov.table_summary(world)
+    bars = [p.get_width() for p in ts.plot().patches]
+    assert bars == ts.table()["rows"].tolist()
+    mix = ov.channel_mix(world)
+    f = mix.table()
+    heights = [p.get_height() for p in mix.plot().patches]
+    expected = [*f["event_share"], *f["customer_share"], *f["order_share"]]
+    assert heights == pytest.approx(expected)
+    cov = ov.stage_coverage(world)
+    ax = cov.plot()
+    assert [p.get_height() for p in ax.patches] == pytest.approx(
+        cov.table()["customer_share"].tolist())
+    assert [t.get_text() for t in ax.get_xticklabels()] == cov.table()["stage"].tolist()
+    fd = ov.feedback_distributions(world)
+    ax = fd.plot()
+    nps = fd.frame[fd.frame.score_type == "nps"]
+    assert [p.get_height() for p in ax.patches] == nps["answers"].tolist()
+    assert ax.get_title() == f"nps (NPS {fd.nps:+.0f})"
+    ex = ov.experiments_present(world)
+    widths = sorted(p.get_width() for p in ex.plot().patches)
+    assert widths == sorted(ex.table()["customers"].astype(int).tolist())
+    vol = ov.volume_over_time(world, "month")
+    ax = vol.plot()
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == list(vol.table().columns)
+    plt.close("all")
+
+
+def _tiny_source(tmp_path: Path):
+    """A hand-made source: 3 channels, 2 months, feedback with known scores."""
+    t = pd.Timestamp("2025-03-01", tz="UTC")
+    ids = [f"C{i:02d}" for i in range(30)]
+    customers = pd.DataFrame({"customer_id": ids, "signup_date": [t.date()] * 30})
+    ev = pd.DataFrame({
+        "customer_id": ids * 2,
+        # first visit of everyone in March, a second event in April
+        "ts": [t] * 30 + [t + pd.Timedelta(days=31)] * 30,
+        "channel": ["web"] * 20 + ["app"] * 10 + ["web"] * 12 + ["email"] * 18,
+        "event": ["visit"] * 60,
+        "stage": ["awareness"] * 30 + [None] * 30,
+    })
+    fb = pd.DataFrame({"customer_id": ids[:10], "ts": [t] * 10, "channel": ["web"] * 10,
+                       "event": ["visit"] * 10,
+                       # 4 promoters (9, 10), 3 passives, 3 detractors (0, 6)
+                       "nps": [9, 10, 9, 10, 7, 8, 7, 0, 6, 6],
+                       "csat": [5, 5, 4, 4, 3, 3, 3, 1, 2, None]})
+    customers.to_parquet(tmp_path / "customers.parquet")
+    ev.to_parquet(tmp_path / "events.parquet")
+    fb.to_parquet(tmp_path / "feedback.parquet")
+    return open_source(tmp_path)
+
+
+def test_overview_hand_made_source(tmp_path: Path) -> None:
+    src = _tiny_source(tmp_path)
+    # March only: web 20 events / customers, app 10; shares of 30
+    mix = ov.channel_mix(src, start="2025-03-01", end="2025-03-31").table().set_index(
+        "channel")
+    assert mix["events"].to_dict() == {"web": 20, "app": 10}
+    assert mix["customer_share"].to_dict() == {"web": 20 / 30, "app": 10 / 30}
+    # both months: 3 channels, customers use several, so customer shares sum above 1
+    both = ov.channel_mix(src).table().set_index("channel")
+    assert both["events"].to_dict() == {"web": 32, "email": 18, "app": 10}
+    # April's web customers (C00-C11) also used web in March
+    assert both["customers"].to_dict() == {"web": 20, "email": 18, "app": 10}
+    assert both["customer_share"].sum() == pytest.approx((20 + 18 + 10) / 30)
+    # volume by month, and nothing outside the window
+    vol = ov.volume_over_time(src, "month", start="2025-04-01").table()
+    assert vol.to_dict("index") == {pd.Timestamp("2025-04-01"): {"email": 18, "web": 12}}
+    # stages: unlabelled events are "(none)", shares of active customers
+    cov = ov.stage_coverage(src).table().set_index("stage")
+    assert cov["events"].to_dict() == {"awareness": 30, "(none)": 30}
+    assert cov["customer_share"].to_dict() == {"awareness": 1.0, "(none)": 1.0}
+    # feedback: NPS = 100 x (4 - 3) / 10; csat counts; answers without a score skipped
+    fd = ov.feedback_distributions(src)
+    assert fd.nps == pytest.approx(10.0)
+    assert fd.answers == {"nps": 10, "csat": 9}
+    assert fd.table()["csat"].to_dict() == {0: 0, 1: 1, 2: 1, 3: 3, 4: 2, 5: 2, 6: 0,
+                                            7: 0, 8: 0, 9: 0, 10: 0}
+    assert "NPS +10.0" in fd.summary()
+    # min_group_size 15: app (10 customers) is suppressed, its figures blank
+    small = ov.channel_mix(src, min_group_size=15).table().set_index("channel")
+    assert small["suppressed"].to_dict() == {"web": False, "email": False, "app": True}
+    assert pd.isna(small.loc["app", "events"]) and pd.isna(small.loc["app", "event_share"])
+    assert small.loc["web", "events"] == 32
