@@ -348,3 +348,104 @@ def test_comment_themes_seed_changes_the_initialisation() -> None:
     w0, _ = _initialize_nmf(x, 3, init="nndsvdar", random_state=0)
     w1, _ = _initialize_nmf(x, 3, init="nndsvdar", random_state=1)
     assert not np.array_equal(w0, w1)
+
+
+# ---------------------------------------------- hand-made cases that pin values (issue 13)
+
+
+def test_feedback_by_touchpoint_hand_made_values_and_suppression(tmp_path: Path) -> None:
+    """Per event x channel: answers, NPS by its definition, mean CSAT and effort; a cell
+    of fewer customers than min_group_size keeps its row with every figure blank."""
+    from cxanalysis.data import open_source
+
+    t = pd.Timestamp("2025-03-01", tz="UTC")
+    rows = []
+    # checkout x app: 12 customers; nps 6 x 10, 3 x 0, 3 x 9 -> 100 x (9 - 3) / 12 = 50
+    for i, n in enumerate([10] * 6 + [0] * 3 + [9] * 3):
+        rows.append((f"A{i}", "checkout", "app", n, 2 + (i % 2), 5))
+    # visit x web: 10 customers, nps 8 (passives only) -> 0; csat 4; effort 2
+    for i in range(10):
+        rows.append((f"W{i}", "visit", "web", 8, 4, 2))
+    # visit x app: 3 customers (suppressed at 10)
+    for i in range(3):
+        rows.append((f"S{i}", "visit", "app", 10, 5, 1))
+    fb = pd.DataFrame(rows, columns=["customer_id", "event", "channel", "nps", "csat",
+                                     "effort"])
+    fb["ts"] = t
+    fb.to_parquet(tmp_path / "feedback.parquet")
+    got = pp.feedback_by_touchpoint(open_source(tmp_path), min_group_size=10).table()
+    got = got.set_index(["event", "channel"])
+    chk = got.loc[("checkout", "app")]
+    assert chk["answers"] == 12 and chk["nps"] == pytest.approx(50.0)
+    assert chk["mean_csat"] == pytest.approx(2.5) and chk["mean_effort"] == 5.0
+    web = got.loc[("visit", "web")]
+    assert web["nps"] == 0.0 and web["mean_csat"] == 4.0 and web["mean_effort"] == 2.0
+    small = got.loc[("visit", "app")]
+    assert bool(small["suppressed"])
+    assert all(pd.isna(small[c]) for c in ("answers", "customers", "nps", "mean_csat"))
+    # rows ordered by NPS (suppressed last)
+    assert got.index.tolist() == [("visit", "web"), ("checkout", "app"), ("visit", "app")]
+
+
+def test_sentiment_rule_hand_made() -> None:
+    """NPS decides when given (0-6 / 7-8 / 9-10), else CSAT (1-2 / 3 / 4-5), else
+    unknown."""
+    df = pd.DataFrame({"nps": [0, 6, 7, 8, 9, 10, np.nan, np.nan, np.nan, np.nan, 9],
+                       "csat": [5, 5, 1, 1, 1, 1, 1, 3, 4, np.nan, 2]})
+    assert pp._sentiment(df).tolist() == [
+        "negative", "negative", "neutral", "neutral", "positive", "positive",
+        "negative", "neutral", "positive", "unknown", "positive"]
+
+
+def test_fit_moments_odds_ratios_match_statsmodels_on_standardised_flags() -> None:
+    """Odds ratios per SD and their Wald intervals: the same as a Logit fitted directly
+    on the standardised flags; VIF is 1 / (1 - R^2) of each flag on the others."""
+    import statsmodels.api as sm
+
+    rng = np.random.default_rng(11)
+    n = 2000
+    x = pd.DataFrame({"email": rng.random(n) < 0.4, "app": rng.random(n) < 0.3,
+                      "store": rng.random(n) < 0.2}).astype(int)
+    logit = -1.0 + 1.2 * x["app"] - 0.8 * x["store"]
+    orders = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int) \
+        + (rng.random(n) < 0.3 + 0.2 * x["app"] - 0.1 * x["store"]).astype(int)
+    res = pp.fit_moments(x, orders, seed=0)
+    z = (x - x.mean()) / x.std(ddof=0)
+    for outcome, y in (("conversion", orders >= 1), ("retention", orders >= 2)):
+        ref = sm.Logit(y.astype(int).to_numpy(), sm.add_constant(z.to_numpy())).fit(disp=0)
+        ci = np.exp(np.asarray(ref.conf_int(0.05))[1:])
+        got = res.table()[res.table().outcome == outcome].set_index("touchpoint")
+        for i, t in enumerate(x.columns):
+            assert got.loc[t, "odds_ratio"] == pytest.approx(np.exp(ref.params[i + 1]),
+                                                             rel=1e-6)
+            assert (got.loc[t, "ci_low"], got.loc[t, "ci_high"]) == pytest.approx(
+                tuple(ci[i]), rel=1e-6)
+            assert got.loc[t, "p_value"] == pytest.approx(ref.pvalues[i + 1], rel=1e-5)
+            assert got.loc[t, "share_doing"] == pytest.approx(x[t].mean())
+            others = z.drop(columns=t).to_numpy()
+            r2 = sm.OLS(z[t].to_numpy(), sm.add_constant(others)).fit().rsquared
+            assert got.loc[t, "vif"] == pytest.approx(1 / (1 - r2), rel=1e-8)
+    top = res.top("conversion", 1).touchpoint.iloc[0]
+    assert top == "app"  # the planted strongest association
+    assert set(res.auc) == {"conversion", "retention"}
+
+
+def test_comment_theme_counts_add_up_and_small_cells_are_suppressed(world) -> None:
+    """Theme counts per touchpoint: shares are each cell's comments over the touchpoint's
+    comments; cells of fewer than min_group_size customers keep their row, blank."""
+    themes = pp.comment_themes(world, n_themes=5, seed=0, min_group_size=10)
+    c = themes.table()
+    assert {"suppressed", "comments", "customers", "share"} <= set(c.columns)
+    shown = c[~c["suppressed"]]
+    assert (shown["customers"] >= 10).all()
+    assert c.loc[c["suppressed"], ["comments", "customers", "share"]].isna().all().all()
+    # re-derive the shares of shown cells: comments / all comments about the touchpoint
+    big = pp.comment_themes(world, n_themes=5, seed=0, min_group_size=1).table()
+    per_event = big.groupby("event")["comments"].sum()
+    assert int(per_event.sum()) == themes.n_comments
+    for r in shown.itertuples():
+        assert r.share == pytest.approx(r.comments / per_event[r.event])
+    # theme sentiment shares of each theme sum to 1
+    s = themes.sentiment.dropna(subset=["negative"])
+    total = s[["negative", "neutral", "positive", "unknown"]].sum(axis=1)
+    assert total.to_numpy() == pytest.approx(np.ones(len(s)))
