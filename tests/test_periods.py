@@ -10,6 +10,7 @@ import pytest
 
 from cxanalysis import periods
 from cxanalysis.data import CXDataError, open_source
+from cxanalysis.errors import ParameterError
 
 
 def _source(folder: Path, events: list[str], orders: list[str] | None = None):
@@ -53,13 +54,13 @@ def test_dates_are_accepted_quoted_or_unquoted() -> None:
         assert periods.as_day(value) == want
     assert periods.as_window([dt.date(1997, 1, 1), "1997-12-31"]) == ("1997-01-01", "1997-12-31")
     assert periods.as_window(None) is None
-    with pytest.raises(CXDataError, match="not an ISO date"):
+    with pytest.raises(ParameterError, match="not an ISO date"):
         periods.as_day("first of March")
-    with pytest.raises(CXDataError, match="expected an ISO date"):
+    with pytest.raises(ParameterError, match="expected an ISO date"):
         periods.as_day(19970301)
-    with pytest.raises(CXDataError, match="two ISO dates"):
+    with pytest.raises(ParameterError, match="two ISO dates"):
         periods.as_window(["1997-01-01"], "holdout")
-    with pytest.raises(CXDataError, match="before start"):
+    with pytest.raises(ParameterError, match="before start"):
         periods.as_window(["1997-12-31", "1997-01-01"], "calibration")
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import pandas as pd
 
 from cxanalysis.data import CXDataError, Source
+from cxanalysis.errors import ParameterError
 
 #: The rule by which windows left as ``None`` are derived (printed by the notebooks).
 RULE = ("windows not given are derived from the data's span (first to last day with events "
@@ -40,8 +41,8 @@ def as_day(value: Any, what: str = "date") -> str:
 
     Raises
     ------
-    CXDataError
-        When ``value`` is not a date (naming ``what``).
+    ParameterError
+        When ``value`` is not a date (naming ``what``): dates here are parameters.
     """
     if isinstance(value, (dt.date, pd.Timestamp)):
         return pd.Timestamp(value).strftime("%Y-%m-%d")
@@ -49,8 +50,9 @@ def as_day(value: Any, what: str = "date") -> str:
         try:
             return pd.Timestamp(value.strip()).strftime("%Y-%m-%d")
         except (ValueError, TypeError) as exc:
-            raise CXDataError(f"{what}: {value!r} is not an ISO date (YYYY-MM-DD)") from exc
-    raise CXDataError(f"{what}: expected an ISO date (YYYY-MM-DD), got "
+            raise ParameterError(f"{what}: {value!r} is not an ISO date (YYYY-MM-DD)") \
+                from exc
+    raise ParameterError(f"{what}: expected an ISO date (YYYY-MM-DD), got "
                       f"{type(value).__name__} {value!r}")
 
 
@@ -59,10 +61,10 @@ def as_window(value: Any, what: str = "window") -> tuple[str, str] | None:
     if value is None:
         return None
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 2:
-        raise CXDataError(f"{what}: expected two ISO dates [start, end], got {value!r}")
+        raise ParameterError(f"{what}: expected two ISO dates [start, end], got {value!r}")
     start, end = as_day(value[0], what), as_day(value[1], what)
     if end < start:
-        raise CXDataError(f"{what}: end {end} is before start {start}")
+        raise ParameterError(f"{what}: end {end} is before start {start}")
     return start, end
 
 
