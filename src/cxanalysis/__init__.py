@@ -3,7 +3,12 @@
 Modules (one per concept):
 
 - :mod:`cxanalysis.schema`      the data contract: tables, columns, types, rules
-- :mod:`cxanalysis.data`        open a source as Ibis tables on DuckDB and validate it
+- :mod:`cxanalysis.data`        open a source as Ibis tables on DuckDB and validate it; the
+                                shared ``DayWindow`` / ``between_days`` and ``Labels``
+- :mod:`cxanalysis.errors`      ``ParameterError`` (a wrong call) beside ``CXDataError``
+- :mod:`cxanalysis.stats`       statistics from sufficient statistics (intervals, tests)
+- :mod:`cxanalysis.privacy`     the one small-group suppression; redaction
+- :mod:`cxanalysis.breakdowns`  conversion by group (funnel breakdowns, comparison)
 - :mod:`cxanalysis.synth`       the seeded synthetic CX world with ground truth
 - :mod:`cxanalysis.overview`    what a source holds (notebook 00)
 - :mod:`cxanalysis.report`      run notebooks headlessly into HTML reports
