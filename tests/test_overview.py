@@ -192,3 +192,14 @@ def test_overview_hand_made_source(tmp_path: Path) -> None:
     assert small["suppressed"].to_dict() == {"web": False, "email": False, "app": True}
     assert pd.isna(small.loc["app", "events"]) and pd.isna(small.loc["app", "event_share"])
     assert small.loc["web", "events"] == 32
+
+
+def test_suppressed_cells_show_the_callers_min_group_size(tmp_path: Path) -> None:
+    """Results carry the min_group_size they were built with, so the formatter's "<N"
+    names the notebook's threshold, not the package default (was "<10" always)."""
+    src = _tiny_source(tmp_path)
+    for res in (ov.channel_mix(src, min_group_size=15),
+                ov.stage_coverage(src, min_group_size=31)):
+        page = res._repr_html_()
+        assert res.min_group_size in (15, 31)
+        assert f"&lt;{res.min_group_size}" in page and "&lt;10" not in page

@@ -118,6 +118,8 @@ class ChannelMix(ResultMixin):
     """Events, customers and orders by channel, with shares."""
 
     frame: pd.DataFrame
+    #: groups under it are suppressed; the formatter shows them as "<min_group_size"
+    min_group_size: int = MIN_GROUP_SIZE
 
     def table(self) -> pd.DataFrame:
         return self.frame
@@ -153,7 +155,7 @@ def channel_mix(source: Source, start: str | None = None, end: str | None = None
     mix["customer_share"] = mix["customers"] / n_customers  # customers may use several
     mix = mix.sort_values(["events", "channel"], ascending=[False, True]).reset_index(drop=True)
     mix = suppress_small_groups(mix, "customers", min_group_size)
-    return ChannelMix(mix)
+    return ChannelMix(mix, min_group_size)
 
 
 @dataclass
@@ -161,6 +163,8 @@ class StageCoverage(ResultMixin):
     """How many events and customers each journey stage has."""
 
     frame: pd.DataFrame
+    #: groups under it are suppressed; the formatter shows them as "<min_group_size"
+    min_group_size: int = MIN_GROUP_SIZE
 
     def table(self) -> pd.DataFrame:
         return self.frame
@@ -180,14 +184,15 @@ def stage_coverage(source: Source, start: str | None = None, end: str | None = N
     ev = between_days(source.table("events"), start, end)
     if "stage" not in ev.columns:
         return StageCoverage(pd.DataFrame(columns=["stage", "events", "customers",
-                                                   "customer_share"]))
+                                                   "customer_share"]), min_group_size)
     agg = (ev.mutate(stage=ev.stage.fill_null("(none)")).group_by("stage")
            .aggregate(events=_.count(), customers=_.customer_id.nunique()).execute())
     total = ev.customer_id.nunique().execute()
     order = {s: i for i, s in enumerate((*STAGES, "(none)"))}
     agg = agg.sort_values("stage", key=lambda s: s.map(order)).reset_index(drop=True)
     agg["customer_share"] = agg["customers"] / total
-    return StageCoverage(suppress_small_groups(agg, "customers", min_group_size))
+    return StageCoverage(suppress_small_groups(agg, "customers", min_group_size),
+                         min_group_size)
 
 
 @dataclass
@@ -257,6 +262,8 @@ class ExperimentsPresent(ResultMixin):
     """Experiments found in ``assignments``: variants, customers and assignment span."""
 
     frame: pd.DataFrame
+    #: groups under it are suppressed; the formatter shows them as "<min_group_size"
+    min_group_size: int = MIN_GROUP_SIZE
 
     def table(self) -> pd.DataFrame:
         return self.frame
@@ -287,4 +294,4 @@ def experiments_present(source: Source, min_group_size: int = MIN_GROUP_SIZE
             names = ex.select("experiment_id", "name").execute()
             agg = agg.merge(names, on="experiment_id", how="left")
     return ExperimentsPresent(suppress_small_groups(agg, "customers", min_group_size,
-                                                    columns=["customers"]))
+                                                    columns=["customers"]), min_group_size)

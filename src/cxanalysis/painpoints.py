@@ -43,6 +43,7 @@ class FeedbackByTouchpoint(ResultMixin):
     """Scores by the touchpoint rated (feedback ``event``) and channel."""
 
     frame: pd.DataFrame
+    min_group_size: int = MIN_GROUP_SIZE
 
     def table(self) -> pd.DataFrame:
         return self.frame
@@ -78,7 +79,8 @@ def feedback_by_touchpoint(source: Source, start: str | None = None, end: str | 
                       zip(agg["promoters"], agg["detractors"], agg["nps_answers"], strict=True)]
         agg = agg.drop(columns=["promoters", "detractors"])
     agg = suppress_small_groups(agg, "customers", min_group_size)
-    return FeedbackByTouchpoint(agg.sort_values(["nps", "event"]).reset_index(drop=True))
+    return FeedbackByTouchpoint(agg.sort_values(["nps", "event"]).reset_index(drop=True),
+                                min_group_size)
 
 
 @dataclass
