@@ -90,6 +90,11 @@ def test_labels_join_keeps_every_row_and_names_the_missing_label_unknown() -> No
     assert got[["customer_id", "x", "group"]].values.tolist() == [
         ["C1", 1, "a"], ["C2", 2, "b"], ["C9", 3, UNKNOWN]]
     assert UNKNOWN == "(unknown)"
+    # a missing label (None / NaN) is unknown too, in every shape, never the text "nan"
+    s = pd.Series({"C1": "a", "C2": np.nan, "C9": None}, name="persona")
+    for lab in (Labels.of(s), Labels.of(s.rename_axis("customer_id").reset_index())):
+        got = lab.join(units).order_by("customer_id").execute()
+        assert got["group"].tolist() == ["a", UNKNOWN, UNKNOWN]
 
 
 # ------------------------------------------------------------------- stats helpers

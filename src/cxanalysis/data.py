@@ -1110,9 +1110,10 @@ class Labels:
             return labels
         if isinstance(labels, pd.Series):
             name = column or (str(labels.name) if labels.name is not None else "group")
-            frame = pd.DataFrame({"customer_id": labels.index.astype(str),
-                                  "group": labels.astype(str).to_numpy()})
-            return cls(name, ibis.memtable(frame))
+            # a missing label stays missing (NULL), so that join() names it UNKNOWN
+            labels = pd.DataFrame({"customer_id": labels.index.to_numpy(),
+                                   name: labels.to_numpy()})
+            column = name
         if not isinstance(labels, (pd.DataFrame, ibis.Table)):
             raise ParameterError("labels must be a Series indexed by customer_id, or a "
                                  "DataFrame or table with customer_id and a label column, "
