@@ -228,3 +228,6 @@ def test_group_differences_against_scipy() -> None:
         assert row.test == "Kruskal-Wallis" and row.effect_measure == "epsilon²"
     # revenue really differs (b is 1.5 times the others); the hand-made truth is found
     assert got.loc["revenue", "p_value"] < 0.01
+    # the same from Labels
+    same = group_differences(Labels.of(g), out, "persona")
+    pd.testing.assert_frame_equal(same, group_differences(g, out, "persona"))

@@ -252,8 +252,14 @@ class Comparison(ResultMixin):
         return ax
 
 
+def _as_series(groups: pd.Series | LabelsLike) -> pd.Series:
+    """Per-customer labels as a Series indexed by customer id (the pandas side of
+    :class:`cxanalysis.data.Labels`)."""
+    return groups if isinstance(groups, pd.Series) else Labels.of(groups).series()
+
+
 def compare_groupings(
-    groupings: Mapping[str, pd.Series],
+    groupings: Mapping[str, pd.Series | LabelsLike],
     outcomes: pd.DataFrame,
     reference: tuple[str, str] | None = None,
     folds: int = 5,
@@ -262,7 +268,8 @@ def compare_groupings(
     min_group_size: int = MIN_GROUP_SIZE,
     n_boot: int = 200,
 ) -> Comparison:
-    """Compare groupings (name -> labels indexed by customer_id) on ``outcomes``.
+    """Compare groupings (name -> per-customer labels: a Series indexed by customer_id or
+    anything :meth:`cxanalysis.data.Labels.of` takes) on ``outcomes``.
 
     ``reference`` names the (segments, personas) pair used for agreement, crosstab and the
     nested tests (default: the first two groupings); its second member is the focus whose
@@ -270,6 +277,7 @@ def compare_groupings(
     interval (``n_boot`` resamples of customers, seeded; 0 skips it). Only customers
     present in every grouping are used, so all groupings are scored on the same people.
     """
+    groupings = {name: _as_series(g) for name, g in groupings.items()}
     names = list(groupings)
     common = outcomes.index
     for g in groupings.values():
@@ -361,8 +369,7 @@ def conversion_by_group(groups: pd.Series | LabelsLike, outcomes: pd.DataFrame,
     name : str, optional
         Name of the grouping (default: the labels' name).
     """
-    if not isinstance(groups, pd.Series):
-        groups = Labels.of(groups).series()
+    groups = _as_series(groups)
     name = name if name is not None else str(groups.name)
     labels = groups.reindex(outcomes.index).astype(object).fillna(UNKNOWN).astype(str)
     conv = outcomes["converted"].groupby(labels).agg(["size", "sum"]).reset_index()
@@ -370,11 +377,13 @@ def conversion_by_group(groups: pd.Series | LabelsLike, outcomes: pd.DataFrame,
     return Breakdown.from_counts(name, conv, alpha, min_group_size)
 
 
-def group_differences(groups: pd.Series, outcomes: pd.DataFrame, name: str) -> pd.DataFrame:
+def group_differences(groups: pd.Series | LabelsLike, outcomes: pd.DataFrame,
+                      name: str) -> pd.DataFrame:
     """Do outcomes differ across groups? Chi-square with Cramér's V for conversion,
-    Kruskal-Wallis with epsilon² (H / (n - 1)) for revenue and NPS."""
+    Kruskal-Wallis with epsilon² (H / (n - 1)) for revenue and NPS. ``groups``: labels as
+    for :func:`conversion_by_group`, matched with ``outcomes`` by customer id."""
     rows = []
-    g = groups.astype(str)
+    g = _as_series(groups).astype(str)
     if "converted" in outcomes:
         tab = pd.crosstab(g, outcomes["converted"])
         chi2, p, dof, _e = stats.chi2_contingency(tab, correction=False)
