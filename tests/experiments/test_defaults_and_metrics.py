@@ -86,3 +86,23 @@ def test_effect_row_is_the_one_conversion() -> None:
     assert (row["rel_ci_low"], row["rel_ci_high"]) == e.rel_ci
     # the breakdown and the monitor use the same names
     assert {"abs_ci_low", "abs_ci_high", "p_value"} <= set(ex.SEQ_COLS)
+
+
+def test_default_guardrails_are_those_the_source_can_measure(world, tmp_path: Path) -> None:
+    import pandas as pd
+
+    from cxanalysis.data import open_source
+
+    assert ex.default_guardrails(world) == dict(ex.DEFAULT_GUARDRAILS)
+    # a source with orders only: no events, no feedback, so no default guardrail
+    folder = tmp_path / "w"
+    folder.mkdir()
+    at = pd.Timestamp("2025-03-01", tz="UTC")
+    pd.DataFrame({"customer_id": ["a", "b"], "signup_date": [at.date()] * 2}).to_parquet(
+        folder / "customers.parquet", index=False)
+    pd.DataFrame({"experiment_id": "e", "customer_id": ["a", "b"],
+                  "variant": ["control", "t"], "assigned_at": [at, at]}).to_parquet(
+        folder / "assignments.parquet", index=False)
+    pd.DataFrame({"order_id": ["o"], "customer_id": ["a"], "ts": [at], "channel": "web",
+                  "amount": [1.0]}).to_parquet(folder / "orders.parquet", index=False)
+    assert ex.default_guardrails(open_source(folder)) == {}

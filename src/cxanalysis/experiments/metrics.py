@@ -177,6 +177,10 @@ class Metric:
         """Level of the metric in one arm (its mean)."""
         return m.mean
 
+    def unit_variance(self, m: st.Moments) -> float:
+        """Variance of one customer's contribution in one arm (planning's variance)."""
+        return m.var
+
     def test(self, t: st.Moments, c: st.Moments, alpha: float) -> st.Effect:
         raise NotImplementedError
 
@@ -218,6 +222,11 @@ class Ratio(Metric):
 
     def level(self, m: st.Moments) -> float:
         return m.sy / m.sx if m.sx else float("nan")
+
+    def unit_variance(self, m: st.Moments) -> float:
+        """The delta-method variance of the ratio times n (the influence function's)."""
+        _r, var_mean = st.ratio_mean_var(m)
+        return var_mean * m.n
 
     def test(self, t: st.Moments, c: st.Moments, alpha: float) -> st.Effect:
         return st.ratio(t, c, alpha)

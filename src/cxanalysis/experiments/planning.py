@@ -31,11 +31,7 @@ def planning(prim: pd.DataFrame, c: st.Moments, spec: Metric, arm: Mapping[str, 
     2 var (z_{1-alpha/2} + z_power)^2 / (mde x level)^2, rounded up; ``days_needed`` divides
     it by the customers per arm and day seen so far (the smaller arm over ``days``)."""
     base = spec.level(c)
-    if spec.kind == "ratio":
-        _r, var_mean = st.ratio_mean_var(c)
-        unit_var = var_mean * c.n
-    else:
-        unit_var = c.var
+    unit_var = spec.unit_variance(c)
     reduction = 0.0
     if variance_reduction:
         vr = prim["variance_reduction"].dropna()
