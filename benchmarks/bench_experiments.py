@@ -37,11 +37,17 @@ median of the rounds reported:
 - **cxanalysis, unvalidated source**: ``open_source(validate=False)`` then ``analyze``, which
   then checks the assignment key itself (one distinct count).
 
+Once per size the anchor is also split (``split=True``): the Ibis per-customer table stored
+by DuckDB, then tea-tasting alone on the stored table, to show where its time goes.
+
 The figure compared is the analysis call (``analyze`` / building the per-customer expression
 and ``analyze``); the open is printed beside it. The estimates of both are compared (the
 absolute differences must agree: same data, same definitions). cxanalysis additionally
 reports every unadjusted estimate beside the CUPED one, the checks (SRM, balance, windows
 still open) and the decision.
+
+Run: ``python -m benchmarks experiments`` (1M and 10M customers) or
+``python benchmarks/bench_experiments.py 1000000``; needs the ``bench`` extra.
 """
 
 from __future__ import annotations
@@ -287,6 +293,19 @@ result["effects"] = {{m: [float(r.effect_size),
                          float(r.pvalue)] for m, r in res.items()}}
 """
 
+#: The anchor split in two: the per-customer table stored by DuckDB, then tea-tasting's
+#: aggregation and tests alone on the stored table (where the anchor's time goes).
+TEA_SPLIT = TEA.replace(
+    "exp = tt.Experiment(",
+    "_t2 = time.perf_counter()\n"
+    "per = con.create_table('per_customer', per)\n"
+    "result['per_customer_s'] = time.perf_counter() - _t2\n"
+    "_t2 = time.perf_counter()\n"
+    "exp = tt.Experiment(", 1).replace(
+    'result["analyze_s"] = time.perf_counter() - _t',
+    'result["analyze_s"] = time.perf_counter() - _t\n'
+    'result["tea_only_s"] = time.perf_counter() - _t2', 1)
+
 VALIDATE = """
 import time
 _t = time.perf_counter()
@@ -316,9 +335,10 @@ def _agreement(cx: dict, tea: dict) -> tuple[float, float]:
 
 
 def run(sizes: tuple[int, ...] = (1_000_000, 10_000_000), rounds: int = 3,
-        validate: bool = False) -> list[dict]:
+        split: bool = True, validate: bool = False) -> list[dict]:
     """Generate (or reuse) each world, then measure tea-tasting and ``analyze`` (validated
-    and unvalidated source) in ``rounds`` interleaved rounds; print the medians and ratios."""
+    and unvalidated source) in ``rounds`` interleaved rounds; print the medians and ratios.
+    ``split``: also time the anchor's two parts once; ``validate``: the contract check."""
     rows = []
     for n in sizes:
         t0 = time.perf_counter()
@@ -360,6 +380,12 @@ def run(sizes: tuple[int, ...] = (1_000_000, 10_000_000), rounds: int = 3,
                   f"open {tea_open:.2f} s vs {cx_open:.2f} s; peak RSS {tea_mb:.0f} MB vs "
                   f"{cx_mb:.0f} MB; effects agree to {d:.1e} (se {s:.1e}); median of "
                   f"{rounds}, machine shared", flush=True)
+        if split:
+            r = measure(TEA_SPLIT.format(folder=str(folder)))
+            row["tea_split"] = r
+            print(f"experiments {n:>10,} customers, where the anchor's time goes: the Ibis "
+                  f"per-customer table stored {r['per_customer_s']:.2f} s, tea-tasting alone "
+                  f"on it {r['tea_only_s']:.2f} s (once, machine shared)", flush=True)
         if validate:
             r = measure(VALIDATE.format(folder=str(folder)))
             print(f"experiments {n:>10,} customers contract validation alone: "

@@ -878,3 +878,50 @@ def test_metric_columns_name_the_feedback_score_each_survey_metric_reads() -> No
     assert metric_spec("response_rate").columns == ()
     assert metric_spec("conversion").columns == ()
     assert metric_spec("event:support_contact").columns == ()
+
+
+def test_sequential_always_valid_p_and_sequence_match_the_msprt_closed_form(checkout) -> None:
+    """Normal-mixture mSPRT written out: likelihood ratio sqrt(V / (V + tau^2)) *
+    exp(tau^2 d^2 / (2 V (V + tau^2))), p = min(1, 1 / running max), the sequence
+    d +- sqrt(V (V + tau^2) / tau^2 * (log((V + tau^2) / V) + 2 log(1 / alpha))), intersected
+    over the looks."""
+    seq = checkout.sequential
+    f = seq.table()
+    tau2, alpha = seq.tau**2, seq.alpha
+    rows = checkout.per_customer().execute()
+    level = rows.loc[rows.variant == "control", "converted"].mean()
+    assert seq.tau == pytest.approx(checkout.parameters["mde"] * level, rel=1e-12)
+    v = f.se.to_numpy() ** 2
+    d = f.abs_diff.to_numpy()
+    lr = np.sqrt(v / (v + tau2)) * np.exp(tau2 * d**2 / (2 * v * (v + tau2)))
+    np.testing.assert_allclose(f.always_valid_p, np.minimum(1, 1 / np.maximum.accumulate(lr)),
+                               rtol=1e-9)
+    half = np.sqrt(v * (v + tau2) / tau2 * (np.log((v + tau2) / v) + 2 * np.log(1 / alpha)))
+    np.testing.assert_allclose(f.cs_low, np.maximum.accumulate(d - half), rtol=1e-9)
+    np.testing.assert_allclose(f.cs_high, np.minimum.accumulate(d + half), rtol=1e-9)
+    first = f[f.always_valid_p < alpha]
+    assert seq.first_significant_day() == (None if first.empty else first.day.iloc[0])
+    # each look's fixed-horizon test is the two-proportion z-test of the customers whose
+    # window had closed by that day
+    last = f.iloc[-1]
+    bt, bc = _arms(rows, "converted")
+    _z, p = proportions_ztest([bt.sum(), bc.sum()], [len(bt), len(bc)])
+    assert last.p_value == pytest.approx(p, rel=1e-9)
+
+
+def test_experiment_ids_and_the_variance_reduction_table(world, world_path: Path,
+                                                         checkout) -> None:
+    a = pd.read_parquet(world_path / "assignments.parquet")
+    assert ex.experiment_ids(world) == sorted(a.experiment_id.unique())
+    vr = checkout.variance_reduction_table().set_index("base_metric")
+    t = checkout.table().set_index("metric")
+    for m in ("conversion", "revenue", "orders"):
+        assert vr.loc[m, "theta"] == t.loc[f"{m}_cuped", "theta"]
+        assert vr.loc[m, "ci_width_cuped"] == pytest.approx(
+            t.loc[f"{m}_cuped", "abs_ci_high"] - t.loc[f"{m}_cuped", "abs_ci_low"], rel=1e-12)
+        assert vr.loc[m, "ci_width_unadjusted"] == pytest.approx(
+            t.loc[m, "abs_ci_high"] - t.loc[m, "abs_ci_low"], rel=1e-12)
+        # the CUPED interval is narrower by sqrt(1 - variance reduction), Welch df aside
+        ratio = vr.loc[m, "ci_width_cuped"] / vr.loc[m, "ci_width_unadjusted"]
+        assert ratio == pytest.approx(np.sqrt(1 - vr.loc[m, "variance_reduction"]), rel=1e-3)
+    assert "nps" not in vr.index  # a ratio has no covariate
