@@ -28,8 +28,14 @@ def test_environment_yml_installs_exactly_the_pyproject_dependencies() -> None:
     assert pip == ["-e .[dev]"]
     python_floor = next(d for d in conda if d.startswith("python"))
     assert python_floor.replace("python", "") == project["requires-python"]
-    assert set(project["optional-dependencies"]) == {"dev"}
+    extras = project["optional-dependencies"]
+    assert {"dev", "bench"} <= set(extras)
     names = {_name(d) for d in project["dependencies"]}
+    # the benchmark anchors (issue 15) are a bench extra, never runtime dependencies, and
+    # environment.yml says how to add them
+    bench = {_name(d) for d in extras["bench"]}
+    assert "tea-tasting" in bench and not bench & names
+    assert "pip install -e .[dev,bench]" in (ROOT / "environment.yml").read_text()
     for needed in ("pandas", "numpy", "scipy", "duckdb", "ibis-framework", "pyarrow", "seaborn",
                    "matplotlib", "statsmodels", "scikit-learn", "papermill", "nbconvert",
                    "ipykernel", "jupyterlab"):

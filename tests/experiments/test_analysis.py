@@ -3,6 +3,7 @@ in pandas/scipy/statsmodels, and against the synthetic world's planted truth."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -10,10 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats as sps
+from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import confint_proportions_2indep, proportions_ztest
 
 from cxanalysis import experiments as ex
 from cxanalysis.data import CXDataError, open_source
+from cxanalysis.errors import ParameterError
 
 REL = 1e-8
 ALL = ["conversion", "revenue", "orders", "revenue_per_order", "nps", "csat",
@@ -151,11 +154,27 @@ def test_holm_within_families_and_reported_rows(checkout) -> None:
     assert set(rep.metric) == {"conversion_cuped", "revenue_cuped", "orders_cuped",
                                "revenue_per_order", "nps", "csat", "support_contacts_cuped",
                                "event:checkout_cuped"}
-    sec = rep[rep.family == "secondary"].sort_values("p_value")
-    m = len(sec)
-    holm = np.maximum.accumulate(np.minimum(1, sec.p_value.to_numpy() * (m - np.arange(m))))
-    np.testing.assert_allclose(sec.p_adjusted, holm, rtol=1e-12)
+    # the secondary family, corrected by statsmodels' Holm
+    sec = rep[rep.family == "secondary"]
+    assert len(sec) == 7
+    _rej, want, _s, _b = multipletests(sec.p_value, alpha=0.05, method="holm")
+    np.testing.assert_allclose(sec.p_adjusted, want, rtol=1e-12)
+    np.testing.assert_array_equal(sec.significant, want < 0.05)
+    # a family of one (the primary) is its own p; guardrails are not corrected
+    prim = rep[rep.family == "primary"]
+    assert prim.p_adjusted.tolist() == prim.p_value.tolist()
+    g = rep[rep.family == "guardrail"]
+    assert g.p_adjusted.tolist() == g.p_value.tolist()
     assert t[~t.reported].p_adjusted.isna().all()
+
+
+def test_bh_correction_matches_statsmodels(world) -> None:
+    res = ex.analyze(world, "exp_checkout_redesign", correction="bh", guardrails={},
+                     sequential=False, bayesian=False)
+    sec = res.reported()[lambda r: r.family == "secondary"]
+    assert len(sec) == 5
+    _rej, want, _s, _b = multipletests(sec.p_value, alpha=0.05, method="fdr_bh")
+    np.testing.assert_allclose(sec.p_adjusted, want, rtol=1e-12)
 
 
 def test_sequential_final_look_equals_the_fixed_analysis(checkout) -> None:
@@ -166,12 +185,51 @@ def test_sequential_final_look_equals_the_fixed_analysis(checkout) -> None:
     assert last.n_treatment == unadj.n_treatment
     assert (np.diff(seq.n_control) >= 0).all()
     # the always-valid sequence is wider than the fixed-horizon interval at every look
-    assert (seq.cs_low <= seq.ci_low + 1e-12).all() and (seq.cs_high >= seq.ci_high - 1e-12).all()
+    assert (seq.cs_low <= seq.abs_ci_low + 1e-12).all()
+    assert (seq.cs_high >= seq.abs_ci_high - 1e-12).all()
 
 
-def test_breakdown_moments_add_up_to_the_whole(world, checkout) -> None:
-    seg = checkout.breakdown("region", source=world).table()
+def test_breakdown_pins_each_group_against_statsmodels(world, world_path: Path, checkout,
+                                                       rows) -> None:
+    """Per region: counts, rates, the Newcombe interval and the z-test p of the conversion
+    effect recomputed from the raw customers table and the per-customer rows; Holm over the
+    groups by statsmodels."""
+    seg = checkout.breakdown("region", source=world).table().set_index("group")
+    cust = pd.read_parquet(world_path / "customers.parquet")[["customer_id", "region"]]
+    per = rows.merge(cust, on="customer_id", how="left")
+    per["region"] = per.region.astype(object).where(per.region.notna(), ex.UNKNOWN_GROUP)
+    assert set(seg.index) == set(per.region.astype(str))
+    assert len(seg) >= 3
+    ps = []
+    for g, f in per.groupby("region"):
+        bt, bc = _arms(f, "converted")
+        r = seg.loc[str(g)]
+        assert (r.n_treatment, r.n_control) == (len(bt), len(bc))
+        assert r.control_mean == pytest.approx(bc.mean(), rel=REL)
+        assert r.treatment_mean == pytest.approx(bt.mean(), rel=REL)
+        assert r.abs_diff == pytest.approx(bt.mean() - bc.mean(), rel=REL, abs=1e-15)
+        _z, p = proportions_ztest([bt.sum(), bc.sum()], [len(bt), len(bc)])
+        lo, hi = confint_proportions_2indep(bt.sum(), len(bt), bc.sum(), len(bc),
+                                            method="newcomb")
+        assert r.p_value == pytest.approx(p, rel=1e-9)
+        assert (r.abs_ci_low, r.abs_ci_high) == pytest.approx((lo, hi), rel=1e-9)
+        assert not r.suppressed
+        ps.append((str(g), p))
+    _rej, holm, _s, _b = multipletests([p for _g, p in ps], method="holm")
+    np.testing.assert_allclose(seg.loc[[g for g, _p in ps], "p_holm"], holm, rtol=1e-9)
     assert seg.n_treatment.sum() == _row(checkout, "conversion").n_treatment
+
+
+def test_breakdown_suppresses_groups_below_min_group_size(world, checkout) -> None:
+    big = dataclasses.replace(checkout, min_group_size=10**6)
+    seg = big.breakdown("region", source=world).table()
+    assert seg.suppressed.all() and seg.n_control.isna().all() and seg.abs_diff.isna().all()
+    with pytest.raises(ParameterError, match="pass source="):
+        checkout.breakdown("region")
+    with pytest.raises(ParameterError, match="one group column"):
+        checkout.breakdown(pd.DataFrame({"customer_id": ["a"], "x": [1], "y": [2]}))
+    with pytest.raises(CXDataError, match="customers has no column 'nope'"):
+        checkout.breakdown("nope", source=world)
 
 
 # ------------------------------------------------------------------ truth of the world
@@ -227,7 +285,7 @@ def test_persona_only_effect_appears_in_that_personas_breakdown(world, world_pat
     seg = res.breakdown(personas[["customer_id", "persona"]]).table().set_index("group")
     want = truth["experiments"]["exp_app_onboarding"]["expected_abs_lift_by_persona"]
     assert seg.loc["loyal_app_regular", "significant"]
-    lo, hi = seg.loc["loyal_app_regular", ["ci_low", "ci_high"]]
+    lo, hi = seg.loc["loyal_app_regular", ["abs_ci_low", "abs_ci_high"]]
     assert lo <= want["loyal_app_regular"] <= hi
     others = seg.drop(index="loyal_app_regular")
     assert not others.significant.any()
@@ -282,7 +340,18 @@ def test_three_variants_are_each_compared_with_control(tmp_path: Path) -> None:
     np.testing.assert_allclose(np.sort(prim.p_adjusted), np.maximum.accumulate(
         np.minimum(1, p * np.array([2, 1]))), rtol=1e-12)
     assert res.decision.verdict == "ship" and res.decision.variant == "c"
-    json.dumps(out, allow_nan=True)
+    # results.json: each treatment's figures under its own key, equal to the table's rows
+    strict = _strict_json(res)
+    for key, m in strict["metrics"].items():
+        metric, variant = key.split("@")
+        r = res.table().set_index(["metric", "variant"]).loc[(metric, variant)]
+        assert m["abs_diff"] == pytest.approx(r.abs_diff, rel=1e-12)
+        assert m["abs_ci"] == pytest.approx([r.abs_ci_low, r.abs_ci_high], rel=1e-12)
+        assert m["p_value"] == pytest.approx(r.p_value, rel=1e-12)
+    assert strict["variants"] == res.counts and sum(res.counts.values()) == 3000
+    assert strict["decision"] == "ship" and strict["decision_variant"] == "c"
+    a = pd.read_parquet(tmp_path / "w" / "assignments.parquet")
+    assert res.counts == a.variant.value_counts().to_dict()
 
 
 def test_assignment_problems_are_counted_not_hidden(tmp_path: Path) -> None:
@@ -325,12 +394,14 @@ def test_learning_log_replaces_a_rerun_and_is_stable(tmp_path: Path, checkout, w
 def test_clear_errors(world) -> None:
     with pytest.raises(CXDataError, match="no rows for experiment 'nope'"):
         ex.analyze(world, "nope")
-    with pytest.raises(CXDataError, match="unknown metric 'profit'"):
+    with pytest.raises(ParameterError, match="unknown metric 'profit'"):
         ex.analyze(world, "exp_checkout_redesign", primary_metric="profit")
     with pytest.raises(CXDataError, match="control variant 'base'"):
         ex.analyze(world, "exp_checkout_redesign", control="base")
-    with pytest.raises(ValueError, match="bad direction"):
+    with pytest.raises(ParameterError, match="bad direction"):
         ex.analyze(world, "exp_checkout_redesign", guardrails={"revenue": "down"})
+    with pytest.raises(ParameterError, match="correction must be 'holm' or 'bh', not 'bonf'"):
+        ex.analyze(world, "exp_checkout_redesign", correction="bonf")
 
 
 def test_results_carry_the_documented_keys(checkout) -> None:
@@ -655,7 +726,9 @@ def test_item7_survey_metrics_per_assigned_customer_match_pandas(world, world_pa
 def test_item8_before_the_planned_end_the_decision_is_keep_running(tmp_path: Path) -> None:
     # experiments.end is 2025-03-25: the horizon is 2025-04-08, after the last order
     folder = _tiny_world(tmp_path / "w", variants=("control", "treatment"), lifts=(0.0, 0.08))
-    res = ex.analyze(open_source(folder), "exp", secondary_metrics=[], pre_days=30)
+    # mde 0.05 (a narrow monitor, tau = 0.05 x control level): the always-valid test has not
+    # rejected yet, so only the fixed-horizon p could have shipped
+    res = ex.analyze(open_source(folder), "exp", secondary_metrics=[], pre_days=30, mde=0.05)
     assert res.horizon["basis"] == "experiments.end" and not res.horizon["reached"]
     assert res.horizon["horizon_date"] == "2025-04-08"
     assert res.primary().p_adjusted < 0.05  # the fixed-horizon p would have shipped
@@ -668,10 +741,10 @@ def test_item8_before_the_planned_end_the_decision_is_keep_running(tmp_path: Pat
     assert "Keep exp running to its planned horizon" in ex.next_test(res)
     # with a planned size: "N of M customers"
     res = ex.analyze(open_source(folder), "exp", secondary_metrics=[], pre_days=30,
-                     planned_customers=5000)
+                     planned_customers=5000, mde=0.05)
     assert f"Running — {res.horizon['analysed_customers']:,} of 5,000 customers" in \
         res.decision.reason
-    with pytest.raises(ValueError, match="planned_customers"):
+    with pytest.raises(ParameterError, match="planned_customers"):
         ex.analyze(open_source(folder), "exp", planned_customers=0)
 
 
@@ -763,7 +836,7 @@ def test_item9_notebook_03_checks_the_persona_window_and_prints_warnings() -> No
     prints every warning beside the (pinned) decision; results.json carries them."""
     import nbformat
 
-    nb = nbformat.read(Path(__file__).resolve().parents[1] / "notebooks"
+    nb = nbformat.read(Path(__file__).resolve().parents[2] / "notebooks"
                        / "03_test_and_learn.ipynb", as_version=4)
     code = [c.source for c in nb.cells if c.cell_type == "code"]
     check = next(i for i, c in enumerate(code) if "check_persona_calibration(" in c)
@@ -805,3 +878,50 @@ def test_metric_columns_name_the_feedback_score_each_survey_metric_reads() -> No
     assert metric_spec("response_rate").columns == ()
     assert metric_spec("conversion").columns == ()
     assert metric_spec("event:support_contact").columns == ()
+
+
+def test_sequential_always_valid_p_and_sequence_match_the_msprt_closed_form(checkout) -> None:
+    """Normal-mixture mSPRT written out: likelihood ratio sqrt(V / (V + tau^2)) *
+    exp(tau^2 d^2 / (2 V (V + tau^2))), p = min(1, 1 / running max), the sequence
+    d +- sqrt(V (V + tau^2) / tau^2 * (log((V + tau^2) / V) + 2 log(1 / alpha))), intersected
+    over the looks."""
+    seq = checkout.sequential
+    f = seq.table()
+    tau2, alpha = seq.tau**2, seq.alpha
+    rows = checkout.per_customer().execute()
+    level = rows.loc[rows.variant == "control", "converted"].mean()
+    assert seq.tau == pytest.approx(checkout.parameters["mde"] * level, rel=1e-12)
+    v = f.se.to_numpy() ** 2
+    d = f.abs_diff.to_numpy()
+    lr = np.sqrt(v / (v + tau2)) * np.exp(tau2 * d**2 / (2 * v * (v + tau2)))
+    np.testing.assert_allclose(f.always_valid_p, np.minimum(1, 1 / np.maximum.accumulate(lr)),
+                               rtol=1e-9)
+    half = np.sqrt(v * (v + tau2) / tau2 * (np.log((v + tau2) / v) + 2 * np.log(1 / alpha)))
+    np.testing.assert_allclose(f.cs_low, np.maximum.accumulate(d - half), rtol=1e-9)
+    np.testing.assert_allclose(f.cs_high, np.minimum.accumulate(d + half), rtol=1e-9)
+    first = f[f.always_valid_p < alpha]
+    assert seq.first_significant_day() == (None if first.empty else first.day.iloc[0])
+    # each look's fixed-horizon test is the two-proportion z-test of the customers whose
+    # window had closed by that day
+    last = f.iloc[-1]
+    bt, bc = _arms(rows, "converted")
+    _z, p = proportions_ztest([bt.sum(), bc.sum()], [len(bt), len(bc)])
+    assert last.p_value == pytest.approx(p, rel=1e-9)
+
+
+def test_experiment_ids_and_the_variance_reduction_table(world, world_path: Path,
+                                                         checkout) -> None:
+    a = pd.read_parquet(world_path / "assignments.parquet")
+    assert ex.experiment_ids(world) == sorted(a.experiment_id.unique())
+    vr = checkout.variance_reduction_table().set_index("base_metric")
+    t = checkout.table().set_index("metric")
+    for m in ("conversion", "revenue", "orders"):
+        assert vr.loc[m, "theta"] == t.loc[f"{m}_cuped", "theta"]
+        assert vr.loc[m, "ci_width_cuped"] == pytest.approx(
+            t.loc[f"{m}_cuped", "abs_ci_high"] - t.loc[f"{m}_cuped", "abs_ci_low"], rel=1e-12)
+        assert vr.loc[m, "ci_width_unadjusted"] == pytest.approx(
+            t.loc[m, "abs_ci_high"] - t.loc[m, "abs_ci_low"], rel=1e-12)
+        # the CUPED interval is narrower by sqrt(1 - variance reduction), Welch df aside
+        ratio = vr.loc[m, "ci_width_cuped"] / vr.loc[m, "ci_width_unadjusted"]
+        assert ratio == pytest.approx(np.sqrt(1 - vr.loc[m, "variance_reduction"]), rel=1e-3)
+    assert "nps" not in vr.index  # a ratio has no covariate
