@@ -299,6 +299,7 @@ def test_every_result_class_follows_the_protocol():
 
     from cxanalysis import (
         attribution,
+        breakdowns,
         comparison,
         experiments,
         funnel,
@@ -308,10 +309,12 @@ def test_every_result_class_follows_the_protocol():
         personas,
     )
 
-    classes = [c for m in (attribution, comparison, experiments, funnel, journeys, overview,
-                           painpoints, personas)
+    # experiments is a package: its classes live in its submodules, re-exported.
+    classes = {c for m in (attribution, breakdowns, comparison, experiments, funnel, journeys,
+                           overview, painpoints, personas)
                for _n, c in inspect.getmembers(m, inspect.isclass)
-               if c.__module__ == m.__name__ and "table" in c.__dict__ and "plot" in dir(c)]
+               if (c.__module__ == m.__name__ or c.__module__.startswith(m.__name__ + "."))
+               and "table" in c.__dict__ and "plot" in dir(c)}
     assert len(classes) >= 18
     for c in classes:
         assert issubclass(c, ResultMixin), c

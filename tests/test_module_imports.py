@@ -38,7 +38,7 @@ def _imports(module: str) -> list[tuple[str, str]]:
     return out
 
 
-@pytest.mark.parametrize("module", sorted(ANALYSES - {"experiments", "personas"}))
+@pytest.mark.parametrize("module", sorted(ANALYSES - {"personas"}))
 def test_no_sideways_imports(module: str) -> None:
     allowed = INPUTS.get(module, {})
     bad = [f"{t}.{n}" for t, n in _imports(module)

@@ -497,7 +497,7 @@ class ResultMixin:
     _format: Mapping[str, Any] = {}
 
     def _group_size(self) -> int:
-        for attr in ("min_group_size", "_min_group_size"):
+        for attr in ("min_group_size",):
             v = getattr(self, attr, None)
             if isinstance(v, int) and not isinstance(v, bool):
                 return v

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from cxanalysis import stats as st
-from cxanalysis.data import CXDataError, Source
+from cxanalysis.data import UNKNOWN, CXDataError, Source
 from cxanalysis.errors import ParameterError
 from cxanalysis.experiments.engine import moments
 from cxanalysis.experiments.metrics import EFFECT_COLUMNS, effect_row, metric_spec
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from cxanalysis.experiments.results import ExperimentResult
 
 #: The group of customers the breakdown table has no label for.
-UNKNOWN_GROUP = "(unknown)"
+UNKNOWN_GROUP = UNKNOWN  # the one spelling of a missing label (cxanalysis.data)
 
 _COLS = ["group", "variant", "n_control", "n_treatment", *EFFECT_COLUMNS, "suppressed"]
 
