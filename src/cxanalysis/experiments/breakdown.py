@@ -1,4 +1,5 @@
-"""Effects of an experiment within groups of customers (a customers column or personas)."""
+"""Effects of an experiment within groups of customers (a customers column, or labels in the
+shape of :meth:`cxanalysis.data.Labels.of`: personas, segments)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from cxanalysis import stats as st
-from cxanalysis.data import UNKNOWN, CXDataError, Source
+from cxanalysis.data import UNKNOWN, CXDataError, Labels, LabelsLike, Source
 from cxanalysis.errors import ParameterError
 from cxanalysis.experiments.engine import moments
 from cxanalysis.experiments.metrics import EFFECT_COLUMNS, effect_row, metric_spec
@@ -24,8 +25,9 @@ UNKNOWN_GROUP = UNKNOWN  # the one spelling of a missing label (cxanalysis.data)
 _COLS = ["group", "variant", "n_control", "n_treatment", *EFFECT_COLUMNS, "suppressed"]
 
 
-def _groups(by: str | pd.DataFrame, source: Source | None) -> tuple[ibis.Table, str]:
-    """The groups as an Ibis table (``customer_id``, ``group``) and their label."""
+def _labels(by: str | LabelsLike, source: Source | None, column: str | None) -> Labels:
+    """The groups as :class:`~cxanalysis.data.Labels`: a column of ``customers`` (by name)
+    or anything :meth:`Labels.of <cxanalysis.data.Labels.of>` takes."""
     if isinstance(by, str):
         if source is None:
             raise ParameterError("pass source= to break down by a customers column")
@@ -33,34 +35,47 @@ def _groups(by: str | pd.DataFrame, source: Source | None) -> tuple[ibis.Table, 
         if by not in cust.columns:
             raise CXDataError(f"customers has no column {by!r} to break down by "
                               f"(columns: {', '.join(cust.columns)})")
-        return cust.select("customer_id", group=cust[by].cast("string")), by
-    cols = [c for c in by.columns if c != "customer_id"]
-    if "customer_id" not in by.columns or len(cols) != 1:
-        raise ParameterError("a breakdown DataFrame needs customer_id and one group column")
-    # a memtable goes to whichever engine the units live on (any backend)
-    return ibis.memtable(by.rename(columns={cols[0]: "group"})
-                         .astype({"customer_id": str, "group": str})), cols[0]
+        return Labels.of(cust, by)
+    if isinstance(by, (pd.DataFrame, ibis.Table)) and column is None:
+        others = [c for c in by.columns if c != "customer_id"]
+        if "customer_id" not in by.columns or len(others) != 1:
+            raise ParameterError("a breakdown DataFrame needs customer_id and one group "
+                                 "column (or name it: column=...)")
+    return Labels.of(by, column)
 
 
-def breakdown(result: ExperimentResult, by: str | pd.DataFrame, metric: str | None = None,
-              source: Source | None = None) -> Segmented:
+def breakdown(result: ExperimentResult, by: str | LabelsLike, metric: str | None = None,
+              source: Source | None = None, *, column: str | None = None) -> Segmented:
     """Effects of every treatment on ``metric`` (default: the primary one) within groups.
 
-    ``by`` is a column of ``customers`` (pass ``source``) or a DataFrame with
-    ``customer_id`` and one group column. Customers without a group form
-    :data:`UNKNOWN_GROUP`. See :class:`Segmented` for the tests and the reporting rule.
+    Parameters
+    ----------
+    result : ExperimentResult
+        The analysed experiment.
+    by : str or labels
+        A column of the ``customers`` table by name (pass ``source``), or per-customer
+        labels in the one shape of the package: a :class:`cxanalysis.data.Labels`, a Series
+        indexed by customer id, or a DataFrame / Ibis table with ``customer_id`` and one
+        label column (name it with ``column`` when there are more), e.g. persona labels.
+    metric : str, optional
+        The metric to break down (default: the primary metric).
+    source : Source, optional
+        The source whose ``customers`` table holds the column ``by``.
+    column : str, optional
+        The label column of a DataFrame or table ``by``.
+
+    Customers without a label form :data:`UNKNOWN_GROUP` (joined by
+    :meth:`Labels.join <cxanalysis.data.Labels.join>`). See :class:`Segmented` for the tests
+    and the reporting rule.
     """
     metric = metric or result.primary_metric
     spec = metric_spec(metric)
     units, activity = result.per_customer_tables()
-    groups, label = _groups(by, source)
-
-    def grouped(t: ibis.Table) -> ibis.Table:
-        j = t.left_join(groups, "customer_id").drop("customer_id_right")
-        return j.mutate(group=j.group.fill_null(UNKNOWN_GROUP))
-
-    mom = moments(grouped(units), [metric], by=("group", "variant"),
-                  activity=grouped(activity))
+    labels = _labels(by, source, column)
+    label = labels.name
+    # every customer keeps its row: unlabelled ones join as UNKNOWN_GROUP
+    mom = moments(labels.join(units), [metric], by=("group", "variant"),
+                  activity=labels.join(activity))
     rows = []
     for g, f in mom.groupby("group", sort=True):
         arms = {r.variant: r for _i, r in f.iterrows()}

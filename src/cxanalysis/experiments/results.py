@@ -11,11 +11,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from cxanalysis.data import Source, materialize
+from cxanalysis.data import LabelsLike, Source, materialize
 from cxanalysis.experiments.checks import SRM_ALPHA
 from cxanalysis.experiments.engine import all_units
+from cxanalysis.experiments.metrics import metric_spec
 from cxanalysis.formatting import ResultMixin, format_table
-from cxanalysis.plotting import date_axis
+from cxanalysis.plotting import date_axis, display_label
 from cxanalysis.privacy import MIN_GROUP_SIZE
 from cxanalysis.results import to_jsonable
 
@@ -23,6 +24,26 @@ from cxanalysis.results import to_jsonable
 #: effect of each look has the canonical names of :func:`~.metrics.effect_row`.
 SEQ_COLS = ["variant", "day", "n_control", "n_treatment", "abs_diff", "se", "abs_ci_low",
             "abs_ci_high", "p_value", "always_valid_p", "cs_low", "cs_high"]
+
+
+def _is_proportion(metric: str) -> bool:
+    try:
+        return metric_spec(metric.removesuffix("_cuped")).kind == "proportion"
+    except ValueError:  # not a registered metric: no unit to state
+        return False
+
+
+def _difference_label(metric: str) -> str:
+    """The axis label of a treatment - control difference, in words with its unit."""
+    unit = "percentage points" if _is_proportion(metric) else "metric units"
+    return f"{metric}: treatment - control ({unit})"
+
+
+def _percent_points(ax: plt.Axes, metric: str, axis: str) -> None:
+    """Show a proportion's difference in percentage points (0.02 -> +2 pp)."""
+    if _is_proportion(metric):
+        target = ax.xaxis if axis == "x" else ax.yaxis
+        target.set_major_formatter(plt.FuncFormatter(lambda v, _p: f"{100 * v:+.1f} pp"))
 
 
 @dataclass
@@ -64,7 +85,9 @@ class Sequential(ResultMixin):
             ax.plot(x, f["abs_ci_low"], ls=":", color="grey")
             ax.plot(x, f["abs_ci_high"], ls=":", color="grey")
         ax.axhline(0, color="black", lw=0.8)
-        ax.set_ylabel(f"{self.metric}: treatment - control")
+        ax.set_ylabel(_difference_label(self.metric))
+        _percent_points(ax, self.metric, "y")
+        ax.set_xlabel("day of the look (UTC)")
         date_axis(ax)  # daily looks: concise labels that never overlap
         ax.set_title("Sequential monitoring (dotted: fixed-horizon interval, not valid "
                      "under peeking)")
@@ -112,9 +135,11 @@ class Segmented(ResultMixin):
         return self.frame
 
     def plot(self, ax: plt.Axes | None = None) -> plt.Axes:
-        f = self.frame.dropna(subset=["abs_diff"])
+        f = self.frame.dropna(subset=["abs_diff"])  # suppressed groups: not drawn
+        f = f[~f["suppressed"].fillna(False).astype(bool)]
         ax = ax if ax is not None else plt.subplots(figsize=(7, 0.45 * len(f) + 1.2))[1]
-        labels = [f"{g} ({v})" if self.frame.variant.nunique() > 1 else str(g)
+        labels = [f"{display_label(g)} ({v})" if self.frame.variant.nunique() > 1
+                  else display_label(g)
                   for g, v in zip(f["group"], f["variant"], strict=True)]
         y = np.arange(len(f))[::-1]
         ax.errorbar(f["abs_diff"], y, xerr=[f["abs_diff"] - f["abs_ci_low"],
@@ -129,8 +154,10 @@ class Segmented(ResultMixin):
             ax.legend(fontsize=8)
         ax.set_yticks(y, labels)
         ax.axvline(0, color="black", lw=0.8)
-        ax.set_xlabel(f"{self.metric}: treatment - control")
-        ax.set_title(f"Effect by {self.by}")
+        ax.set_xlabel(_difference_label(self.metric))
+        _percent_points(ax, self.metric, "x")
+        ax.set_ylabel(str(self.by))
+        ax.set_title(f"Effect on {self.metric} by {self.by}")
         return ax
 
     def summary(self) -> str:
@@ -304,17 +331,20 @@ class ExperimentResult(ResultMixin):
         ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _p: f"{v:+.0%}"))
         ax.set_xlabel(f"relative lift vs {self.control} ({1 - self.alpha:.0%} delta-method "
                       "interval; red: significant after correction)")
-        ax.set_title(self.experiment_id)
+        ax.set_ylabel("metric")
+        ax.set_title(f"{self.experiment_id}: relative lift by metric")
         return ax
 
-    def breakdown(self, by: str | pd.DataFrame, metric: str | None = None,
-                  source: Source | None = None) -> Segmented:
+    def breakdown(self, by: str | LabelsLike, metric: str | None = None,
+                  source: Source | None = None, *, column: str | None = None) -> Segmented:
         """Effects within groups: ``by`` is a column of ``customers`` (pass ``source``) or
-        a DataFrame with ``customer_id`` and one group column (e.g. personas); see
+        per-customer labels in the one shape of :meth:`cxanalysis.data.Labels.of` (a
+        ``Labels``, a Series indexed by customer id, a DataFrame or table with
+        ``customer_id`` and a label column: ``column``); see
         :func:`cxanalysis.experiments.breakdown.breakdown`."""
         from cxanalysis.experiments.breakdown import breakdown
 
-        return breakdown(self, by, metric, source)
+        return breakdown(self, by, metric, source, column=column)
 
     def check_persona_calibration(self, calibration: Sequence[Any] | None) -> str | None:
         """Warn when the persona calibration window ends after the first assignment.
