@@ -52,10 +52,12 @@ from dataclasses import dataclass
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import PercentFormatter
 
 from cxanalysis.errors import ParameterError
 from cxanalysis.formatting import ResultMixin
 from cxanalysis.journeys import NO_TOUCH, SEP, PathCounts
+from cxanalysis.plotting import display_label
 from cxanalysis.privacy import MIN_GROUP_SIZE
 
 METHODS = ("first_touch", "last_touch", "linear", "markov", "shapley")
@@ -308,7 +310,11 @@ class Attribution(ResultMixin):
             ax.errorbar(x, self.shares[m], yerr=[self.shares[m] - iv["low"],
                                                  iv["high"] - self.shares[m]],
                         fmt="none", color="black", capsize=2, linewidth=0.8)
-        ax.set_ylabel("share of conversions")
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+        ax.set_ylabel("% of conversions credited")
+        ax.set_xlabel("channel")
+        ax.set_xticks(range(len(self.shares)), [display_label(c) for c in self.shares.index],
+                      rotation=0)
         ax.set_title(f"Attribution credit by channel — credit, not incrementality "
                      f"({1 - self.alpha:.0%} bootstrap intervals, {self.n_boot} resamples "
                      f"of {self.resampled})", fontsize=9)

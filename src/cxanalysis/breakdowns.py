@@ -15,9 +15,11 @@ from dataclasses import dataclass
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import PercentFormatter
 from scipy import stats
 
 from cxanalysis.formatting import ResultMixin
+from cxanalysis.plotting import display_label
 from cxanalysis.privacy import MIN_GROUP_SIZE, suppress_small_groups
 from cxanalysis.stats import adjust_pvalues, two_proportion_z, wilson_interval
 
@@ -91,11 +93,15 @@ class Breakdown(ResultMixin):
 
     def plot(self, ax: plt.Axes | None = None) -> plt.Axes:
         ax = ax if ax is not None else plt.subplots(figsize=(7, 3.5))[1]
-        f = self.frame.dropna(subset=["conversion"])
-        ax.errorbar(f["conversion"], f["group"], xerr=[f["conversion"] - f["ci_low"],
+        f = self.frame.dropna(subset=["conversion"])  # suppressed groups: not drawn
+        if "suppressed" in f:
+            f = f[~f["suppressed"].fillna(False).astype(bool)]
+        ax.errorbar(f["conversion"], [display_label(g) for g in f["group"]], xerr=[f["conversion"] - f["ci_low"],
                                                        f["ci_high"] - f["conversion"]],
                     fmt="o", color="#1e88e5", capsize=3)
-        ax.set_xlabel(f"conversion of {self.unit} (95% Wilson interval)")
+        ax.xaxis.set_major_formatter(PercentFormatter(1.0))
+        ax.set_xlabel(f"% of {self.unit} converting (95% Wilson interval)")
+        ax.set_ylabel(str(self.by))
         ax.set_title(f"Conversion by {self.by}")
         return ax
 

@@ -42,6 +42,7 @@ from sklearn.model_selection import KFold, StratifiedKFold
 from cxanalysis.breakdowns import Breakdown
 from cxanalysis.data import UNKNOWN, Labels, LabelsLike, Source, between_days
 from cxanalysis.formatting import ResultMixin
+from cxanalysis.plotting import display_label
 from cxanalysis.privacy import MIN_GROUP_SIZE
 from cxanalysis.results import to_jsonable
 
@@ -235,8 +236,10 @@ class Comparison(ResultMixin):
             ax.barh(y, f.cv_score, color="#1e88e5", label="cross-validated")
             ax.scatter(f.perm_p95, y, marker="|", s=300, color="black",
                        label="permutation 95th pct")
-            ax.set_yticks(y, f.grouping)
+            ax.set_yticks(y, [display_label(g) for g in f.grouping])
             ax.set_title(f"{o} ({OUTCOMES[o]})")
+            ax.set_xlabel(f"cross-validated {OUTCOMES[o]} on the holdout")
+            ax.set_ylabel("grouping")
         axes[0][0].legend(fontsize=7, loc="lower right")
         fig.suptitle("Which grouping explains holdout outcomes better")
         fig.tight_layout()
@@ -247,7 +250,10 @@ class Comparison(ResultMixin):
 
         ax = plt.subplots(figsize=(7, 0.35 * len(self.crosstab) + 2))[1]
         share = self.crosstab.div(self.crosstab.sum(axis=1), axis=0)
+        share = share.rename(index=display_label, columns=display_label)
         sns.heatmap(share, annot=True, fmt=".0%", cmap="Blues", cbar=False, ax=ax)
+        ax.set_xlabel(str(self.crosstab.columns.name or "persona"))
+        ax.set_ylabel(str(self.crosstab.index.name or "segment"))
         ax.set_title("Personas within each segment (row shares; small cells suppressed)")
         return ax
 

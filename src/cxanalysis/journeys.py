@@ -124,6 +124,7 @@ class PathCounts(ResultMixin):
         ax.barh(f["path"], f["journeys"], color="#90caf9", label="journeys")
         ax.barh(f["path"], f["conversions"], color="#1e88e5", label="converted")
         ax.set_xlabel("journeys")
+        ax.set_ylabel("channel path")
         ax.set_title("Top channel paths")
         ax.legend(frameon=False, loc="lower right")
         return ax
@@ -239,6 +240,8 @@ class PathCounts(ResultMixin):
         ax.invert_yaxis()
         ax.set_xticks(range(depth + 1), [f"touch {i + 1}" for i in range(depth)] + ["outcome"])
         ax.set_yticks([])
+        ax.set_xlabel("position in the journey")
+        ax.set_ylabel("journeys (band height)")
         ax.set_title("Flow of journeys across channels")
         for spine in ax.spines.values():
             spine.set_visible(False)
@@ -363,10 +366,12 @@ class StageDurations(ResultMixin):
     def plot(self, ax: plt.Axes | None = None) -> plt.Axes:
         ax = ax if ax is not None else plt.subplots(figsize=(8, 4))[1]
         shown = self.frame[~self.frame["suppressed"]]
-        pivot = shown.pivot(index="stage", columns="group", values="median_hours")
+        pivot = shown.assign(group=shown["group"].map(display_label)) \
+            .pivot(index="stage", columns="group", values="median_hours")
         pivot = pivot.reindex([s for s in STAGES if s in pivot.index])
         pivot.plot.bar(ax=ax)
         ax.set_ylabel("median hours until a later stage")
+        ax.set_xlabel("journey stage")
         ax.set_title("Time spent in each stage")
         ax.legend(frameon=False, fontsize=8, bbox_to_anchor=(1, 1))
         return ax

@@ -10,16 +10,29 @@ from dataclasses import dataclass
 import matplotlib.pyplot as plt
 import pandas as pd
 from ibis import _
+from matplotlib.ticker import PercentFormatter
 
 from cxanalysis.data import Source, between_days
 from cxanalysis.errors import ParameterError
 from cxanalysis.formatting import ResultMixin
+from cxanalysis.plotting import date_axis, display_label, palette
 from cxanalysis.privacy import MIN_GROUP_SIZE, suppress_small_groups
 from cxanalysis.schema import STAGES
 from cxanalysis.stats import nps_score  # lives in stats; still importable from here
 
 _TIME_COLUMN = {"events": "ts", "orders": "ts", "feedback": "ts", "assignments": "assigned_at",
                 "customers": "signup_date", "experiments": "start"}
+
+
+#: The scale of each feedback score, for axis labels.
+_SCALES = {"nps": "0-10", "csat": "1-5", "effort": "1-7"}
+
+
+def _shown(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows a figure draws: suppressed groups are neither drawn nor named."""
+    if "suppressed" not in frame:
+        return frame
+    return frame[~frame["suppressed"].fillna(False).astype(bool)]
 
 
 def _axes(ax: plt.Axes | None, figsize: tuple[float, float] = (8, 4)) -> plt.Axes:
@@ -39,6 +52,7 @@ class TableSummary(ResultMixin):
         ax = _axes(ax)
         self.frame.set_index("table")["rows"].plot.barh(ax=ax, logx=True)
         ax.set_xlabel("rows (log scale)")
+        ax.set_ylabel("table")
         ax.set_title("Rows per table")
         return ax
 
@@ -87,9 +101,13 @@ class VolumeOverTime(ResultMixin):
 
     def plot(self, ax: plt.Axes | None = None) -> plt.Axes:
         ax = _axes(ax, (10, 4))
-        self.table().plot.area(ax=ax, linewidth=0)
+        t = self.table()
+        # matplotlib's own dates (not pandas' period axis) so that date_axis applies
+        ax.stackplot(t.index.to_numpy(), t.T.to_numpy(), labels=[str(c) for c in t.columns],
+                     colors=palette(len(t.columns)), linewidth=0)
+        date_axis(ax)
         ax.set_ylabel(f"events per {self.freq}")
-        ax.set_xlabel("")
+        ax.set_xlabel(f"{self.freq} starting (UTC)")
         ax.set_title(f"Volume by channel, per {self.freq}")
         ax.legend(loc="upper left", bbox_to_anchor=(1, 1), frameon=False)
         return ax
@@ -127,8 +145,12 @@ class ChannelMix(ResultMixin):
     def plot(self, ax: plt.Axes | None = None) -> plt.Axes:
         ax = _axes(ax)
         cols = [c for c in ("event_share", "customer_share", "order_share") if c in self.frame]
-        self.frame.set_index("channel")[cols].plot.bar(ax=ax)
-        ax.set_ylabel("share")
+        f = _shown(self.frame)  # a suppressed channel gets no bar
+        f = f.assign(channel=f["channel"].map(display_label)).set_index("channel")[cols]
+        f.rename(columns=lambda c: c.replace("_share", "s")).plot.bar(ax=ax)
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+        ax.set_ylabel("% of events / customers / orders")
+        ax.set_xlabel("channel")
         ax.set_title("Channel mix")
         return ax
 
@@ -171,8 +193,12 @@ class StageCoverage(ResultMixin):
 
     def plot(self, ax: plt.Axes | None = None) -> plt.Axes:
         ax = _axes(ax)
-        self.frame.set_index("stage")["customer_share"].plot.bar(ax=ax, color="#1e88e5")
-        ax.set_ylabel("share of active customers")
+        f = _shown(self.frame)  # a suppressed stage gets no bar
+        f = f.assign(stage=f["stage"].map(display_label))
+        f.set_index("stage")["customer_share"].plot.bar(ax=ax, color="#1e88e5")
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+        ax.set_ylabel("% of active customers")
+        ax.set_xlabel("journey stage")
         ax.set_title("Stage coverage")
         return ax
 
@@ -220,7 +246,8 @@ class FeedbackDistributions(ResultMixin):
             title = f"{kind} (NPS {self.nps:+.0f})" if kind == "nps" and self.nps is not None \
                 else kind
             a.set_title(title)
-            a.set_xlabel("score")
+            a.set_xlabel(f"{kind} score ({_SCALES.get(kind, 'points')})")
+            a.set_ylabel("answers")
         return axes[0]
 
     def summary(self) -> str:
@@ -270,9 +297,11 @@ class ExperimentsPresent(ResultMixin):
 
     def plot(self, ax: plt.Axes | None = None) -> plt.Axes:
         ax = _axes(ax)
-        pivot = self.frame.pivot(index="experiment_id", columns="variant", values="customers")
-        pivot.plot.barh(ax=ax, stacked=True)
+        f = _shown(self.frame)  # a suppressed variant gets no bar
+        pivot = f.pivot(index="experiment_id", columns="variant", values="customers")
+        pivot.astype(float).plot.barh(ax=ax, stacked=True)
         ax.set_xlabel("customers")
+        ax.set_ylabel("experiment")
         ax.set_title("Experiments: customers per variant")
         return ax
 

@@ -34,8 +34,16 @@ from cxanalysis.data import CXDataError, DayWindow, Labels, LabelsLike, Source, 
 from cxanalysis.formatting import ResultMixin
 from cxanalysis.funnel import FunnelResult
 from cxanalysis.funnel import funnel as funnel_fn
+from cxanalysis.plotting import display_label
 from cxanalysis.privacy import MIN_GROUP_SIZE, redact, suppress_small_groups, terms_used_by
 from cxanalysis.stats import adjust_pvalues, nps_score, two_proportion_z
+
+
+def _shown(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows a figure draws: suppressed groups are neither drawn nor named."""
+    if "suppressed" not in frame:
+        return frame
+    return frame[~frame["suppressed"].fillna(False).astype(bool)]
 
 
 @dataclass
@@ -50,11 +58,13 @@ class FeedbackByTouchpoint(ResultMixin):
 
     def plot(self, ax: plt.Axes | None = None) -> plt.Axes:
         ax = ax if ax is not None else plt.subplots(figsize=(8, 4))[1]
-        f = self.frame.dropna(subset=["nps"])
-        labels = [f"{e} · {c}" for e, c in zip(f["event"], f["channel"], strict=True)]
+        f = _shown(self.frame).dropna(subset=["nps"])  # suppressed cells: no bar
+        labels = [f"{display_label(e)} · {display_label(c)}"
+                  for e, c in zip(f["event"], f["channel"], strict=True)]
         ax.barh(labels, f["nps"], color=np.where(f["nps"] < 0, "#e53935", "#43a047"))
         ax.axvline(0, color="black", linewidth=0.8)
-        ax.set_xlabel("NPS")
+        ax.set_xlabel("NPS (points, -100 to +100)")
+        ax.set_ylabel("touchpoint rated · channel")
         ax.set_title("NPS by touchpoint rated and channel")
         return ax
 
@@ -126,10 +136,13 @@ class CommentThemes(ResultMixin):
 
     def plot(self, ax: plt.Axes | None = None) -> plt.Axes:
         ax = ax if ax is not None else plt.subplots(figsize=(8, 4))[1]
-        pivot = (self.counts.pivot(index="event", columns="theme", values="comments")
+        c = _shown(self.counts)  # suppressed touchpoint x theme cells: no bar
+        pivot = (c.assign(event=c["event"].map(display_label))
+                 .pivot(index="event", columns="theme", values="comments")
                  .astype(float).fillna(0))
         pivot.plot.barh(stacked=True, ax=ax)
         ax.set_xlabel("comments")
+        ax.set_ylabel("touchpoint commented on")
         ax.set_title("Comment themes by touchpoint (TF-IDF + NMF)")
         ax.legend(frameon=False, fontsize=7, bbox_to_anchor=(1, 1))
         return ax
@@ -363,6 +376,7 @@ class MomentsOfTruth(ResultMixin):
         ax.set_xscale("log")
         ax.axvline(1, color="black", linewidth=0.8)
         ax.set_xlabel("odds ratio per SD of the flag (95% interval; association, not effect)")
+        ax.set_ylabel("touchpoint")
         ax.set_title("Moments of truth: touchpoints that predict the outcome")
         ax.legend(frameon=False, fontsize=8)
         return ax
