@@ -127,7 +127,12 @@ CASES: list[Any] = [
     ("funnel.Breakdown", lambda b: _funnel(b).breakdown().plot()),
     pytest.param("personas.Personas", lambda b: _personas(b).plot(),
                  marks=pytest.mark.xfail(reason=OWNED_ELSEWHERE, strict=False)),
+    pytest.param("personas.Personas.sweep", lambda b: _personas(b).plot_sweep(),
+                 marks=pytest.mark.xfail(reason=OWNED_ELSEWHERE, strict=False)),
 ]
+# Today (2026-12-02) these fail on: FunnelResult and PainPoints have no y-axis label (the
+# steps / step x channel); Personas panels have neither axis label; the sweep panels have no
+# y-axis label. Remove a mark when its module's owner has fixed the figure.
 
 
 def _axes(fig_or_ax: Any) -> list[plt.Axes]:
