@@ -40,10 +40,12 @@ def _difference_label(metric: str) -> str:
 
 
 def _percent_points(ax: plt.Axes, metric: str, axis: str) -> None:
-    """Show a proportion's difference in percentage points (0.02 -> +2 pp)."""
+    """Show a proportion's difference in percentage points (0.02 -> +2; the axis label
+    names the unit, so that short tick labels do not run into each other)."""
     if _is_proportion(metric):
         target = ax.xaxis if axis == "x" else ax.yaxis
-        target.set_major_formatter(plt.FuncFormatter(lambda v, _p: f"{100 * v:+.1f} pp"))
+        target.set_major_formatter(plt.FuncFormatter(
+            lambda v, _p: f"{100 * v:+.3g}" if abs(v) > 1e-12 else "0"))
 
 
 @dataclass
