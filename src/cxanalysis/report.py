@@ -297,12 +297,16 @@ def to_html(nb: nbformat.NotebookNode, failed_banner: str | None = None) -> str:
 def _kernel_environment(out_dir: Path) -> Iterator[None]:
     """Environment for the kernel: without MPLBACKEND (an inherited Agg backend silently
     produced zero figures in executed notebooks), with ``CXANALYSIS_OUT`` naming the run's
-    output folder (see :func:`cxanalysis.results.output_dir`)."""
+    output folder (see :func:`cxanalysis.results.output_dir`) and progress bars off
+    (``CX_PROGRESS=0``, :mod:`cxanalysis.progress`)."""
     from cxanalysis.engines import CREDENTIALS_ENV, credentials_env
+    from cxanalysis.progress import ENV as PROGRESS_ENV
 
-    saved = {k: os.environ.get(k) for k in ("MPLBACKEND", OUT_ENV, CREDENTIALS_ENV)}
+    saved = {k: os.environ.get(k) for k in ("MPLBACKEND", OUT_ENV, CREDENTIALS_ENV,
+                                            PROGRESS_ENV)}
     os.environ.pop("MPLBACKEND", None)
     os.environ[OUT_ENV] = str(out_dir)
+    os.environ[PROGRESS_ENV] = "0"  # a report holds results, never a progress bar
     # The source URL's password reaches the kernel here, never as a notebook parameter.
     if credentials_env():
         os.environ[CREDENTIALS_ENV] = credentials_env()
