@@ -416,3 +416,17 @@ def test_validation_cache_off_and_rules_change(tmp_path: Path, counted, monkeypa
     monkeypatch.setattr(data, "_RULES", ["another version of the rules"])
     open_source(path, now=NOW)
     assert len(counted) == 4
+
+
+def test_blank_text_is_missing_also_with_unicode_spaces(tmp_path: Path) -> None:
+    """Regression test for the fast blank check (trim only where the first character is
+    below '!' or not ASCII): every value trim() empties is still "missing value"."""
+    events = _events()
+    events["event"] = ["\u00a0", "   ", "\u3000\u00a0 ", "visit"]  # NBSP, spaces, mixed
+    events["channel"] = ["\tweb", "", "web", "!web"]                # a tab is not blank
+    found = problems(write_source(tmp_path / "s", events=events))
+    assert found[("events", "event", "missing value")] == (3, (0, 1, 2))
+    assert found[("events", "channel", "missing value")] == (1, (1,))
+    assert ("events", "stage", "unknown value") not in found
+    assert validate(write_source(tmp_path / "t", events=_events().assign(
+        stage=["awareness", "nope", None, "purchase"])), now=NOW).errors[0].examples == (1,)
