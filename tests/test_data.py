@@ -293,17 +293,19 @@ def test_fingerprint_changes_with_content_and_ignores_truth(tmp_path: Path) -> N
     assert fingerprint(path) != fp
 
 
-def test_validate_cli_exit_codes(tmp_path: Path) -> None:
+def test_validate_cli_exit_codes(tmp_path: Path, capsys) -> None:
+    from cxanalysis.cli import main
+
     good = write_source(tmp_path / "good")
     bad = write_source(tmp_path / "bad", orders=_orders().assign(amount=[-1.0, 1.0]))
     run = [sys.executable, "-m", "cxanalysis.cli", "validate"]
-    ok = subprocess.run([*run, str(good)], capture_output=True, text=True)
+    ok = subprocess.run([*run, str(good)], capture_output=True, text=True)  # the entry point
     assert ok.returncode == 0 and ok.stdout.startswith("OK: customers (4 rows)")
-    ko = subprocess.run([*run, str(bad)], capture_output=True, text=True)
-    assert ko.returncode == 1
-    assert "orders.amount: out of range — 1 row(s)" in ko.stdout
-    missing = subprocess.run([*run, str(tmp_path / "nope")], capture_output=True, text=True)
-    assert missing.returncode == 2 and "does not exist" in missing.stderr
+    # the other exit codes in-process: the same main, without an interpreter start-up each
+    assert main(["validate", str(bad)]) == 1
+    assert "orders.amount: out of range — 1 row(s)" in capsys.readouterr().out
+    assert main(["validate", str(tmp_path / "nope")]) == 2
+    assert "does not exist" in capsys.readouterr().err
 
 
 def test_demo_world_is_valid(world_path: Path, monkeypatch) -> None:

@@ -34,6 +34,7 @@ import argparse
 import ast
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import html
 import io
@@ -270,8 +271,11 @@ def split_params_file(data: Mapping[str, Any], notebook_names: Sequence[str]
 # --------------------------------------------------------------------------- writing
 
 
-def to_html(nb: nbformat.NotebookNode, failed_banner: str | None = None) -> str:
-    """A self-contained HTML report without code cells (no CDN: opens offline)."""
+@functools.cache
+def _exporter():
+    """One HTML exporter per process: building one compiles its templates again (about a
+    quarter of an export), and an exporter converts any number of notebooks, as in
+    ``jupyter nbconvert``."""
     from nbconvert import HTMLExporter
 
     exporter = HTMLExporter(template_name="lab")
@@ -283,7 +287,12 @@ def to_html(nb: nbformat.NotebookNode, failed_banner: str | None = None) -> str:
     exporter.require_js_url = ""
     exporter.mermaid_js_url = ""
     exporter.mermaid_layout_elk_js_url = ""
-    body, _ = exporter.from_notebook_node(nb)
+    return exporter
+
+
+def to_html(nb: nbformat.NotebookNode, failed_banner: str | None = None) -> str:
+    """A self-contained HTML report without code cells (no CDN: opens offline)."""
+    body, _ = _exporter().from_notebook_node(nb)
     if failed_banner:
         banner = ('<div style="background:#b00020;color:white;padding:1em;font:bold 1.2em '
                   f'sans-serif">FAILED: {html.escape(failed_banner)}</div>')
