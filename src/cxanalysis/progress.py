@@ -76,6 +76,7 @@ def bar(iterable: Iterable | None = None, *, total: float | None = None,
     from tqdm import tqdm
 
     kwargs.setdefault("leave", False)  # a finished step leaves no line behind
+    kwargs.setdefault("delay", 2.0)  # seconds: a short step never shows a bar
     kwargs.setdefault("dynamic_ncols", True)
     return tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr,
                 disable=not enabled(enable), **kwargs)
