@@ -59,6 +59,15 @@ def kernel_floor(runs: int = 4) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
+def _first_call(source: str) -> str:
+    """A short label for a cell: its first line that calls the package (else its first
+    line that is not a comment)."""
+    lines = [ln.strip() for ln in source.splitlines() if ln.strip()
+             and not ln.strip().startswith("#")]
+    calls = [ln for ln in lines if "(" in ln and not ln.startswith(("import", "from"))]
+    return ((calls or lines or [""])[0])[:60]
+
+
 def breakdown(out: Path) -> list[dict]:
     """Per notebook: import cell, other cells, papermill run, HTML export (seconds)."""
     import nbformat
@@ -71,8 +80,8 @@ def breakdown(out: Path) -> list[dict]:
         to_html(nbformat.read(str(pages[0]), as_version=4))  # warm-up: template loading
     for page in pages:
         nb = nbformat.read(str(page), as_version=4)
-        cells = [c.metadata.get("papermill", {}).get("duration") or 0.0
-                 for c in nb.cells if c.cell_type == "code"]
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        cells = [c.metadata.get("papermill", {}).get("duration") or 0.0 for c in code]
         record = json.loads((out / f"{page.stem}.results.json").read_text())
         t = time.perf_counter()
         to_html(nb)
@@ -81,7 +90,7 @@ def breakdown(out: Path) -> list[dict]:
         rows.append({"notebook": page.stem, "run_s": record["duration_s"],
                      "imports_s": cells[0] if cells else 0.0,
                      "cells_s": sum(cells[1:]), "html_s": html_s,
-                     "slowest": [(i, round(d, 1)) for d, i in slow]})
+                     "slowest": [(round(d, 1), _first_call(code[i].source)) for d, i in slow]})
     return rows
 
 
@@ -114,7 +123,7 @@ def run() -> dict:
         rest = r["run_s"] - r["imports_s"] - r["cells_s"]
         print(f"  {r['notebook']:<26} run {r['run_s']:5.1f} s = imports {r['imports_s']:4.1f} "
               f"+ other cells {r['cells_s']:5.1f} + kernel/papermill {rest:4.1f}; "
-              f"HTML export {r['html_s']:4.1f} s; slowest cells (index, s) {r['slowest']}")
+              f"HTML export {r['html_s']:4.1f} s; slowest cells (s, cell) {r['slowest']}")
     tot = {k: sum(r[k] for r in rows) for k in ("run_s", "imports_s", "cells_s", "html_s")}
     if rows:
         print(f"  total: notebooks {tot['run_s']:.1f} s (imports {tot['imports_s']:.1f}, "
