@@ -13,6 +13,9 @@ DEMO_SEED ?= 42
 # MPLBACKEND (Agg set in the environment silently produced zero figures in executed notebooks).
 unexport MPLBACKEND
 export PYTHONHASHSEED := 0
+# Progress bars (cxanalysis.progress) go to stderr in the terminal; nbval compares stderr of
+# pinned cells and reports must hold results only, so test runs switch them off.
+TEST_ENV := CX_PROGRESS=0
 
 .PHONY: all reports test lint unit nbval bench lab demo clean distclean
 
@@ -39,10 +42,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks notebooks
 
 unit: $(STAMP) demo
-	$(BIN)/pytest -q tests
+	$(TEST_ENV) $(BIN)/pytest -q tests
 
 nbval: $(STAMP) demo
-	cd notebooks && ../$(BIN)/pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env *.ipynb
+	cd notebooks && $(TEST_ENV) ../$(BIN)/pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env *.ipynb
 
 test: lint unit nbval
 

@@ -12,6 +12,23 @@ ROOT = Path(__file__).resolve().parents[1]
 DEMO_CUSTOMERS = 5000
 DEMO_SEED = 42
 
+# No progress bar in tests, nor in the notebooks and commands they start (they inherit it).
+os.environ["CX_PROGRESS"] = "0"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _validation_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Validation verdicts of this session in a folder of its own (inherited by the
+    ``cxanalysis report`` runs the tests start): the user's cache is never read or written,
+    and a source the session validated once is not validated again by every notebook."""
+    saved = os.environ.get("CX_CACHE_DIR")
+    os.environ["CX_CACHE_DIR"] = str(tmp_path_factory.mktemp("cx-cache"))
+    yield
+    if saved is None:
+        os.environ.pop("CX_CACHE_DIR", None)
+    else:
+        os.environ["CX_CACHE_DIR"] = saved
+
 
 @pytest.fixture(scope="session")
 def world_path(tmp_path_factory: pytest.TempPathFactory) -> Path:

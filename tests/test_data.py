@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -292,20 +293,23 @@ def test_fingerprint_changes_with_content_and_ignores_truth(tmp_path: Path) -> N
     assert fingerprint(path) != fp
 
 
-def test_validate_cli_exit_codes(tmp_path: Path) -> None:
+def test_validate_cli_exit_codes(tmp_path: Path, capsys) -> None:
+    from cxanalysis.cli import main
+
     good = write_source(tmp_path / "good")
     bad = write_source(tmp_path / "bad", orders=_orders().assign(amount=[-1.0, 1.0]))
     run = [sys.executable, "-m", "cxanalysis.cli", "validate"]
-    ok = subprocess.run([*run, str(good)], capture_output=True, text=True)
+    ok = subprocess.run([*run, str(good)], capture_output=True, text=True)  # the entry point
     assert ok.returncode == 0 and ok.stdout.startswith("OK: customers (4 rows)")
-    ko = subprocess.run([*run, str(bad)], capture_output=True, text=True)
-    assert ko.returncode == 1
-    assert "orders.amount: out of range — 1 row(s)" in ko.stdout
-    missing = subprocess.run([*run, str(tmp_path / "nope")], capture_output=True, text=True)
-    assert missing.returncode == 2 and "does not exist" in missing.stderr
+    # the other exit codes in-process: the same main, without an interpreter start-up each
+    assert main(["validate", str(bad)]) == 1
+    assert "orders.amount: out of range — 1 row(s)" in capsys.readouterr().out
+    assert main(["validate", str(tmp_path / "nope")]) == 2
+    assert "does not exist" in capsys.readouterr().err
 
 
-def test_demo_world_is_valid(world_path: Path) -> None:
+def test_demo_world_is_valid(world_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("CX_VALIDATION_CACHE", "0")  # a real run, not a cached verdict
     report = validate(world_path)
     assert report.ok, report.summary()
     assert set(report.row_counts) == {"customers", "events", "orders", "feedback",
@@ -317,3 +321,114 @@ def test_duckdb_memory_limit_from_the_environment(tmp_path: Path, monkeypatch) -
     src = open_source(write_source(tmp_path / "s"), now=NOW)
     got = src.sql("SELECT current_setting('memory_limit') AS m")["m"].iloc[0]
     assert got.replace(" ", "").lower().startswith(("1gb", "953.6mib", "1000.0mib", "0.9gib"))
+
+
+# --------------------------------------------------------------------------- validation cache
+# (issue 15 item 4: a source validated once is not re-validated while its fingerprint and
+# files are unchanged)
+
+
+@pytest.fixture
+def counted(monkeypatch, tmp_path: Path) -> list[str]:
+    """A fresh cache folder, and the tables of every real validation run (one entry per
+    call of the validating function), so that a test sees whether validation ran."""
+    import cxanalysis.data as data
+
+    monkeypatch.setenv("CX_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("CX_VALIDATION_CACHE", raising=False)
+    calls: list[str] = []
+    real = data._validate
+
+    def spy(source, types, now=None):
+        calls.append(",".join(source.names))
+        return real(source, types, now=now)
+
+    monkeypatch.setattr(data, "_validate", spy)
+    return calls
+
+
+def test_validation_cache_second_open_skips_validation(tmp_path: Path, counted) -> None:
+    path = write_source(tmp_path / "s", feedback=_feedback().iloc[:0])
+    first = open_source(path, now=NOW)
+    assert len(counted) == 1
+    assert list((tmp_path / "cache" / "validation").glob("*.json"))
+    second = open_source(path, now=NOW + dt.timedelta(days=1))
+    assert len(counted) == 1  # served from the cache
+    assert second.validation.row_counts == first.validation.row_counts == {
+        "customers": 4, "events": 4, "orders": 2, "feedback": 0}
+    assert second.validation.problems == first.validation.problems  # the warning is kept
+    assert [p.rule for p in second.validation.warnings] == ["empty table"]
+    assert validate(path, now=NOW).row_counts == first.validation.row_counts
+    assert len(counted) == 1
+    # an earlier reference time may find timestamps "in the future": validated again
+    with pytest.raises(CXDataError, match="timestamp in the future"):
+        open_source(path, now=dt.datetime(2025, 1, 2, tzinfo=dt.UTC))
+    assert len(counted) == 2
+
+
+def test_validation_cache_modified_file_revalidates(tmp_path: Path, counted) -> None:
+    path = write_source(tmp_path / "s")
+    open_source(path, now=NOW)
+    open_source(path, now=NOW)
+    assert len(counted) == 1
+    # same size, same sampled bytes: only the modification time changes; still re-validated
+    f = path / "orders.parquet"
+    st = f.stat()
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    open_source(path, now=NOW)
+    assert len(counted) == 2
+    write_source(path, orders=_orders().assign(amount=[1.0, 2.0]))  # new content
+    assert open_source(path, now=NOW).validation.ok
+    assert len(counted) == 3
+    (path / "notes.txt").write_text("x")  # any file added to the folder counts
+    open_source(path, now=NOW)
+    assert len(counted) == 4
+
+
+def test_validation_cache_broken_file_still_raises_the_same_error(tmp_path: Path,
+                                                                 counted, monkeypatch) -> None:
+    path = write_source(tmp_path / "s")
+    assert open_source(path, now=NOW).validation.ok  # a cached good verdict
+    write_source(path, orders=_orders().assign(amount=[-1.0, 1.0]))  # other fingerprint
+    with pytest.raises(CXDataError) as cached_run:
+        open_source(path, now=NOW)
+    with pytest.raises(CXDataError) as again:  # errors are never cached: validated each time
+        open_source(path, now=NOW)
+    monkeypatch.setenv("CX_VALIDATION_CACHE", "0")
+    with pytest.raises(CXDataError) as uncached:
+        open_source(path, now=NOW)
+    assert str(cached_run.value) == str(again.value) == str(uncached.value)
+    assert "orders.amount: out of range — 1 row(s)" in str(cached_run.value)
+    assert len(counted) == 4
+    assert len(list((tmp_path / "cache" / "validation").glob("*.json"))) == 1
+
+
+def test_validation_cache_off_and_rules_change(tmp_path: Path, counted, monkeypatch) -> None:
+    import cxanalysis.data as data
+
+    path = write_source(tmp_path / "s")
+    monkeypatch.setenv("CX_VALIDATION_CACHE", "0")
+    open_source(path, now=NOW)
+    open_source(path, now=NOW)
+    assert len(counted) == 2 and not (tmp_path / "cache").exists()
+    monkeypatch.delenv("CX_VALIDATION_CACHE")
+    open_source(path, now=NOW)
+    open_source(path, now=NOW)
+    assert len(counted) == 3
+    monkeypatch.setattr(data, "_RULES", ["another version of the rules"])
+    open_source(path, now=NOW)
+    assert len(counted) == 4
+
+
+def test_blank_text_is_missing_also_with_unicode_spaces(tmp_path: Path) -> None:
+    """Regression test for the fast blank check (trim only where the first character is
+    below '!' or not ASCII): every value trim() empties is still "missing value"."""
+    events = _events()
+    events["event"] = ["\u00a0", "   ", "\u3000\u00a0 ", "visit"]  # NBSP, spaces, mixed
+    events["channel"] = ["\tweb", "", "web", "!web"]                # a tab is not blank
+    found = problems(write_source(tmp_path / "s", events=events))
+    assert found[("events", "event", "missing value")] == (3, (0, 1, 2))
+    assert found[("events", "channel", "missing value")] == (1, (1,))
+    assert ("events", "stage", "unknown value") not in found
+    assert validate(write_source(tmp_path / "t", events=_events().assign(
+        stage=["awareness", "nope", None, "purchase"])), now=NOW).errors[0].examples == (1,)

@@ -413,17 +413,24 @@ REAL = ROOT / "tests" / "data" / "real"
 CDNOW = REAL / "cdnow"
 
 
-def _report(tmp_path: Path, notebook: str, source: Path, mapping: Path,
-            *params: str) -> tuple[subprocess.CompletedProcess[str], dict]:
+def _reports(tmp_path: Path, notebooks: list[str], source: Path, mapping: Path,
+             *params: str) -> tuple[subprocess.CompletedProcess[str], dict[str, dict]]:
+    """One ``cxanalysis report`` call for ``notebooks``: (the run, {notebook: results.json})."""
     out = tmp_path / "out"
-    cmd = [*RUN, "report", str(ROOT / "notebooks" / f"{notebook}.ipynb"), "--source",
-           str(source), "--mapping", str(mapping), "--out", str(out), "--notebooks-dir",
-           str(ROOT / "notebooks")]
+    cmd = [*RUN, "report", *(str(ROOT / "notebooks" / f"{nb}.ipynb") for nb in notebooks),
+           "--source", str(source), "--mapping", str(mapping), "--out", str(out),
+           "--notebooks-dir", str(ROOT / "notebooks")]
     for p in params:
         cmd += ["-p", p]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    res = out / f"{notebook}.results.json"
-    return run, (json.loads(res.read_text()) if res.exists() else {})
+    return run, {nb: json.loads((out / f"{nb}.results.json").read_text())
+                 for nb in notebooks if (out / f"{nb}.results.json").exists()}
+
+
+def _report(tmp_path: Path, notebook: str, source: Path, mapping: Path,
+            *params: str) -> tuple[subprocess.CompletedProcess[str], dict]:
+    run, res = _reports(tmp_path, [notebook], source, mapping, *params)
+    return run, res.get(notebook, {})
 
 
 def test_real_cdnow_opens_with_its_mapping_and_validates() -> None:
@@ -449,9 +456,18 @@ def test_real_cdnow_opens_with_its_mapping_and_validates() -> None:
     assert _digest(CDNOW) == before
 
 
+@pytest.fixture(scope="module")
+def cdnow_reports(tmp_path_factory: pytest.TempPathFactory):
+    """00 and 01 on CDNOW in one ``cxanalysis report`` call (one process for both)."""
+    return _reports(tmp_path_factory.mktemp("cdnow"),
+                    ["00_data_overview", "01_segments_vs_personas"], CDNOW,
+                    CDNOW / "mapping.yaml")
+
+
 @pytest.mark.parametrize("notebook", ["00_data_overview", "01_segments_vs_personas"])
-def test_real_cdnow_notebooks_run(tmp_path: Path, notebook: str) -> None:
-    run, res = _report(tmp_path, notebook, CDNOW, CDNOW / "mapping.yaml")
+def test_real_cdnow_notebooks_run(cdnow_reports, notebook: str) -> None:
+    run, reports = cdnow_reports
+    res = reports.get(notebook, {})
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     assert res["status"] == "OK"
     assert res["parameters"]["mapping"] == str(CDNOW / "mapping.yaml")
@@ -489,13 +505,18 @@ def test_real_movielens_opens_with_its_mapping_and_validates(movielens: Path) ->
     assert (got.sort_index() == first.sort_index()).all()
 
 
-@pytest.mark.parametrize(("notebook", "params"), [
-    ("00_data_overview", ()),
-    ("01_segments_vs_personas", ()),
-])
-def test_real_movielens_notebooks_run(tmp_path: Path, movielens: Path, notebook: str,
-                                      params: tuple[str, ...]) -> None:
-    run, res = _report(tmp_path, notebook, movielens, MOVIELENS_MAPPING, *params)
+@pytest.fixture(scope="module")
+def movielens_reports(movielens: Path, tmp_path_factory: pytest.TempPathFactory):
+    """00 and 01 on MovieLens in one ``cxanalysis report`` call (one process for both)."""
+    return _reports(tmp_path_factory.mktemp("movielens"),
+                    ["00_data_overview", "01_segments_vs_personas"], movielens,
+                    MOVIELENS_MAPPING)
+
+
+@pytest.mark.parametrize("notebook", ["00_data_overview", "01_segments_vs_personas"])
+def test_real_movielens_notebooks_run(movielens_reports, notebook: str) -> None:
+    run, reports = movielens_reports
+    res = reports.get(notebook, {})
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     assert res["status"] == "OK"
 
@@ -528,7 +549,8 @@ def test_report_passes_the_mapping_to_the_notebook(tmp_path: Path, world_path: P
     ("bad_column", "source column 'nope' not found"),
 ])
 def test_report_with_a_broken_mapping_writes_nothing(tmp_path: Path, world_path: Path,
-                                                     mapping: str, message: str) -> None:
+                                                     mapping: str, message: str,
+                                                     capsys) -> None:
     out = tmp_path / "out"
     out.mkdir()
     (out / "00_data_overview.html").write_text("previous report")
@@ -536,11 +558,16 @@ def test_report_with_a_broken_mapping_writes_nothing(tmp_path: Path, world_path:
         mapping = str(_mapping(tmp_path, "timezone: Mars/Olympus\n"))
     elif mapping == "bad_column":
         mapping = str(_mapping(tmp_path, "tables: {events: {columns: {event: nope}}}\n"))
-    cmd = [*RUN, "report", "00_data_overview", "--source", str(world_path), "--mapping", mapping,
-           "--out", str(out), "--notebooks-dir", str(ROOT / "notebooks")]
-    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 2
-    assert message in run.stdout + run.stderr
+    # In-process (the command's own main): the request stops before any kernel starts, so a
+    # fresh interpreter per case would only add its start-up (the CLI entry point is run as a
+    # process by test_validate_cli_with_mapping and the notebook runs).
+    from cxanalysis.cli import main
+
+    code = main(["report", "00_data_overview", "--source", str(world_path), "--mapping",
+                 mapping, "--out", str(out), "--notebooks-dir", str(ROOT / "notebooks")])
+    run = capsys.readouterr()
+    assert code == 2
+    assert message in run.out + run.err
     assert sorted(p.name for p in out.iterdir()) == ["00_data_overview.html"]
     assert (out / "00_data_overview.html").read_text() == "previous report"
 

@@ -449,3 +449,30 @@ def test_issue10_date_parameters_with_a_none_default_still_reject_a_wrong_type(
                      "-p", "label=[any, thing]"]) == 0
     assert fake.calls[-1]["parameters"] == {"end": "2025-03-01", "calibration": None,
                                             "label": ["any", "thing"]}
+
+
+def test_issue15_one_html_exporter_per_process_gives_the_same_pages() -> None:
+    """The exporter is built once per process (its templates compiled once); a page must
+    not depend on which notebooks it exported before."""
+    import nbformat
+
+    from cxanalysis import report
+
+    def notebook(text: str, lexer: str) -> nbformat.NotebookNode:
+        nb = nbformat.v4.new_notebook()
+        nb.metadata["language_info"] = {"name": lexer, "pygments_lexer": lexer}
+        cell = nbformat.v4.new_code_cell("print(1)")
+        cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=text)]
+        nb.cells = [nbformat.v4.new_markdown_cell(f"# {text}"), cell]
+        return nb
+
+    a, b = notebook("first report", "ipython3"), notebook("second report", "python")
+    report._exporter.cache_clear()
+    fresh_b = report.to_html(b)
+    report._exporter.cache_clear()
+    reused = [report.to_html(a), report.to_html(b, failed_banner="x"), report.to_html(b)]
+    assert report._exporter.cache_info().misses == 1 and report._exporter.cache_info().hits == 2
+    assert reused[2] == fresh_b
+    assert "FAILED: x" in reused[1] and "FAILED" not in reused[2]
+    assert "second report" in fresh_b and "first report" not in fresh_b
+    assert "print(1)" not in fresh_b  # code still excluded by the shared exporter

@@ -59,6 +59,7 @@ from cxanalysis.formatting import ResultMixin
 from cxanalysis.journeys import NO_TOUCH, SEP, PathCounts
 from cxanalysis.plotting import display_label
 from cxanalysis.privacy import MIN_GROUP_SIZE
+from cxanalysis.progress import bar
 
 METHODS = ("first_touch", "last_touch", "linear", "markov", "shapley")
 #: The customers behind each method's credit of a channel (columns of ``PathCounts.support``).
@@ -367,7 +368,7 @@ def attribute(paths: PathCounts, n_boot: int = 200, seed: int = 0, alpha: float 
         draw_counts = _customer_resampler(paths) if paths.by_customer is not None \
             else _journey_resampler(journeys, conv)
         boot: dict[str, list[np.ndarray]] = {"markov": [], "shapley": []}
-        for _ in range(n_boot):
+        for _ in bar(range(n_boot), desc="attribution bootstrap", unit="resample"):
             b_journeys, b_conv = draw_counts(rng)
             boot["markov"].append(prep.markov(b_journeys, b_conv)[1])
             boot["shapley"].append(prep.shapley(b_conv, b_journeys))

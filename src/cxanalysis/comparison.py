@@ -44,6 +44,7 @@ from cxanalysis.data import UNKNOWN, Labels, LabelsLike, Source, between_days
 from cxanalysis.formatting import ResultMixin
 from cxanalysis.plotting import display_label
 from cxanalysis.privacy import MIN_GROUP_SIZE
+from cxanalysis.progress import bar
 from cxanalysis.results import to_jsonable
 
 OUTCOMES = {"converted": "AUC", "revenue": "R²", "nps": "R²"}
@@ -112,7 +113,7 @@ def paired_bootstrap(y: np.ndarray, preds: Mapping[str, np.ndarray], metric: str
     n = len(y)
     out = np.empty((n_boot, len(preds)))
     arrays = [np.asarray(p, float) for p in preds.values()]
-    for b in range(n_boot):
+    for b in bar(range(n_boot), desc="score bootstrap", unit="resample"):
         idx = rng.integers(0, n, n)
         while metric == "AUC" and np.unique(y[idx]).size < 2:
             idx = rng.integers(0, n, n)

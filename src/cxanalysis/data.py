@@ -21,6 +21,7 @@ Example
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
@@ -707,7 +708,7 @@ def open_source(
         con.disconnect()
         raise
     if validate:
-        source.validation = _validate(source, source.raw_types, now=now)
+        source.validation = _validate_cached(source, now=now)
         source.validation.raise_for_errors()
     return source
 
@@ -726,7 +727,7 @@ def validate(path: str | os.PathLike[str] | ibis.BaseBackend, now: dt.datetime |
             from cxanalysis.engines import validate_backend
 
             return validate_backend(source, now=now)
-        report = _validate(source, source.raw_types, now=now)
+        report = _validate_cached(source, now=now)
         report.derived = list(source.derived)
         return report
 
@@ -744,6 +745,39 @@ def _typed_ref(col: Column, raw_type: str, tz: str | None = None) -> str:
     return _typed_expr(col, raw_type, tz).replace(f'"{col.name}"', f'r."{col.name}"')
 
 
+#: SQL of the customer ids a foreign key may take.
+_KNOWN_CUSTOMERS = ('(SELECT CAST(customer_id AS VARCHAR) FROM "__raw_customers" '
+                    "WHERE customer_id IS NOT NULL)")
+#: Raw column types that cannot hold blank text (the "missing value" rule checks NULL only).
+_NOT_TEXT = ("TIMESTAMP", "DATE", "TIME", "BIGINT", "INTEGER", "SMALLINT", "TINYINT",
+             "HUGEINT", "UBIGINT", "UINTEGER", "USMALLINT", "UTINYINT", "UHUGEINT", "DOUBLE",
+             "FLOAT", "REAL", "DECIMAL", "BOOLEAN")
+
+
+def _blank(raw: str) -> str:
+    """SQL: the text value ``raw`` is blank (``trim`` leaves nothing). ``trim`` runs only on
+    values whose first character is below ``!`` or not ASCII (byte order), since only those
+    can be blank: trimming every value of a large table was a large share of validation."""
+    text = f"CAST({raw} AS VARCHAR)"
+    return (f"CASE WHEN {text} < '!' OR {text} >= chr(128) THEN trim({text}) = '' "
+            "ELSE false END")
+
+
+#: Sources of at least this many bytes on disk show a progress bar while they are validated.
+_BAR_BYTES = 100 * 2**20
+
+
+def _validation_bar(source: Source):
+    """The tables of ``source``, with a progress bar (per table) for a large file source."""
+    from cxanalysis.progress import bar
+
+    big = False
+    if source.path is not None and source.tables is None:
+        with contextlib.suppress(OSError):
+            big = sum(f.stat().st_size for f in _read_files(source)) >= _BAR_BYTES
+    return bar(source.names, desc="validate", unit="table", enable=None if big else False)
+
+
 def _validate(source: Source, types: dict[str, dict[str, str]],
               now: dt.datetime | None = None) -> ValidationReport:
     con = source.con
@@ -751,7 +785,7 @@ def _validate(source: Source, types: dict[str, dict[str, str]],
     now_sql = f"TIMESTAMPTZ {_sql_str(now.astimezone(dt.UTC).isoformat())}"
     report = ValidationReport(derived=list(source.derived))
     tz = source.mapping.timezone if source.mapping else None
-    for name in source.names:
+    for name in _validation_bar(source):
         spec: Table = TABLES[name]
         raw_types = types[name]
         derived = source.derived_columns.get(name, set())
@@ -815,6 +849,8 @@ def _validate(source: Source, types: dict[str, dict[str, str]],
                                f"regexp_matches(trim(CAST({raw} AS VARCHAR)), '{_TZ_SUFFIX}') "
                                f"AND {typed} IS NULL",
                                f"cannot be read as {col.kind}"))
+            elif col.kind not in ("string", "category") and typed == raw:
+                pass  # stored in the contract type already: nothing can fail to parse
             elif col.kind not in ("string", "category"):
                 blank = (f" AND trim(CAST({raw} AS VARCHAR)) <> ''"
                          if rtype == "VARCHAR" else "")
@@ -822,8 +858,10 @@ def _validate(source: Source, types: dict[str, dict[str, str]],
                                f"{raw} IS NOT NULL{blank} AND {typed} IS NULL",
                                f"cannot be read as {col.kind}"))
             if not col.nullable and col.name not in derived:
-                checks.append((col, "missing value",
-                               f"({raw} IS NULL OR trim(CAST({raw} AS VARCHAR)) = '')",
+                # Only text can be blank; casting every timestamp or number to text just to
+                # find none was most of the validation time of a large events table.
+                blank = "" if rtype.startswith(_NOT_TEXT) else f" OR {_blank(raw)}"
+                checks.append((col, "missing value", f"({raw} IS NULL{blank})",
                                "the column may not be empty"))
             if col.kind == "int" and rtype in ("DOUBLE", "FLOAT", "VARCHAR") or \
                     rtype.startswith("DECIMAL") and col.kind == "int":
@@ -844,8 +882,11 @@ def _validate(source: Source, types: dict[str, dict[str, str]],
                                f"values must lie in {rng}"))
             if col.allowed:
                 allowed = ", ".join(_sql_str(a) for a in col.allowed)
+                # list_contains: one lookup per value (NOT IN a list of literals compares each
+                # value with every literal, several times slower on a large events table)
                 checks.append((col, "unknown value",
-                               f"{raw} IS NOT NULL AND CAST({raw} AS VARCHAR) NOT IN ({allowed})",
+                               f"{raw} IS NOT NULL AND NOT list_contains([{allowed}], "
+                               f"CAST({raw} AS VARCHAR))",
                                f"allowed values: {', '.join(col.allowed)}"))
             if col.kind == "timestamp":
                 checks.append((col, "timestamp in the future", f"{typed} > {now_sql}",
@@ -863,8 +904,7 @@ def _validate(source: Source, types: dict[str, dict[str, str]],
             if "customer_id" in cust_types:
                 checks.append((spec.column("customer_id"), "unknown customer",
                                "r.customer_id IS NOT NULL AND CAST(r.customer_id AS VARCHAR) "
-                               "NOT IN (SELECT CAST(customer_id AS VARCHAR) FROM "
-                               '"__raw_customers" WHERE customer_id IS NOT NULL)',
+                               f"NOT IN {_KNOWN_CUSTOMERS}",
                                "customer_id not found in customers"))
         key_cols = [k for k in spec.key if k in raw_types]
         if key_cols and len(key_cols) == len(spec.key):
@@ -875,7 +915,8 @@ def _validate(source: Source, types: dict[str, dict[str, str]],
                            f"({', '.join(key_cols)}) must be unique; rows sharing a key"))
 
         window_checks = [c for c in checks if " OVER " in c[2]]
-        plain_checks = [c for c in checks if " OVER " not in c[2]]
+        fk_checks = [c for c in checks if c[1] == "unknown customer"]
+        plain_checks = [c for c in checks if " OVER " not in c[2] and c not in fk_checks]
         aggs = ["count(*) AS n"] + [
             f"count(*) FILTER (WHERE {cond}) AS c{i}" for i, (_, _, cond, _) in
             enumerate(plain_checks)
@@ -891,15 +932,143 @@ def _validate(source: Source, types: dict[str, dict[str, str]],
                 report.problems.append(Problem(
                     name, col.name if col else None, rule, n, detail,
                     examples=_examples(con, name, cond)))
+        for col, rule, cond, detail in fk_checks:
+            # Each distinct id is looked up once, then its rows are counted: about half the
+            # time of looking up every row's id inside the aggregate above (events table).
+            n = int(con.raw_sql(
+                "SELECT coalesce(sum(n), 0) FROM (SELECT CAST(customer_id AS VARCHAR) AS id, "
+                f'count(*) AS n FROM "__raw_{name}" WHERE customer_id IS NOT NULL GROUP BY 1) e '
+                f"WHERE e.id NOT IN {_KNOWN_CUSTOMERS}").fetchone()[0])
+            if n:
+                report.problems.append(Problem(name, col.name, rule, n, detail,
+                                               examples=_examples(con, name, cond)))
         for col, rule, cond, detail in window_checks:
             q = (f"SELECT {_ROW} AS row FROM (SELECT r.{_ROW}, {cond} AS bad "
                  f'FROM "__raw_{name}" r) WHERE bad ORDER BY row')
-            n = int(con.raw_sql(f"SELECT count(*) FROM ({q})").fetchone()[0])
+            # Rows sharing a key, counted with a hash aggregate (no sort of the table); the
+            # window query above only runs to find examples when there are some.
+            n = int(con.raw_sql(
+                f"SELECT coalesce(sum(n), 0) FROM (SELECT count(*) AS n FROM \"__raw_{name}\" r "
+                f"GROUP BY {key} HAVING count(*) > 1)").fetchone()[0])
             if n:
                 ex = tuple(int(x) for x in
                            con.raw_sql(f"{q} LIMIT {_MAX_EXAMPLES}").df()["row"])
                 report.problems.append(Problem(name, col.name if col else ",".join(key_cols),
                                                rule, n, detail, examples=ex))
+    return report
+
+
+# --------------------------------------------------------------------------- validation cache
+
+#: Folder of cxanalysis's caches (default ``$XDG_CACHE_HOME/cxanalysis``, else
+#: ``~/.cache/cxanalysis``); validation verdicts are kept in its ``validation/`` folder.
+CACHE_ENV = "CX_CACHE_DIR"
+#: ``CX_VALIDATION_CACHE=0`` validates on every open (nothing read from or written to the cache).
+VALIDATION_CACHE_ENV = "CX_VALIDATION_CACHE"
+_RULES: list[str] = []  # digest of the validation code, computed once per process
+
+
+def cache_dir() -> Path:
+    """The folder of cxanalysis's caches (see :data:`CACHE_ENV`)."""
+    folder = os.environ.get(CACHE_ENV)
+    if folder:
+        return Path(folder).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "cxanalysis"
+
+
+def _rules_digest() -> str:
+    """Digest of the code that decides a verdict (this module, the contract, mappings) and
+    the package version: a changed rule invalidates every cached verdict."""
+    if not _RULES:
+        import cxanalysis
+        from cxanalysis import mapping, schema
+
+        h = hashlib.sha256(cxanalysis.__version__.encode())
+        for mod in (__file__, schema.__file__, mapping.__file__):
+            h.update(Path(mod).read_bytes())
+        _RULES.append(h.hexdigest())
+    return _RULES[0]
+
+
+def _read_files(source: Source) -> list[Path]:
+    """The files a file source is read from: every file of the folder (as
+    :func:`fingerprint`) or the database file, plus files a mapping names by absolute path."""
+    path = source.path
+    files = [path] if path.is_file() else sorted(
+        p for p in path.rglob("*") if p.is_file() and "truth" not in p.relative_to(path).parts)
+    for tm in (source.mapping.tables.values() if source.mapping else ()):
+        if tm.source and Path(tm.source).is_absolute() and Path(tm.source).exists():
+            extra = Path(tm.source)
+            files += [extra] if extra.is_file() else sorted(p for p in extra.rglob("*")
+                                                           if p.is_file())
+    return files
+
+
+def _validation_key(source: Source) -> str | None:
+    """Cache key of a source's verdict: its fingerprint (content sampled, mapping), the
+    size and modification time (ns) of every file read (so that any rewrite, also in the
+    middle of a file the fingerprint does not sample, invalidates it) and the rules' digest.
+    None for database URLs and backends (they are validated on every open)."""
+    if source.path is None or source.tables is not None:
+        return None
+    try:
+        stats = [(str(f), st.st_size, st.st_mtime_ns)
+                 for f in _read_files(source) for st in [f.stat()]]
+        parts = [source.fingerprint, stats, _rules_digest()]
+    except OSError:
+        return None
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:32]
+
+
+def _cache_enabled() -> bool:
+    return os.environ.get(VALIDATION_CACHE_ENV, "").strip().lower() not in ("0", "false",
+                                                                            "no", "off")
+
+
+def _load_verdict(key: str, now: dt.datetime) -> ValidationReport | None:
+    """The cached report for ``key`` when it still holds at ``now``: it was reached at a
+    reference time no later than ``now`` (with no error then, none of the "in the future"
+    rules can fail later)."""
+    try:
+        data = json.loads((cache_dir() / "validation" / f"{key}.json").read_text())
+        if data.get("key") != key or now < dt.datetime.fromisoformat(data["now"]):
+            return None
+        problems = [Problem(**{**p, "examples": tuple(p["examples"])})
+                    for p in data["problems"]]
+        return ValidationReport(problems=problems,
+                                row_counts={k: int(v) for k, v in data["row_counts"].items()})
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # no verdict, or an unreadable one: validate
+
+
+def _store_verdict(key: str, now: dt.datetime, report: ValidationReport) -> None:
+    from cxanalysis.files import atomic_write
+
+    data = {"key": key, "now": now.astimezone(dt.UTC).isoformat(),
+            "problems": [dataclasses.asdict(p) for p in report.problems],
+            "row_counts": report.row_counts}
+    with contextlib.suppress(OSError):  # a read-only cache folder only costs the next open
+        atomic_write(cache_dir() / "validation" / f"{key}.json", json.dumps(data) + "\n")
+
+
+def _validate_cached(source: Source, now: dt.datetime | None = None) -> ValidationReport:
+    """:func:`_validate`, skipped when the same source (same fingerprint, same files, same
+    rules) was found free of errors before at a reference time no later than ``now``.
+
+    Only verdicts without errors are kept: a broken source is validated on every open, so
+    that its :class:`CXDataError` always names the problems found now.
+    """
+    now = now or dt.datetime.now(dt.UTC)
+    key = _validation_key(source) if _cache_enabled() else None
+    if key is not None:
+        cached = _load_verdict(key, now)
+        if cached is not None:
+            cached.derived = list(source.derived)
+            return cached
+    report = _validate(source, source.raw_types, now=now)
+    if key is not None and report.ok:
+        _store_verdict(key, now, report)
     return report
 
 

@@ -71,18 +71,22 @@ def pin(path: str | os.PathLike[str], parameters: dict | None = None,
     with contextlib.ExitStack() as stack:
         if out_dir is None:
             out_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="cxanalysis-pin-"))
-        saved = os.environ.get(OUT_ENV)
+        from cxanalysis.progress import ENV as PROGRESS_ENV
+
+        saved = {k: os.environ.get(k) for k in (OUT_ENV, PROGRESS_ENV)}
         os.environ[OUT_ENV] = str(out_dir)
+        os.environ[PROGRESS_ENV] = "0"  # pinned outputs never hold a progress bar
         try:
             executed = pm.execute_notebook(
                 str(path), None, parameters=parameters or {}, kernel_name="python3",
                 cwd=str(path.parent), progress_bar=False,
             )
         finally:
-            if saved is None:
-                os.environ.pop(OUT_ENV, None)
-            else:
-                os.environ[OUT_ENV] = saved
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
     nb = nbformat.from_dict(executed)
     # papermill adds an injected-parameters cell only when parameters are given.
     nb.cells = [c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])]

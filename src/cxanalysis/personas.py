@@ -101,6 +101,7 @@ from threadpoolctl import threadpool_limits
 from cxanalysis.data import CXDataError, Source, between_days, epoch_seconds, window_end
 from cxanalysis.formatting import ResultMixin
 from cxanalysis.privacy import MIN_GROUP_SIZE
+from cxanalysis.progress import bar
 from cxanalysis.results import to_jsonable
 
 #: Activities a customer needs in the window to be clustered, by default: events, or orders
@@ -455,7 +456,7 @@ def bootstrap_jaccard(z: np.ndarray, labels: np.ndarray, k: int, method: str, se
     rng = np.random.default_rng(seed)
     n = len(z)
     out = np.zeros((n_boot, k))
-    for b in range(n_boot):
+    for b in bar(range(n_boot), desc="persona stability", unit="refit"):
         idx = np.unique(rng.integers(0, n, n))
         kb = k
         if ks is not None:

@@ -34,6 +34,7 @@ import argparse
 import ast
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import html
 import io
@@ -270,8 +271,11 @@ def split_params_file(data: Mapping[str, Any], notebook_names: Sequence[str]
 # --------------------------------------------------------------------------- writing
 
 
-def to_html(nb: nbformat.NotebookNode, failed_banner: str | None = None) -> str:
-    """A self-contained HTML report without code cells (no CDN: opens offline)."""
+@functools.cache
+def _exporter():
+    """One HTML exporter per process: building one compiles its templates again (about a
+    quarter of an export), and an exporter converts any number of notebooks, as in
+    ``jupyter nbconvert``."""
     from nbconvert import HTMLExporter
 
     exporter = HTMLExporter(template_name="lab")
@@ -283,7 +287,12 @@ def to_html(nb: nbformat.NotebookNode, failed_banner: str | None = None) -> str:
     exporter.require_js_url = ""
     exporter.mermaid_js_url = ""
     exporter.mermaid_layout_elk_js_url = ""
-    body, _ = exporter.from_notebook_node(nb)
+    return exporter
+
+
+def to_html(nb: nbformat.NotebookNode, failed_banner: str | None = None) -> str:
+    """A self-contained HTML report without code cells (no CDN: opens offline)."""
+    body, _ = _exporter().from_notebook_node(nb)
     if failed_banner:
         banner = ('<div style="background:#b00020;color:white;padding:1em;font:bold 1.2em '
                   f'sans-serif">FAILED: {html.escape(failed_banner)}</div>')
@@ -297,12 +306,16 @@ def to_html(nb: nbformat.NotebookNode, failed_banner: str | None = None) -> str:
 def _kernel_environment(out_dir: Path) -> Iterator[None]:
     """Environment for the kernel: without MPLBACKEND (an inherited Agg backend silently
     produced zero figures in executed notebooks), with ``CXANALYSIS_OUT`` naming the run's
-    output folder (see :func:`cxanalysis.results.output_dir`)."""
+    output folder (see :func:`cxanalysis.results.output_dir`) and progress bars off
+    (``CX_PROGRESS=0``, :mod:`cxanalysis.progress`)."""
     from cxanalysis.engines import CREDENTIALS_ENV, credentials_env
+    from cxanalysis.progress import ENV as PROGRESS_ENV
 
-    saved = {k: os.environ.get(k) for k in ("MPLBACKEND", OUT_ENV, CREDENTIALS_ENV)}
+    saved = {k: os.environ.get(k) for k in ("MPLBACKEND", OUT_ENV, CREDENTIALS_ENV,
+                                            PROGRESS_ENV)}
     os.environ.pop("MPLBACKEND", None)
     os.environ[OUT_ENV] = str(out_dir)
+    os.environ[PROGRESS_ENV] = "0"  # a report holds results, never a progress bar
     # The source URL's password reaches the kernel here, never as a notebook parameter.
     if credentials_env():
         os.environ[CREDENTIALS_ENV] = credentials_env()
