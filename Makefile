@@ -50,7 +50,9 @@ nbval: $(STAMP) demo
 test: lint unit nbval
 
 # make bench [BENCH="synth funnel"]: all benchmarks, or the ones named.
+# The anchors (chDB, tea-tasting) are the bench extra: installed here, never by make test.
 bench: $(STAMP)
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev,bench]'
 	$(BIN)/python -m benchmarks $(BENCH)
 
 lab: $(STAMP) demo

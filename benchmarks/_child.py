@@ -16,14 +16,18 @@ from pathlib import Path
 
 def measure(code: str, timeout: float = 3600) -> dict:
     """Execute ``code`` (which must set a dict ``result``) in a child interpreter; return
-    ``result`` plus ``wall_s`` (time of ``code`` alone) and ``peak_rss_mb``."""
+    ``result`` plus ``wall_s`` (time of ``code`` alone), ``peak_rss_mb`` and ``cpu_s`` (user +
+    system CPU seconds of the whole child, imports included)."""
     wrapper = textwrap.dedent("""
         import json, resource, sys, time
         result = {}
         _t0 = time.perf_counter()
         exec(compile(sys.argv[1], "<bench>", "exec"))
         result["wall_s"] = time.perf_counter() - _t0
-        result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        _ru = resource.getrusage(resource.RUSAGE_SELF)
+        result["peak_rss_mb"] = _ru.ru_maxrss / 1024
+        # CPU seconds of the whole child (all threads): steadier than wall on a shared machine
+        result["cpu_s"] = _ru.ru_utime + _ru.ru_stime
         print("__RESULT__" + json.dumps(result))
     """)
     proc = subprocess.run([sys.executable, "-c", wrapper, textwrap.dedent(code)],

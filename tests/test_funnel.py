@@ -501,3 +501,66 @@ def test_demo_world_attempts_unit_shows_the_app_checkout_leak(world) -> None:
     assert (top.event, top["channel"]) == ("checkout", "app")
     assert top.excess_lost > 10 * per_customer.excess_lost
     assert res.table()["attempts"].iloc[0] > 5 * res.table()["customers"].iloc[0]
+
+
+# ------------------------------------------------- ordered mode as an ASOF chain (issue 15)
+
+def _random_log(seed: int, customers: int = 150) -> list[tuple[str, int, str]]:
+    """Dense logs with many ties (whole seconds, few channels) and repeated steps."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for c in range(customers):
+        for _ in range(rng.integers(0, 14)):
+            rows.append((f"C{c:03d}", int(rng.integers(0, 40)), str(rng.choice(
+                ["a", "b", "c", "d", "x"], p=[0.3, 0.25, 0.2, 0.15, 0.1]))))
+    return rows
+
+
+def _customers_both_paths(rows, channels, steps, window, monkeypatch):
+    import cxanalysis.funnel as fm
+
+    ev = events_table(rows, channel=channels)
+    fast = funnel(ev, steps, window_seconds=window).customers.execute()
+    with monkeypatch.context() as m:
+        m.setattr(fm, "_ASOF_BACKENDS", ())
+        slow = funnel(ev, steps, window_seconds=window).customers.execute()
+    key = ["customer_id"]
+    return (fast.sort_values(key).reset_index(drop=True),
+            slow.sort_values(key).reset_index(drop=True))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_asof_chain_equals_portable_path_on_every_column(seed, monkeypatch) -> None:
+    """The DuckDB ASOF-join chain and the portable window recursion give the same
+    per-customer table (level, chosen attempt, step times and channels with ties, in
+    progress), column for column; the levels also match the windowFunnel reference."""
+    steps = ["a", "b", "c", "d"]
+    rows = _random_log(seed)
+    rng = np.random.default_rng(seed + 100)
+    channels = list(rng.choice(["web", "app", "store"], len(rows)))
+    fast, slow = _customers_both_paths(rows, channels, steps, 12, monkeypatch)
+    assert list(fast.columns) == list(slow.columns)
+    assert fast.dtypes.to_dict() == slow.dtypes.to_dict()
+    pd.testing.assert_frame_equal(fast, slow)
+    for cust, level in zip(fast.customer_id, fast.level, strict=True):
+        evs = [(t, e) for c, t, e in rows if c == cust]
+        assert level == reference_level(evs, steps, 12, "ordered"), (cust, evs)
+
+
+def test_asof_chain_key_collision_falls_back(monkeypatch) -> None:
+    """Customers share a 64-bit key only by a hash collision; the chain checks and, when two
+    ids share one, uses the portable path (forced here with a key that collides)."""
+    import cxanalysis.funnel as fm
+
+    calls = []
+    portable = fm._customers_windowed
+    monkeypatch.setattr(fm, "_customer_key", lambda cid: cid.length().cast("int64"))
+    monkeypatch.setattr(fm, "_customers_windowed",
+                        lambda *a, **k: calls.append(a[3]) or portable(*a, **k))
+    rows = [("C1", 0, "a"), ("C1", 1, "b"), ("C2", 0, "a"), ("C2", 5, "b"), ("C2", 6, "c")]
+    got = levels(rows, 10, "ordered")
+    assert got == {"C1": 2, "C2": 3} and calls == ["ordered"]
+    # without a collision the chain is used and the portable path is not called
+    monkeypatch.setattr(fm, "_customer_key", lambda cid: cid.hash())
+    calls.clear()
+    assert levels(rows, 10, "ordered") == {"C1": 2, "C2": 3} and calls == []

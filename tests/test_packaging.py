@@ -25,11 +25,11 @@ def test_environment_yml_installs_exactly_the_pyproject_dependencies() -> None:
     # conda provides only the interpreter and pip; everything else comes from pyproject
     # through the editable install with the dev extra, so the two lists cannot drift.
     assert {_name(d) for d in conda} == {"python", "pip"}
-    assert pip == ["-e .[dev]"]
+    assert pip == ["-e .[dev,bench]"]
     python_floor = next(d for d in conda if d.startswith("python"))
     assert python_floor.replace("python", "") == project["requires-python"]
     extras = project["optional-dependencies"]
-    assert {"dev", "bench"} <= set(extras)
+    assert set(extras) == {"dev", "bench"}
     names = {_name(d) for d in project["dependencies"]}
     # the benchmark anchors (issue 15) are a bench extra, never runtime dependencies, and
     # environment.yml says how to add them
@@ -42,6 +42,14 @@ def test_environment_yml_installs_exactly_the_pyproject_dependencies() -> None:
         assert needed in names, needed
     dev = {_name(d) for d in project["optional-dependencies"]["dev"]}
     assert {"pytest", "nbval", "ruff", "hypothesis", "pytest-benchmark"} <= dev
+    # benchmark anchors are never runtime dependencies (issue 15)
+    bench = {_name(d) for d in project["optional-dependencies"]["bench"]}
+    assert "chdb" in bench and not bench & names
+
+
+def test_package_never_imports_benchmark_only_dependencies() -> None:
+    for path in (ROOT / "src").rglob("*.py"):
+        assert not re.search(r"^\s*(import|from)\s+chdb\b", path.read_text(), re.M), path
 
 
 def test_data_model_doc_is_generated_from_the_schema() -> None:

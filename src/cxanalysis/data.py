@@ -340,13 +340,11 @@ def _connect(path: Path, mapping: Mapping | None = None
              ) -> tuple[ibis.BaseBackend, dict[str, str]]:
     """A DuckDB connection with a view ``__src_NAME`` per contract table found (the file
     as it is, plus a row number); returns the relations by table name."""
-    con = ibis.duckdb.connect()
-    con.raw_sql("SET TimeZone = 'UTC'")
-    # DuckDB takes up to 80% of RAM by default; a cap makes large jobs spill to disk instead
-    # (e.g. CX_DUCKDB_MEMORY_LIMIT=2GB keeps 1M-customer persona features under 3 GB).
-    limit = os.environ.get("CX_DUCKDB_MEMORY_LIMIT")
-    if limit:
-        con.raw_sql(f"SET memory_limit = {_sql_str(limit)}")
+    from cxanalysis import duckdb_settings
+
+    # UTC, and bounded memory with a spill folder by default (CX_DUCKDB_MEMORY_LIMIT
+    # overrides): DuckDB alone would take up to 80% of RAM (see cxanalysis.duckdb_settings)
+    con = duckdb_settings.connect()
     mapped = mapping.tables if mapping else {}
     raw: dict[str, str] = {}
     if path.is_file():

@@ -34,14 +34,23 @@ step events (the first event of each step that validly continued it) give the st
 ``t{k}`` and fix the breakdown values (first touch = channel of its step 1, last touch =
 channel of its last step reached), so a breakdown never splits a sequence.
 
-Implementation: an Ibis window recursion. For step ``k`` events, the attempt start is the
-latest valid step-``k-1`` start among preceding events (``max(...) over (... rows between
-unbounded preceding and 1 preceding)``), kept if within ``W`` — the same state ClickHouse
-keeps per level. In ``ordered`` mode each level's pass reads only the valid step-``k-1``
-events and the step-``k`` events of the customers who have one, so later passes shrink;
-the strict modes need every event in one pass per level. It runs on any Ibis backend with
-window functions; the per-customer result is materialised as a temporary table on the
-source's connection.
+Implementation. ``ordered`` mode on DuckDB (the default case; :func:`_asof_capable`) is an
+ASOF-join chain: for step ``k`` events, the attempt start is that of the latest valid
+step-``k-1`` event at or before them (an ASOF join on an integer key per customer and the
+time in microseconds), kept if within ``W`` — the same per-level state ClickHouse keeps — so
+each level is one join carrying only (key, time, start), and the chosen attempt's times and
+channels are read back from the slim event table at the end (:func:`_customers_asof`;
+about a third less peak memory than the window recursion, see
+``benchmarks/bench_funnel.py``). The key is a 64-bit hash of ``customer_id``, checked to
+be one-to-one on every run; on a collision, on other backends
+and in the other modes it is an Ibis window recursion: for step ``k`` events, the attempt
+start is the latest valid step-``k-1`` start among preceding events (``max(...) over (...
+rows between unbounded preceding and 1 preceding)``), kept if within ``W``. In ``ordered``
+mode each level's pass reads only the valid step-``k-1`` events and the step-``k`` events
+of the customers who have one, so later passes shrink; the strict modes need every event in
+one pass per level. It runs on any Ibis backend with window functions. Both give the same
+per-customer table (``tests/test_funnel.py``); it is materialised as a temporary table on
+the source's connection, and the chain's intermediate tables are dropped afterwards.
 """
 
 from __future__ import annotations
@@ -57,6 +66,7 @@ import pandas as pd
 from ibis import _
 from scipy import stats
 
+from cxanalysis import data as _data
 from cxanalysis.breakdowns import Breakdown
 from cxanalysis.data import (
     CXDataError,
@@ -156,6 +166,107 @@ def _levels_ordered(ev: ibis.Table, n: int, window: int) -> ibis.Table:
             *cols, lvl=ibis.literal(k, type="int64"), att=_.c)
         parts.append(valid)
     return ibis.union(*parts).mutate(stopped=ibis.literal(False))
+
+
+#: Backends on which ``ordered`` mode runs as an ASOF-join chain (:func:`_customers_asof`);
+#: elsewhere the portable window recursion (:func:`_levels_ordered`) is used.
+_ASOF_BACKENDS = ("duckdb",)
+
+
+def _customer_key(customer_id: ibis.Value) -> ibis.Value:
+    """A 64-bit integer key per customer (a hash: integer joins and sorts are several times
+    cheaper than string ones). Collisions are checked, never assumed away (see
+    :func:`_customers_asof`)."""
+    return customer_id.hash()
+
+
+def _asof_capable(ev: ibis.Table) -> bool:
+    """Whether the backend of ``ev`` runs the ASOF-join chain (a capability check, by backend
+    name: the plan's speed and the ``hash`` semantics are checked on these engines only). It
+    follows the package's switch for DuckDB-only shortcuts (``data._on_duckdb``), so forcing
+    the portable paths (tests/engines/test_compile.py) forces the window recursion too."""
+    # looked up on the module at call time, so that the switch can be turned off
+    return _data._on_duckdb(ev.us) and ibis.get_backend(ev).name in _ASOF_BACKENDS
+
+
+def _customers_asof(ev: ibis.Table, n: int, window: int, scratch: list[ibis.Table]
+                    ) -> ibis.Table | None:
+    """``ordered`` mode per customer, as an ASOF-join chain; the same table as the portable
+    path (``customer_id``, ``level``, ``att``, ``last_step1``, ``halted``, ``first_ts``,
+    ``t{k}``, ``ch{k}``), or None when two customers share a key (then the caller falls back).
+
+    Why it is exact: the valid step-``k`` events and their attempt starts (``att``, the
+    latest valid step-``k-1`` start before them, windowFunnel's per-level state) are those of
+    :func:`_levels_ordered`. Among a customer's valid step-``k-1`` events, ``att`` never
+    decreases with time (each is a running maximum), so the latest such event at or before a
+    step-``k`` event — an ASOF join on (customer, time) — carries that maximum. Each level is
+    one ASOF join of the step-``k`` events with the previous level's valid events, carrying
+    only (key, us, att). Then, as on the portable path, the chosen attempt is the earliest
+    ``att`` at the customer's level (at that level ``att`` rises with time, so its first
+    event is the chosen attempt's), ``t{k}`` / ``ch{k}`` the first step-``k`` event carrying
+    it (ties at one instant: the first channel name), read back from ``ev`` by (key, us,
+    step). Intermediate tables are appended to ``scratch`` for the caller to drop."""
+    def keep(expr: ibis.Table, prefix: str) -> ibis.Table:
+        t = materialize(expr, prefix)
+        scratch.append(t)
+        return t
+
+    key = _customer_key(ev.customer_id)
+    # exact or not at all: every distinct customer must have its own key
+    ids = keep(ev.select(h=key, customer_id=ev.customer_id).distinct(), "funnel_ids")
+    check = ids.aggregate(ids=_.count(), keys=_.h.nunique()).execute().iloc[0]
+    if int(check["ids"]) != int(check["keys"]):
+        return None
+    # the events once, slim: integer key, time, step and the channel (read back for the
+    # chosen attempt's events, so the source is not scanned again)
+    slim = keep(ev.select(h=key, us=ev.us, step=ev.step, channel=ev.channel), "funnel_slim")
+    prev = slim.filter(slim.step == 1).select("h", "us", att=slim.us)
+    levels = [prev.mutate(k=ibis.literal(1, type="int64"))]
+    for k in range(2, n + 1):
+        e = slim.filter(slim.step == k).select("h", "us")
+        j = e.asof_join(prev, on=e.us >= prev.us, predicates=e.h == prev.h)
+        prev = keep(j.filter(j.att.notnull() & (j.us - j.att <= window))
+                    .select("h", "us", "att"), "funnel_level")
+        levels.append(prev.mutate(k=ibis.literal(k, type="int64")))
+    lv = ibis.union(*levels)
+    best = keep(lv.group_by("h").aggregate(level=_.k.max(),
+                                           last_step1=_.us.max(where=_.k == 1),
+                                           first1=_.us.min(where=_.k == 1)), "funnel_best")
+    up = ibis.union(*levels[1:])
+    top = up.join(best, [up.h == best.h, up.k == best.level]).group_by("h").aggregate(
+        top_att=_.att.min())
+    chosen = best.left_join(top, best.h == top.h).select(
+        "h", "level", "last_step1", att=ibis.coalesce(_.top_att, _.first1))
+    chosen = keep(chosen, "funnel_chosen")
+    # per step k >= 2 reached, the first event of the chosen attempt
+    firsts = up.join(chosen, [up.h == chosen.h, up.att == chosen.att]).group_by(
+        ["h", "k"]).aggregate(u=_.us.min())
+    keys = keep(ibis.union(chosen.select("h", k=ibis.literal(1, type="int64"), u=chosen.att),
+                           firsts), "funnel_keys")
+    # back to the events for the channels (ties at one instant: the first channel name)
+    hit = slim.join(keys, [slim.h == keys.h, slim.us == keys.u, slim.step == keys.k])
+    aggs = {}
+    for k in range(1, n + 1):
+        aggs[f"u{k}"] = _.us.min(where=_.step == k)
+        aggs[f"ch{k}"] = _.channel.min(where=_.step == k)
+    wide = hit.group_by("h").aggregate(**aggs)
+    wide = wide.join(ids, "h")
+    per = chosen.join(wide, chosen.h == wide.h)
+    # times back from exact microseconds, in the type of ``ts``
+    epoch = ibis.literal(pd.Timestamp(0, tz="UTC"))
+    ts = {f"t{k}": (epoch + per[f"u{k}"].as_interval("us")).cast(ev.ts.type())
+          for k in range(1, n + 1)}
+    return per.select("customer_id", "level", "att", "last_step1",
+                      halted=ibis.literal(False), first_ts=ts["t1"],
+                      **{c: ts[c] if c in ts else per[c]
+                         for k in range(1, n + 1) for c in (f"t{k}", f"ch{k}")})
+
+
+def _drop_scratch(scratch: list[ibis.Table]) -> None:
+    """Drop the intermediate tables of :func:`_customers_asof` (their memory is freed)."""
+    for t in scratch:
+        if t.get_name().startswith("temp."):
+            ibis.get_backend(t).raw_sql(f"DROP TABLE IF EXISTS {t.get_name()}")
 
 
 def _levels_unordered(ev: ibis.Table, n: int, window: int) -> ibis.Table:
@@ -612,6 +723,37 @@ def funnel(
                                       for k in range(1, n + 1)]))
         return _finish(per, events, steps, n, float(window_seconds), mode, unit, exclude,
                        alpha, con, data_end_ts)
+    scratch: list[ibis.Table] = []
+    # ordered mode on DuckDB: the ASOF-join chain (same result, about a third less peak
+    # memory); None when it cannot be exact here (a customer-key collision)
+    try:
+        per = (_customers_asof(ev, n, window, scratch)
+               if mode == "ordered" and _asof_capable(ev) else None)
+    except Exception:
+        _drop_scratch(scratch)
+        raise
+    if per is None:
+        per = _customers_windowed(ev, n, window, mode)
+    per = per.mutate(
+        start=ibis.cases(*[(per.level >= 1, per.t1)], else_=None) if mode != "unordered"
+        else per.first_ts,  # the attempt's start event: its earliest event
+        # an unconverted customer can still progress only while the window from their last
+        # step-1 event is open and (strict modes) their scan has not stopped at a break
+        in_progress=(per.level < n) & ~per.halted & (per.last_step1 + window > data_end),
+        first_channel=per.ch1,
+        last_channel=ibis.cases(*[(per.level == k, per[f"ch{k}"]) for k in range(1, n + 1)]),
+    ).drop("first_ts")
+    try:
+        return _finish(per, events, steps, n, float(window_seconds), mode, unit, exclude,
+                       alpha, con, data_end_ts)
+    finally:
+        _drop_scratch(scratch)
+
+
+def _customers_windowed(ev: ibis.Table, n: int, window: int, mode: str) -> ibis.Table:
+    """Per customer (any mode, any backend with window functions): ``customer_id``,
+    ``level``, ``att``, ``last_step1``, ``halted``, ``first_ts`` and per step ``t{k}``,
+    ``ch{k}`` of the chosen attempt."""
     lv = (_levels_unordered(ev, n, window) if mode == "unordered"
           else _levels_ordered(ev, n, window) if mode == "ordered"
           else _levels_sequential(ev, n, window, mode))
@@ -641,17 +783,7 @@ def funnel(
         aggs[f"t{k}"] = ibis.ifelse(_.step == k, _.ts, None).min()
         aggs[f"ch{k}"] = ibis.ifelse((_.step == k) & first_of, _.channel, None).min()
     per = chain_src.group_by("customer_id").aggregate(**aggs)
-    per = per.mutate(
-        start=ibis.cases(*[(per.level >= 1, per.t1)], else_=None) if mode != "unordered"
-        else per.first_ts,  # the attempt's start event: its earliest event
-        # an unconverted customer can still progress only while the window from their last
-        # step-1 event is open and (strict modes) their scan has not stopped at a break
-        in_progress=(per.level < n) & ~per.halted & (per.last_step1 + window > data_end),
-        first_channel=per.ch1,
-        last_channel=ibis.cases(*[(per.level == k, per[f"ch{k}"]) for k in range(1, n + 1)]),
-    ).drop("first_ts")
-    return _finish(per, events, steps, n, float(window_seconds), mode, unit, exclude, alpha,
-                   con, data_end_ts)
+    return per
 
 
 def _finish(per: ibis.Table, events: ibis.Table, steps: list[str], n: int,

@@ -223,7 +223,10 @@ def check_timezone(name: str, where: str) -> str:
     if not isinstance(name, str) or not name:
         raise _error(f"{where}: expected an IANA time zone name such as UTC or "
                      f"Europe/Berlin, got {name!r}")
+    from cxanalysis import duckdb_settings
+
     with duckdb.connect() as con:
+        duckdb_settings.configure(con)
         found = con.execute("SELECT min(name) FROM pg_timezone_names() "
                             "WHERE lower(name) = lower(?)", [name]).fetchone()[0]
     if found is None:
