@@ -15,9 +15,9 @@ so each notebook has something true to find, and something that a careless metho
 - planted pain point: checkout in the app completes far less often (42% against 72%); late
   deliveries drive support contacts and low NPS;
 - a **confounded channel**: step rates depend on the persona only (except app checkout), so
-  the web cart -> checkout cell looks bad only because web carts are mostly digital
-  researchers' (who abandon carts most); adjusted for persona it is no pain point
-  (``confounded_channels``);
+  the store's visit -> product_view cell looks bad only because store visits are mostly
+  assisted shoppers' (who drop off after a visit most, and come least often); adjusted for
+  persona it is no pain point (``confounded_channels``);
 - **inert touches**: email opens and social clicks precede journeys that would happen anyway;
   their incremental effect is zero (``channel_effects``), whatever path-based attribution
   credits them;
@@ -154,8 +154,6 @@ WORLD_PERSONAS: dict[str, Persona] = {
         basket=55, p_discount=0.15, discount_share=0.1, service_contacts_per_year=0.4,
         p_support_base=0.03, support_channel="chat", logins_per_year=30, nps_base=9.4),
     "digital_researcher": Persona(
-        # abandons carts to compare elsewhere: the web cart -> checkout step looks bad
-        # only because web carts are mostly theirs (the planted confounded channel)
         weight=0.20, attempts_per_year=30,
         browse_channels=_shares(web=0.72, app=0.12, social=0.1, chat=0.06),
         buy_channels=_shares(web=0.85, app=0.15),
@@ -164,11 +162,13 @@ WORLD_PERSONAS: dict[str, Persona] = {
         basket=130, p_discount=0.15, discount_share=0.1, service_contacts_per_year=0.5,
         p_support_base=0.03, support_channel="chat", logins_per_year=2, nps_base=8.9),
     "assisted_shopper": Persona(
+        # walks into the store to look, rarely to buy at once: the store's first step looks
+        # bad only because store visits are mostly theirs (the planted confounded channel)
         weight=0.18, attempts_per_year=12,
         browse_channels=_shares(store=0.5, call_centre=0.22, web=0.22, chat=0.06),
         buy_channels=_shares(store=0.6, call_centre=0.22, web=0.18),
         intro_channels=_shares(email=0.6, social=0.4), p_intro=0.4,
-        p_step=(0.55, 0.25, 0.6), gap_hours=(0.5, 48, 2, 0.1), research_events=0.5,
+        p_step=(0.5, 0.25, 0.6), gap_hours=(0.5, 48, 2, 0.1), research_events=0.5,
         basket=95, p_discount=0.1, discount_share=0.1, service_contacts_per_year=2,
         p_support_base=0.12, support_channel="call_centre", logins_per_year=1, nps_base=9.0),
     "convenience_buyer": Persona(
@@ -214,13 +214,13 @@ EXPERIMENTS: tuple[Experiment, ...] = (
     Experiment("exp_checkout_redesign", "One-page checkout",
                "A one-page checkout raises 14-day conversion of customers who reach checkout.",
                "2025-10-01", "2025-12-15", 0.5, effect=0.10, eligibility=1.0,
-               trigger="checkout", survey_boost=2.5),
+               trigger="checkout", survey_boost=3.0),
     Experiment("exp_email_subject", "Personalised email subject",
                "A personalised subject line raises 14-day conversion.",
                "2025-10-01", "2025-11-15", 0.5, effect=0.0),
     Experiment("exp_app_onboarding", "New app onboarding",
                "A guided app onboarding raises conversion of app users.",
-               "2025-10-15", "2025-11-15", 0.5, effect=0.006, persona="loyal_app_regular"),
+               "2025-10-15", "2025-11-15", 0.5, effect=0.004, persona="loyal_app_regular"),
     Experiment("exp_srm_banner", "Homepage banner",
                "A homepage banner raises conversion (assignment bug: SRM).",
                "2025-11-01", "2025-11-30", 0.55, effect=0.0),
@@ -254,7 +254,7 @@ class World:
     # demographics with a small real effect: order value multiplier by income band
     basket_by_income: tuple[float, float, float] = (0.92, 1.0, 1.12)  # low, mid, high
     # survey after a triggered experiment's checkout (chance of answering, control arm)
-    p_survey_response: float = 0.05
+    p_survey_response: float = 0.08
     window_days: int = 14
     pre_period_days: int = 90
     signup_start: str = "2022-01-01"
@@ -962,13 +962,14 @@ def truth_dict(world: World = WORLD, n_customers: int | None = None, seed: int |
                            "web, app and store (store and call_centre for assisted shoppers)",
         },
         # a step x channel cell that looks worse only because of who uses the channel: step
-        # rates depend on the persona alone (except app checkout), and web carts are mostly
-        # digital researchers', who abandon carts most. Adjusted for persona: no pain point.
+        # rates depend on the persona alone (except app checkout), and store visits are
+        # mostly assisted shoppers', who look without viewing a product online most often
+        # and come least often. Adjusted for persona: no pain point.
         "confounded_channels": [
-            {"step": "add_to_cart", "next_step": "checkout", "channel": "web",
+            {"step": "visit", "next_step": "product_view", "channel": "store",
              "by": "persona", "true_channel_effect": 0.0,
-             "description": "web carts are mostly digital researchers', who abandon carts "
-                            "to compare elsewhere; within personas web is no worse"}],
+             "description": "store visits are mostly assisted shoppers', who drop off after "
+                            "the visit most; within personas the store is no worse"}],
         # awareness touches precede journeys that would happen anyway: removing them changes
         # no journey and no conversion (what path-based attribution credits them is not this)
         "channel_effects": {
