@@ -210,3 +210,52 @@ def test_income_has_a_small_real_effect_on_order_value(world_path: Path, truth,
     assert ratio == pytest.approx(want["high"] / want["low"], rel=0.06)
     persona_spread = np.exp(df.groupby("persona").gross.mean()).agg(["min", "max"])
     assert persona_spread["max"] / persona_spread["min"] > 2 * ratio
+
+
+# ------------------------------------------------------------ truth-appendix helpers
+
+
+def test_confounded_flags_reads_each_adjustment() -> None:
+    from cxanalysis.synth import confounded_flags
+
+    truth = {"confounded_channels": [{"step": "visit", "next_step": "view", "channel": "store"},
+                                     {"step": "view", "next_step": "cart", "channel": "chat"}]}
+    table = pd.DataFrame({"event": ["visit", "visit"], "next_event": ["view", "view"],
+                          "channel": ["store", "web"], "worse": [True, False],
+                          "worse_adjusted": [False, True]})
+    out = confounded_flags(truth, estimated=table, true=None)
+    assert list(out.columns) == ["step", "next_step", "channel", "estimated_raw",
+                                 "estimated_adjusted"]
+    assert out.loc[0, "estimated_raw"] is True and out.loc[0, "estimated_adjusted"] is False
+    assert out.loc[1, ["estimated_raw", "estimated_adjusted"]].isna().all()  # not tested
+
+
+def test_credit_vs_incrementality_puts_the_truth_beside_the_credit() -> None:
+    from cxanalysis.synth import credit_vs_incrementality
+
+    truth = {"channel_effects": {"email": {"incremental_conversions": 0.0, "inert": True}}}
+    credit = pd.DataFrame({"markov": [0.14, 0.86]}, index=pd.Index(["email", "web"],
+                                                                    name="channel"))
+    out = credit_vs_incrementality(truth, credit)
+    assert list(out.columns) == ["inert", "true_incremental", "markov"]
+    assert out.loc["email", "true_incremental"] == 0.0 and bool(out.loc["email", "inert"])
+    assert np.isnan(out.loc["web", "true_incremental"]) and not out.loc["web", "inert"]
+    assert out.loc["email", "markov"] == 0.14  # the credit itself is untouched
+
+
+def test_experiment_vs_truth_says_whether_the_interval_covers() -> None:
+    from cxanalysis.synth import experiment_vs_truth
+
+    truth = {"experiments": {"e": {"expected_abs_lift": 0.05, "expected_rel_lift": 0.1,
+                                   "srm": False, "survey_response_changed": True}}}
+    effects = pd.DataFrame({"metric": ["conversion", "conversion_cuped", "response_rate"],
+                            "abs_diff": [0.02, 0.03, 0.07], "abs_ci_low": [-0.01, 0.0, 0.03],
+                            "abs_ci_high": [0.04, 0.06, 0.11],
+                            "p_value": [0.2, 0.05, 0.001]})
+    out = experiment_vs_truth(truth, "e", effects, srm_flagged=False).set_index("metric")
+    assert out.loc["conversion", "estimate"] == 0.02  # the unadjusted row
+    assert out.loc["conversion", "covered"] is False  # 0.05 outside [-0.01, 0.04]
+    assert out.loc["conversion", "planted_rel"] == 0.1
+    assert out.loc["response_rate", "planted"].startswith("changed")
+    assert out.loc["sample ratio mismatch", "covered"] is True
+    assert experiment_vs_truth(truth, "other", effects, False) is None

@@ -996,6 +996,98 @@ def truth_dict(world: World = WORLD, n_customers: int | None = None, seed: int |
     }
 
 
+# --------------------------------------------------------------------------- truth appendices
+
+
+def read_truth(truth_dir: str | os.PathLike[str]) -> dict:
+    """``truth.json`` of a synthetic world's ``truth/`` folder."""
+    return json.loads((Path(truth_dir) / "truth.json").read_text())
+
+
+def confounded_flags(truth: Mapping[str, Any], **adjusted: pd.DataFrame | None) -> pd.DataFrame:
+    """Whether each planted confounded cell is flagged, per adjustment.
+
+    Parameters
+    ----------
+    truth : dict
+        ``truth.json`` (its ``confounded_channels``).
+    **adjusted : DataFrame or None
+        Named tables of :func:`cxanalysis.painpoints.adjusted_dropoff` (``.table()``), e.g.
+        ``estimated_personas=...``, ``true_personas=...``; None is skipped.
+
+    Returns
+    -------
+    DataFrame
+        One row per planted cell: ``step``, ``next_step``, ``channel``, then per table
+        ``<name>_raw`` (flagged before adjusting) and ``<name>_adjusted`` (flagged within
+        personas; should be False). Missing cells (too small to test) are NA.
+    """
+    rows = []
+    for c in truth.get("confounded_channels", []):
+        row: dict[str, Any] = {"step": c["step"], "next_step": c["next_step"],
+                               "channel": c["channel"]}
+        for name, table in adjusted.items():
+            if table is None:
+                continue
+            t = table.set_index(["event", "next_event", "channel"])
+            key = (c["step"], c["next_step"], c["channel"])
+            hit = t.loc[key] if key in t.index else None
+            row[f"{name}_raw"] = bool(hit["worse"]) if hit is not None else pd.NA
+            row[f"{name}_adjusted"] = bool(hit["worse_adjusted"]) if hit is not None else pd.NA
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def credit_vs_incrementality(truth: Mapping[str, Any], credit: pd.DataFrame) -> pd.DataFrame:
+    """Each channel's true incremental effect (from ``channel_effects``: 0 for an inert
+    channel; NaN where the world plants none) beside the share of conversions each
+    attribution model credits it with (``credit``: channels as index, one column per model,
+    shares of conversions)."""
+    effects = truth.get("channel_effects", {})
+    out = credit.copy()
+    out.insert(0, "true_incremental", [effects.get(c, {}).get("incremental_conversions",
+                                                            np.nan) for c in out.index])
+    out.insert(0, "inert", [bool(effects.get(c, {}).get("inert", False)) for c in out.index])
+    return out
+
+
+def experiment_vs_truth(truth: Mapping[str, Any], experiment_id: str, effects: pd.DataFrame,
+                        srm_flagged: bool) -> pd.DataFrame | None:
+    """The planted truth of an experiment beside its estimates: the realised lift of
+    14-day conversion (absolute and relative) against the estimated difference and its
+    interval, whether the interval covers it, and whether the survey response rate was
+    changed by treatment against its estimate. None when the experiment was not planted.
+
+    ``effects`` is the effects table of :func:`cxanalysis.experiments.analyze` (columns
+    ``metric``, ``abs_diff``, ``abs_ci_low``, ``abs_ci_high``, ``p_value``)."""
+    planted = truth.get("experiments", {}).get(experiment_id)
+    if not planted:
+        return None
+    rows = []
+    e = effects.drop_duplicates("metric").set_index("metric")
+    want = {"conversion": planted["expected_abs_lift"],
+            "response_rate": None if not planted.get("survey_response_changed") else np.nan}
+    for metric, lift in want.items():
+        if metric not in e.index:
+            continue
+        r = e.loc[metric]
+        rows.append({
+            "metric": metric,
+            "planted": ("no change" if lift is None else "changed (higher in treatment)"
+                        if np.isnan(lift) else f"{lift:+.4f}"),
+            "planted_rel": (planted.get("expected_rel_lift") if metric == "conversion"
+                            else np.nan),
+            "estimate": r["abs_diff"], "ci_low": r["abs_ci_low"], "ci_high": r["abs_ci_high"],
+            "p_value": r["p_value"],
+            "covered": (bool(r["abs_ci_low"] <= lift <= r["abs_ci_high"])
+                        if lift is not None and not np.isnan(lift) else pd.NA),
+        })
+    rows.append({"metric": "sample ratio mismatch", "planted": str(bool(planted["srm"])),
+                 "estimate": np.nan, "covered": bool(planted["srm"]) == bool(srm_flagged),
+                 "p_value": np.nan, "planted_rel": np.nan, "ci_low": np.nan, "ci_high": np.nan})
+    return pd.DataFrame(rows)
+
+
 # --------------------------------------------------------------------------- writer
 
 
