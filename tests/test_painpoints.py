@@ -356,3 +356,31 @@ def test_comment_themes_seed_changes_the_initialisation() -> None:
     w0, _ = _initialize_nmf(x, 3, init="nndsvdar", random_state=0)
     w1, _ = _initialize_nmf(x, 3, init="nndsvdar", random_state=1)
     assert not np.array_equal(w0, w1)
+
+
+def test_moments_of_truth_drops_flags_almost_everyone_shares() -> None:
+    """Regression (calibrated demo world, issue 16 item 13): 'visit' was done by 99.3% of
+    customers and the 0.7% without one never ordered, so its odds ratio was infinite
+    (x8.3, 95% CI 0.00-inf) and it topped the ranking. Such a flag is not modelled and is
+    listed; the others' coefficients equal a fit without it."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(5)
+    n = 3000
+    c = rng.random(n) < 0.4
+    orders = (rng.random(n) < np.where(c, 0.5, 0.3)).astype(int)
+    almost_all = np.ones(n, bool)
+    almost_all[:20] = False  # 0.7% without it, none of whom orders: separation
+    orders[:20] = 0
+    flags = pd.DataFrame({"did_visit": almost_all, "did_c": c}).astype(int)
+    mot = pp.fit_moments(flags, orders)
+    assert mot.rare == ["did_visit"]
+    conv = mot.table()[mot.table().outcome == "conversion"].set_index("touchpoint")
+    assert list(conv.index) == ["did_c"] and np.isfinite(conv["ci_high"]).all()
+    x = (c - c.mean()) / c.std()
+    ref = LogisticRegression(C=np.inf, max_iter=5000, tol=1e-10).fit(x[:, None], orders >= 1)
+    assert conv.loc["did_c", "coef"] == pytest.approx(ref.coef_[0][0], rel=1e-4)
+    assert "Not modelled" in mot.summary() and "did_visit" in mot.summary()
+    # at 1% or more on each side (and 10 or more customers) a flag stays
+    flags.loc[:29, "did_visit"] = 0
+    assert pp.fit_moments(flags, orders).rare == []
