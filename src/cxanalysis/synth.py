@@ -60,7 +60,7 @@ memory; the demo's own figures, 5,000 customers, seed 42, are in ``truth.json``
   detectable lift at 80% power is ~11%; the demo draw does not detect it, the report says
   "keep testing" and its interval covers the truth), a few percent on the persona-only
   test (not detectable at this size). The effect the demo does detect is the checkout
-  test's change of the survey response rate (+7.6 points, p < 0.001), the planted SRM
+  test's change of the survey response rate (+7.3 points, p < 0.001), the planted SRM
   and, outside the experiments, the app checkout pain point.
 
 Customers are generated in chunks with an independent random stream per chunk
@@ -72,7 +72,10 @@ Model
 Customer ``i`` of persona ``p`` starts journeys ("attempts") as a Poisson process over
 ``[max(signup, 2025-01-01), 2025-12-31]`` with yearly rate ``attempts_per_year[p] * g_i``,
 ``g_i ~ Gamma(k, 1/k)`` (frailty: stable individual differences, which CUPED exploits); a
-customer who switches persona follows the new persona's parameters from ``switched_at``.
+customer who switches persona follows the new persona's journey, channel, basket and
+feedback parameters from ``switched_at`` (drawn uniformly over 2025, so a customer who signed
+up after it behaves as ``persona_end`` from the start; demographics, loyalty logins and
+service contacts unrelated to a journey keep the starting ``persona``).
 An attempt reaches each next funnel step with persona-specific probabilities; checkout to
 purchase depends on the checkout channel (the planted pain point). Times between steps are
 exponential with persona-specific means. Events after the end of the data are cut, so late
