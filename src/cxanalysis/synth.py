@@ -6,7 +6,7 @@ so each notebook has something true to find, and something that a careless metho
 
 - five hidden behavioural personas that differ in channels, frequency, consideration time,
   basket, discounts, service contacts and satisfaction; they **overlap** (each customer's
-  channel mix is a Dirichlet draw around the persona's, concentration 15) and **drift**
+  channel mix is a Dirichlet draw around the persona's, concentration 25) and **drift**
   (10% of customers switch to another persona at a uniform time of 2025: ``persona_end``,
   ``switched_at`` in ``truth/personas.parquet``); demographics only weakly tilted, with one
   **small real effect** (order value x0.92 for low and x1.12 for high income, within persona);
@@ -25,7 +25,7 @@ so each notebook has something true to find, and something that a careless metho
   (occasionally with fake personal details, to exercise redaction);
 - four experiments with realistic effects: a one-page checkout triggered at checkout (+10%
   relative completion of that checkout; it also shows the survey on its confirmation page,
-  so **treatment changes who responds**: treated buyers answer 2.5x as often), a null, a
+  so **treatment changes who responds**: treated buyers answer 3x as often), a null, a
   persona-only effect of a few percent, and a sample-ratio mismatch. ``truth.json`` holds
   each planted lift as the *realised* average treatment effect in the customers assigned
   (``experiments.*.expected_abs_lift``, ``realised``).
