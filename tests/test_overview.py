@@ -73,7 +73,10 @@ def test_feedback_distributions_and_nps(world, raw) -> None:
     expected = 100 * ((nps >= 9).mean() - (nps <= 6).mean())
     assert got.nps == pytest.approx(expected, abs=1e-9)
     table = got.table()
-    assert table["csat"].to_dict() == {s: int((fb.csat == s).sum()) for s in range(0, 11)}
+    # rows: every score answered on any scale (the calibrated world has no NPS of 0)
+    answered = set(fb.nps.dropna()) | set(fb.csat.dropna()) | set(fb.effort.dropna())
+    assert set(table.index) == {int(s) for s in answered}
+    assert table["csat"].to_dict() == {s: int((fb.csat == s).sum()) for s in table.index}
     assert got.answers == {"nps": len(nps), "csat": int(fb.csat.notna().sum()),
                            "effort": int(fb.effort.notna().sum())}
     assert ov.nps_score(3, 1, 4) == 50.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,9 @@ def test_feedback_by_touchpoint_matches_pandas(world, world_path: Path) -> None:
     got = pp.feedback_by_touchpoint(world).table().set_index(["event", "channel"])
     fb = pd.read_parquet(world_path / "feedback.parquet")
     for (event, channel), g in fb.groupby(["event", "channel"]):
+        if g.customer_id.nunique() < 10:  # suppressed (min_group_size)
+            assert np.isnan(got.loc[(event, channel), "nps"])
+            continue
         nps = g.nps.dropna()
         expected = 100 * ((nps >= 9).mean() - (nps <= 6).mean())
         assert got.loc[(event, channel), "nps"] == pytest.approx(expected)
@@ -22,7 +26,9 @@ def test_feedback_by_touchpoint_matches_pandas(world, world_path: Path) -> None:
 
 
 def test_comment_themes_recover_the_planted_themes(world, world_path: Path) -> None:
-    themes = pp.comment_themes(world, n_themes=5, seed=0)  # an explicit number still works
+    planted = json.loads((world_path / "truth" / "truth.json").read_text())["themes"]
+    # an explicit number still works: the number of planted themes
+    themes = pp.comment_themes(world, n_themes=len(planted), seed=0)
     words = " | ".join(themes.words["top_words"])
     assert "late" in words and "checkout" in words
     assert "@" not in words and "alex" not in words.lower()  # redacted before modelling
@@ -31,7 +37,7 @@ def test_comment_themes_recover_the_planted_themes(world, world_path: Path) -> N
     chk = shown[shown.event == "checkout"].sort_values("share").iloc[-1]
     top = themes.words.set_index("theme").loc[chk.theme, "top_words"]
     assert chk.share > 0.8 and "checkout" in top
-    again = pp.comment_themes(world, n_themes=5, seed=0)
+    again = pp.comment_themes(world, n_themes=len(planted), seed=0)
     pd.testing.assert_frame_equal(themes.words, again.words)  # seeded
 
 
@@ -449,3 +455,31 @@ def test_comment_theme_counts_add_up_and_small_cells_are_suppressed(world) -> No
     s = themes.sentiment.dropna(subset=["negative"])
     total = s[["negative", "neutral", "positive", "unknown"]].sum(axis=1)
     assert total.to_numpy() == pytest.approx(np.ones(len(s)))
+
+
+def test_moments_of_truth_drops_flags_almost_everyone_shares() -> None:
+    """Regression (calibrated demo world, issue 16 item 13): 'visit' was done by 99.3% of
+    customers and the 0.7% without one never ordered, so its odds ratio was infinite
+    (x8.3, 95% CI 0.00-inf) and it topped the ranking. Such a flag is not modelled and is
+    listed; the others' coefficients equal a fit without it."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(5)
+    n = 3000
+    c = rng.random(n) < 0.4
+    orders = (rng.random(n) < np.where(c, 0.5, 0.3)).astype(int)
+    almost_all = np.ones(n, bool)
+    almost_all[:20] = False  # 0.7% without it, none of whom orders: separation
+    orders[:20] = 0
+    flags = pd.DataFrame({"did_visit": almost_all, "did_c": c}).astype(int)
+    mot = pp.fit_moments(flags, orders)
+    assert mot.rare == ["did_visit"]
+    conv = mot.table()[mot.table().outcome == "conversion"].set_index("touchpoint")
+    assert list(conv.index) == ["did_c"] and np.isfinite(conv["ci_high"]).all()
+    x = (c - c.mean()) / c.std()
+    ref = LogisticRegression(C=np.inf, max_iter=5000, tol=1e-10).fit(x[:, None], orders >= 1)
+    assert conv.loc["did_c", "coef"] == pytest.approx(ref.coef_[0][0], rel=1e-4)
+    assert "Not modelled" in mot.summary() and "did_visit" in mot.summary()
+    # at 1% or more on each side (and 10 or more customers) a flag stays
+    flags.loc[:29, "did_visit"] = 0
+    assert pp.fit_moments(flags, orders).rare == []

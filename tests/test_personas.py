@@ -65,7 +65,9 @@ def test_features_match_a_pandas_recomputation(world_path: Path, fitted) -> None
 def test_planted_personas_are_recovered(fitted, truth) -> None:
     assert fitted.k == 5  # chosen from the data, not given
     ari = adjusted_rand_score(truth.reindex(fitted.assignments.index), fitted.assignments)
-    assert ari >= 0.9  # 0.927 on the demo world (log-ratio channels, no NPS/tenure)
+    # 0.81 on the calibrated demo world, whose personas overlap and drift (10% of customers
+    # switch persona during the year; issue 16 item 13): recovered, not perfectly
+    assert ari >= 0.75
     assert min(fitted.jaccard.values()) >= 0.85  # five well-separated personas are stable
     assert fitted.seed_ari >= 0.9
     assert sum(fitted.sizes().values()) == len(fitted.assignments)
@@ -131,8 +133,13 @@ def test_rfm_tiers_follow_their_rules(world) -> None:
                                        ("r_score", "recency_days", False)):
         counts = rfm[col].value_counts()
         assert counts.max() - counts.min() <= 1  # ntile: equal-sized bins
-        means = rfm.groupby(col)[val].mean()
-        assert (np.diff(means) > 0).all() if higher_is_better else (np.diff(means) < 0).all()
+        # bins are ordered by value (ties may straddle two bins: most buyers of the
+        # calibrated world have one order, so neighbouring frequency bins can be equal)
+        agg = rfm.groupby(col)[val].agg(["mean", "min", "max"])
+        if not higher_is_better:
+            agg = agg.iloc[::-1]
+        assert (agg["max"].to_numpy()[:-1] <= agg["min"].to_numpy()[1:]).all()
+        assert agg["mean"].iloc[-1] > agg["mean"].iloc[0]
     tiers = S.value_tiers(world, *CAL)
     s = rfm[["r_score", "f_score", "m_score"]].sum(axis=1)
     assert (tiers.labels.reindex(s[s >= 12].index) == "champions").all()

@@ -77,9 +77,13 @@ def test_funnel_has_ties_and_repeated_steps(tables: dict) -> None:
     steps = ev[ev.event.isin(["product_view", "add_to_cart"])]
     ties = steps.groupby(["customer_id", "ts"]).event.nunique()
     assert (ties > 1).sum() > 100
-    views = ev[ev.event == "product_view"].groupby("customer_id").size()
-    visits = ev[ev.event == "visit"].groupby("customer_id").size()
-    assert views.sum() > 1.1 * visits.sum() * 0.85  # repeats beyond one view per visit
+    # repeated product views: a view followed by another view of the same customer in the
+    # same channel within an hour (p_repeat_view of the attempts that reach a view)
+    v = ev[ev.event == "product_view"].sort_values(["customer_id", "ts"])
+    again = (v.customer_id.eq(v.customer_id.shift()) & v.channel.eq(v.channel.shift())
+             & (v.ts - v.ts.shift() < pd.Timedelta(hours=1)))
+    share = tables["truth"]["world"]["p_repeat_view"]
+    assert again.sum() / (len(v) - again.sum()) == pytest.approx(share, abs=0.03)
 
 
 def test_planted_app_checkout_pain_point(tables: dict) -> None:
@@ -102,7 +106,8 @@ def test_late_deliveries_drive_support_and_low_nps(tables: dict) -> None:
     ev = tables["events"]
     n_late = (ev.event == "delivery_late").sum()
     n_orders = len(tables["orders"])
-    assert n_late / n_orders == pytest.approx(0.15, abs=0.02)
+    assert n_late / n_orders == pytest.approx(tables["truth"]["pain_points"][1]["rate"],
+                                              abs=0.02)
     fb = tables["feedback"]
     late_customers = set(ev.loc[ev.event == "delivery_late", "customer_id"])
     late = fb[(fb.event == "delivery") & fb.customer_id.isin(late_customers)]
@@ -122,18 +127,34 @@ def _conversion(tables: dict, experiment: str) -> pd.DataFrame:
     return per.merge(tables["personas"], on="customer_id")
 
 
+def _z(hit: pd.Series, variant: pd.Series) -> tuple[float, float]:
+    """Treatment minus control share of ``hit`` and its unpooled standard error."""
+    g = hit.groupby(variant).agg(["mean", "count"])
+    se = np.sqrt((g["mean"] * (1 - g["mean"]) / g["count"]).sum())
+    return g.loc["treatment", "mean"] - g.loc["control", "mean"], se
+
+
 def test_experiments_carry_their_planted_effects(tables: dict) -> None:
+    """Each arm difference of 14-day conversion (computed here from the raw tables) is
+    within 3 standard errors of the realised planted lift, overall and, for the
+    persona-only test, within and outside that persona."""
     truth = tables["truth"]["experiments"]
-    real = _conversion(tables, "exp_checkout_redesign").groupby("variant").hit.mean()
-    lift = real["treatment"] - real["control"]
-    assert lift == pytest.approx(truth["exp_checkout_redesign"]["expected_abs_lift"], abs=0.03)
-    assert lift > 0.05
-    null = _conversion(tables, "exp_email_subject").groupby("variant").hit.mean()
-    assert abs(null["treatment"] - null["control"]) < 0.02
+    for eid, planted in truth.items():
+        conv = _conversion(tables, eid)
+        lift, se = _z(conv.hit, conv.variant)
+        assert abs(lift - planted["expected_abs_lift"]) < 3 * se, eid
     onb = _conversion(tables, "exp_app_onboarding")
-    by = onb.groupby([onb.persona == "loyal_app_regular", "variant"]).hit.mean().unstack()
-    assert by.loc[True, "treatment"] - by.loc[True, "control"] > 0.15
-    assert abs(by.loc[False, "treatment"] - by.loc[False, "control"]) < 0.03
+    want = truth["exp_app_onboarding"]["expected_abs_lift_by_persona"]
+    mine = onb.persona == "loyal_app_regular"
+    lift, se = _z(onb.hit[mine], onb.variant[mine])
+    assert abs(lift - want["loyal_app_regular"]) < 3 * se
+    lift, se = _z(onb.hit[~mine], onb.variant[~mine])
+    assert abs(lift) < 3 * se
+    # the checkout test is triggered at checkout: everyone assigned had a checkout at
+    # assigned_at, so the control arm converts far above the base (~60% against ~5%)
+    chk = _conversion(tables, "exp_checkout_redesign")
+    assert chk[chk.variant == "control"].hit.mean() > 0.4
+    assert truth["exp_checkout_redesign"]["realised"]["assigned"] == len(chk)
     srm = tables["assignments"].query("experiment_id == 'exp_srm_banner'").variant.value_counts()
     assert srm["treatment"] / srm.sum() == pytest.approx(0.55, abs=0.02)
     assert truth["exp_srm_banner"]["srm"] is True
@@ -179,13 +200,14 @@ def test_comments_carry_fake_personal_details_to_redact(tables: dict) -> None:
     assert np.isfinite(tables["feedback"].nps.astype(float)).any()
 
 
-#: sha256 of the demo world's files (`cxanalysis synth --customers 5000 --seed 42`) before
-#: `--personas` existed: the default world must stay byte-identical.
+#: sha256 of the demo world's files (`cxanalysis synth --customers 5000 --seed 42`): the
+#: default world (`--personas 5`) must be this world byte for byte. Changed with the
+#: calibrated, failable world of issue 16 item 13 / issue 12 item 5.
 DEMO_DIGESTS = {
     "customers.parquet": "60cbac21308f2b6c45d12657a09169b81cb795208ae26e39c4fb736bcdc716a6",
-    "events.parquet": "7eb1722c7267abe1fd02cf55451e8bf5dec8daea395a9a1739e516e150099fbb",
-    "orders.parquet": "16b648af4fd84c6fcfdf113a42c65370fe418e36ad6049df92856f8e88ed6ded",
-    "truth/personas.parquet": "63a78f63f2577372c16ebd29bd51b8b74db6b668d527a286ad9af0167959914f",
+    "events.parquet": "e267a1884040980ba99c2656cc5d838962e055a6c0cd3a83d6d55606096f5127",
+    "orders.parquet": "de1dc4311058325d8b62bf678ca462c2a865bef396a407f22df6897903951db2",
+    "truth/personas.parquet": "5d7a23d34a86f083a4bb37baca64d6098a09e90211c3466b31426f7c74b4e1bc",
 }
 
 

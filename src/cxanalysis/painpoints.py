@@ -21,7 +21,7 @@ touchpoints predict conversion and retention.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import ibis
 import matplotlib.pyplot as plt
@@ -352,6 +352,7 @@ class MomentsOfTruth(ResultMixin):
     C: float
     merged: pd.DataFrame | None = None  # kept, merged_into_it, abs_corr
     max_abs_corr: float = 0.9
+    rare: list[str] = field(default_factory=list)  # flags not modelled (see fit_moments)
 
     def table(self) -> pd.DataFrame:
         return self.frame
@@ -394,6 +395,9 @@ class MomentsOfTruth(ResultMixin):
             text += (f" Near-duplicate flags (|r| > {self.max_abs_corr:g}) merged: "
                      + "; ".join(f"{r.kept} with {r.merged_into_it} (r = {r.corr:.3f})"
                                  for r in self.merged.itertuples()) + ".")
+        if self.rare:
+            text += (" Not modelled (done by almost all or almost none of the customers: "
+                     "not estimable): " + ", ".join(self.rare) + ".")
         return text
 
 
@@ -449,8 +453,10 @@ def fit_moments(flags: pd.DataFrame, n_orders: pd.Series | np.ndarray, C: float 
     """The model of :func:`moments_of_truth` on a per-customer frame of 0/1 ``flags`` and
     the number of orders in the outcome window.
 
-    Flags that never vary are dropped, near-duplicates merged (:func:`merge_near_duplicates`),
-    the rest standardised. Odds ratios per SD and their 95% Wald intervals come from an
+    Flags that (almost) never vary are dropped and listed in ``rare``: fewer than 1% of the
+    customers, or fewer than 10, on one side — the few customers there often share one
+    outcome, and the odds ratio is then 0 or infinite (separation). Near-duplicates are
+    merged (:func:`merge_near_duplicates`), the rest standardised. Odds ratios per SD and their 95% Wald intervals come from an
     unpenalised logistic regression (statsmodels); the AUC is 5-fold cross-validated
     (folds shuffled with ``seed``) for an L2 logistic regression with inverse strength ``C``.
     """
@@ -458,7 +464,11 @@ def fit_moments(flags: pd.DataFrame, n_orders: pd.Series | np.ndarray, C: float 
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_score
 
-    flags = flags.loc[:, flags.std() > 0]
+    done = flags.sum()
+    minority = np.minimum(done, len(flags) - done)
+    estimable = minority >= max(10, 0.01 * len(flags))
+    rare = [c for c in flags.columns if not estimable[c] and flags[c].std() > 0]
+    flags = flags.loc[:, estimable]
     merged_x, merged = merge_near_duplicates(flags, max_abs_corr)
     names = list(merged_x.columns)
     raw = merged_x.to_numpy(float)
@@ -482,7 +492,7 @@ def fit_moments(flags: pd.DataFrame, n_orders: pd.Series | np.ndarray, C: float 
                          "ci_high": float(np.exp(ci[i, 1])),
                          "p_value": float(fit.pvalues[i + 1]),
                          "share_doing": float(raw[:, i].mean()), "vif": float(vif[i])})
-    return MomentsOfTruth(pd.DataFrame(rows), auc, C, merged, max_abs_corr)
+    return MomentsOfTruth(pd.DataFrame(rows), auc, C, merged, max_abs_corr, rare)
 
 
 def moments_of_truth(source: Source, calibration: tuple[str, str], outcome: tuple[str, str],
