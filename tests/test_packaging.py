@@ -35,7 +35,7 @@ def test_environment_yml_installs_exactly_the_pyproject_dependencies() -> None:
                    "ipykernel", "jupyterlab"):
         assert needed in names, needed
     dev = {_name(d) for d in project["optional-dependencies"]["dev"]}
-    assert {"pytest", "nbval", "ruff", "hypothesis", "pytest-benchmark"} <= dev
+    assert {"pytest", "nbval", "ruff", "hypothesis", "pytest-benchmark", "pyspark"} <= dev
 
 
 def test_data_model_doc_is_generated_from_the_schema() -> None:

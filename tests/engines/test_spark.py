@@ -157,3 +157,23 @@ def test_epoch_micros_and_naive_timestamps_on_spark(spark_session) -> None:
         "columns": {"ts": "naive"}}}})
     rules = {(p.table, p.column, p.rule, p.rows) for p in validate_backend(naive, NOW).errors}
     assert rules == {("events", "ts", "naive timestamp", 3)}
+
+
+def test_pyspark_pin_is_the_range_ibis_supports() -> None:
+    """pyproject's dev pin of pyspark is the range of the installed Ibis's ``pyspark`` extra,
+    and the installed pyspark lies in it (a newer Spark that Ibis does not support would
+    otherwise be resolved silently)."""
+    import tomllib
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    root = Path(__file__).resolve().parents[2]
+    dev = tomllib.loads((root / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]["dev"]
+    ours = next(Requirement(r) for r in dev if Requirement(r).name == "pyspark")
+    theirs = [Requirement(r) for r in metadata.requires("ibis-framework") or []]
+    theirs = next(r for r in theirs if r.name == "pyspark" and r.marker is not None
+                  and r.marker.evaluate({"extra": "pyspark"}))
+    assert ours.specifier == theirs.specifier, (str(ours), str(theirs))
+    assert metadata.version("pyspark") in ours.specifier
