@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import ibis
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -62,3 +63,34 @@ def test_backend_rejects_parsing_rules_and_text_timestamps(engine_world: Path) -
 
     found = {(p.table, p.column, p.rule, p.rows) for p in validate_backend(report, NOW).errors}
     assert ("events", "ts", "unparseable value", len(ev)) in found
+
+
+def test_fallbacks_give_the_same_paths_and_state_approximate_quantiles(
+        engine_world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fallbacks for engines without ordered group_concat / exact quantiles, run on
+    DuckDB: the window-collected journey paths equal the ordered group_concat ones, and the
+    approximate step times are close to the exact ones and said to be approximate."""
+    from cxanalysis import engines, funnel, journeys
+
+    steps = ["visit", "product_view", "add_to_cart", "checkout", "purchase"]
+    with open_source(engine_world, now=NOW) as src:
+        exact_paths = journeys.journey_paths(src)
+        exact_funnel = funnel.funnel(src, steps)
+        assert exact_funnel.notes == []
+        monkeypatch.setattr(engines, "supports", lambda expr, op: False)
+        monkeypatch.setattr(journeys, "supports", lambda expr, op: False)
+        window_paths = journeys.journey_paths(src)
+        approx_funnel = funnel.funnel(src, steps)
+        durations = journeys.stage_durations(src)
+    assert exact_paths.frame.path.str.contains(" > ").any()
+    pd.testing.assert_frame_equal(exact_paths.frame, window_paths.frame)
+    pd.testing.assert_frame_equal(exact_paths.by_customer, window_paths.by_customer)
+    assert approx_funnel.notes == ["median and p90 hours are approximate: the duckdb engine "
+                                   "has no exact quantile (its approximate quantile function "
+                                   "is used)"]
+    assert durations.notes and "approximate" in durations.notes[0]
+    counts = ["customers", "dropped", "in_progress"]
+    pd.testing.assert_frame_equal(exact_funnel.frame[counts], approx_funnel.frame[counts])
+    med = "median_hours_from_previous"
+    np.testing.assert_allclose(approx_funnel.frame[med].iloc[1:],
+                               exact_funnel.frame[med].iloc[1:], rtol=0.25)
