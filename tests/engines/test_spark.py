@@ -177,3 +177,11 @@ def test_pyspark_pin_is_the_range_ibis_supports() -> None:
                   and r.marker.evaluate({"extra": "pyspark"}))
     assert ours.specifier == theirs.specifier, (str(ours), str(theirs))
     assert metadata.version("pyspark") in ours.specifier
+
+
+def test_missing_table_on_spark_names_engine_and_table(spark) -> None:
+    with pytest.raises(CXDataError) as exc:
+        open_source(spark, validate=False, mapping={"tables": {"events": {"from": "nope"}}})
+    text = str(exc.value)
+    assert "the pyspark source pyspark connection has no table 'nope'" in text
+    assert "bad_events" in text  # the tables that are there are listed
