@@ -23,7 +23,8 @@ Spark on one machine is expected to be slower than DuckDB (JVM, a query planner 
 clusters, one process standing in for executors): the figure says what a team pays when it
 moves to Spark before it needs to, and that the code runs there unchanged. Sizes: set
 ``CX_BENCH_ENGINES_EVENTS`` / ``CX_BENCH_ENGINES_CUSTOMERS`` (default 10,000,000 each) to run
-smaller on a loaded machine.
+smaller on a loaded machine, and ``CX_BENCH_ENGINES_PARTS=experiment`` (or ``funnel``) to run
+one of the two.
 """
 
 from __future__ import annotations
@@ -129,16 +130,26 @@ def _env_size(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
 
 
-def run(events: int | None = None, customers: int | None = None) -> dict:
+def run(events: int | None = None, customers: int | None = None,
+        parts: tuple[str, ...] | None = None) -> dict:
     """Measure the funnel on ``events`` rows and the experiment on ``customers`` customers,
-    on DuckDB and on local Spark; print both and their ratio."""
-    from benchmarks.bench_experiments import world
-    from benchmarks.bench_funnel import events_parquet
-
+    on DuckDB and on local Spark; print both and their ratio. ``parts`` (or
+    ``CX_BENCH_ENGINES_PARTS``, comma-separated): ``funnel``, ``experiment`` (default both)."""
     events = events or _env_size("CX_BENCH_ENGINES_EVENTS", 10_000_000)
     customers = customers or _env_size("CX_BENCH_ENGINES_CUSTOMERS", 10_000_000)
+    parts = parts or tuple(os.environ.get("CX_BENCH_ENGINES_PARTS", "funnel,experiment")
+                           .split(","))
     tests = str(ROOT / "tests")
     out: dict = {}
+    if "funnel" in parts:
+        out["funnel"] = _funnel(events, tests)
+    if "experiment" in parts:
+        out["experiment"] = _experiment(customers, tests)
+    return out
+
+
+def _funnel(events: int, tests: str) -> dict:
+    from benchmarks.bench_funnel import events_parquet
 
     path, gen = events_parquet(events)
     if gen is not None:
@@ -147,12 +158,17 @@ def run(events: int | None = None, customers: int | None = None) -> dict:
     spark = measure(FUNNEL_SPARK.format(path=str(path), steps=STEPS, tests=tests))
     same = duck["counts"] == spark["counts"] and _same(duck["median_hours"],
                                                       spark["median_hours"], 1e-12)
-    out["funnel"] = {"duckdb": duck, "spark": spark, "same": same}
+    out = {"duckdb": duck, "spark": spark, "same": same}
     print(f"funnel {events:>11,} events  DuckDB {duck['funnel_s']:7.1f} s "
           f"(peak RSS {duck['peak_rss_mb']:,.0f} MB) | local Spark {spark['funnel_s']:7.1f} s "
           f"+ {spark['session_s']:.1f} s session start (driver RSS {spark['peak_rss_mb']:,.0f}"
           f" MB, JVM apart) | Spark/DuckDB x{spark['funnel_s'] / duck['funnel_s']:.1f} | "
           f"same counts and step times: {same} {duck['counts']}", flush=True)
+    return out
+
+
+def _experiment(customers: int, tests: str) -> dict:
+    from benchmarks.bench_experiments import world
 
     t0 = time.perf_counter()
     folder, gen = world(customers)
@@ -162,7 +178,7 @@ def run(events: int | None = None, customers: int | None = None) -> dict:
     duck = measure(EXPERIMENT_DUCKDB.format(folder=str(folder), metrics=METRICS))
     spark = measure(EXPERIMENT_SPARK.format(folder=str(folder), metrics=METRICS, tests=tests))
     same = duck["customers"] == spark["customers"] and _same(duck["effects"], spark["effects"])
-    out["experiment"] = {"duckdb": duck, "spark": spark, "same": same}
+    out = {"duckdb": duck, "spark": spark, "same": same}
     print(f"experiment {customers:>11,} customers  DuckDB {duck['analyze_s']:7.1f} s "
           f"(peak RSS {duck['peak_rss_mb']:,.0f} MB) | local Spark {spark['analyze_s']:7.1f} s "
           f"+ {spark['session_s']:.1f} s session start | Spark/DuckDB "
