@@ -18,7 +18,8 @@ the sequence of channels touched, consecutive repeats of a channel collapsed
 (``social > web > web > app`` becomes ``social > web > app``).
 
 Sessionizing and path building run in the engine (Ibis window functions and an ordered
-``group_concat``); only the counts of distinct paths come back to pandas, which is all that
+``group_concat``, or on engines without one, such as Spark, a list collected over an ordered
+window: :func:`cxanalysis.engines.supports`); only the counts of distinct paths come back to pandas, which is all that
 path analysis and attribution (:mod:`cxanalysis.attribution`) need.
 """
 
