@@ -48,6 +48,7 @@ from pyspark.sql import SparkSession
 session = (SparkSession.builder.master("local[2]").appName("cxanalysis-bench")
            .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
            .config("spark.driver.memory", "4g").config("spark.sql.shuffle.partitions", "8")
+           .config("spark.sql.warehouse.dir", __import__("tempfile").mkdtemp())
            .getOrCreate())
 session.sparkContext.setLogLevel("ERROR")
 session.range(1).count()

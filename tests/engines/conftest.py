@@ -148,14 +148,17 @@ def local_spark(app: str = "cxanalysis-tests", conf: dict | None = None):
 
 
 @pytest.fixture(scope="session")
-def spark_session(engine_world: Path, broken_world: Path):
+def spark_session(engine_world: Path, broken_world: Path,
+                  tmp_path_factory: pytest.TempPathFactory):
     """One local SparkSession for the test session (stopped at its end, also on failure),
     with the world's tables registered under contract names (views over its Parquet files)
     and the broken copy under ``bad_NAME``."""
     reason = spark_missing_reason()
     if reason:
         pytest.skip(reason)
-    session = local_spark()
+    # the warehouse folder in a temporary one, not spark-warehouse/ in the working directory
+    session = local_spark(conf={"spark.sql.warehouse.dir":
+                                str(tmp_path_factory.mktemp("spark-warehouse"))})
     try:
         for prefix, folder in (("", engine_world), ("bad_", broken_world)):
             for f in sorted(folder.glob("*.parquet")):
