@@ -41,7 +41,7 @@ def test_environment_yml_installs_exactly_the_pyproject_dependencies() -> None:
                    "ipykernel", "jupyterlab"):
         assert needed in names, needed
     dev = {_name(d) for d in project["optional-dependencies"]["dev"]}
-    assert {"pytest", "nbval", "ruff", "hypothesis", "pytest-benchmark"} <= dev
+    assert {"pytest", "nbval", "ruff", "hypothesis", "pytest-benchmark", "pyspark"} <= dev
     # benchmark anchors are never runtime dependencies (issue 15)
     bench = {_name(d) for d in project["optional-dependencies"]["bench"]}
     assert "chdb" in bench and not bench & names

@@ -1100,11 +1100,22 @@ def _epoch_us(ts: idt.Timestamp(timezone="UTC")) -> idt.int64:  # type: ignore[e
     """DuckDB's builtin ``epoch_us``: microseconds since 1970-01-01 UTC of an instant."""
 
 
-def _on_duckdb(expr: ibis.Value) -> bool:
+@ibis.udf.scalar.builtin(name="unix_micros")
+def _unix_micros(ts: idt.Timestamp(timezone="UTC")) -> idt.int64:  # type: ignore[empty-body]
+    """Spark's builtin ``unix_micros``: microseconds since 1970-01-01 UTC of an instant
+    (Ibis 12's PySpark backend cannot extract microseconds, so the portable formula fails
+    there)."""
+
+
+def _engine_of(expr: ibis.Value) -> str | None:
     try:
-        return ibis.get_backend(expr).name == "duckdb"
+        return ibis.get_backend(expr).name
     except Exception:  # unbound expressions have no backend: stay portable
-        return False
+        return None
+
+
+def _on_duckdb(expr: ibis.Value) -> bool:
+    return _engine_of(expr) == "duckdb"
 
 
 _TEMP_COUNTER = itertools.count()
@@ -1140,11 +1151,14 @@ def epoch_seconds(ts: ibis.Value) -> ibis.Value:
 
 def epoch_micros(ts: ibis.Value) -> ibis.Value:
     """Microseconds since 1970-01-01 UTC (int64) of a UTC timestamp expression: exact, and
-    cheaper than float seconds to compare and join on (see :func:`epoch_seconds`). Other
-    backends get whole seconds of the instant truncated to the second, x 10^6, plus its
-    microseconds: exact too (checked against DuckDB on PostgreSQL in tests/engines/)."""
+    cheaper than float seconds to compare and join on (see :func:`epoch_seconds`). Spark
+    uses its builtin ``unix_micros``. Other backends get whole seconds of the instant
+    truncated to the second, x 10^6, plus its microseconds: exact too (checked against
+    DuckDB on PostgreSQL and Spark in tests/engines/)."""
     if _on_duckdb(ts):
         return _epoch_us(ts)
+    if _engine_of(ts) == "pyspark":
+        return _unix_micros(ts)
     whole = ts.truncate("s").epoch_seconds().cast("int64") * 1_000_000
     return whole + ts.microsecond().cast("int64")
 

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import ibis
 import ibis.expr.datatypes as idt
 
+from cxanalysis.errors import ParameterError
 from cxanalysis.schema import TABLES, Column
 
 if TYPE_CHECKING:
@@ -51,30 +52,125 @@ _NUMBER = r"^\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*$"
 _ISO_DATE = r"^\s*\d{4}-\d{2}-\d{2}\s*$"
 
 
-def _patch_postgres_boolean_cast() -> None:
-    """Ibis 12 compiles ``bool_expr.cast("int64")`` to ``CAST(b AS BIGINT)``, which PostgreSQL
-    rejects ("cannot cast type boolean to bigint"; only boolean -> integer exists). The
-    analysis code counts with ``cond.cast("int64").sum()`` throughout, so the PostgreSQL
-    compiler is taught to go through INTEGER (NULL stays NULL). Idempotent."""
+def _postgres_compiler():
+    """A PostgreSQL compiler that casts booleans to BIGINT through INTEGER.
+
+    Ibis 12 (the latest release) compiles ``bool_expr.cast("int64")`` to
+    ``CAST(b AS BIGINT)``, which PostgreSQL rejects ("cannot cast type boolean to bigint";
+    only boolean -> integer exists), and the analysis code counts with
+    ``cond.cast("int64").sum()`` throughout. Rather than patching Ibis's compiler class for
+    every program in the process, :func:`use_portable_compiler` gives the connections
+    cxanalysis reads through this subclass (NULL stays NULL)."""
+    from ibis.backends.sql.compilers.postgres import PostgresCompiler
+
+    class CXPostgresCompiler(PostgresCompiler):
+        def visit_Cast(self, op, *, arg, to):
+            if op.arg.dtype.is_boolean() and to.is_integer() and not to.is_int32():
+                return self.cast(self.cast(arg, idt.int32), to)
+            return super().visit_Cast(op, arg=arg, to=to)
+
+        visit_TryCast = visit_Cast
+
+    return CXPostgresCompiler()
+
+
+def use_portable_compiler(con: ibis.BaseBackend) -> None:
+    """On a PostgreSQL connection, compile through :func:`_postgres_compiler` (an instance
+    attribute: this connection only; Ibis's class and other connections are untouched)."""
+    if con.name == "postgres" and not getattr(con.compiler, "_cx", False):
+        con.compiler = _postgres_compiler()
+        con.compiler._cx = True
+
+
+# --------------------------------------------------------------------------- capabilities
+
+
+class EngineCapabilityError(ParameterError):
+    """The source's engine cannot run an operation an analysis needs; the message names the
+    engine, the operation (and the table or analysis) and what to do instead. A
+    :class:`~cxanalysis.errors.ParameterError`: the data are fine, the choice of engine or
+    option is not."""
+
+
+def unsupported(engine: str, operation: str, where: str, instead: str) -> EngineCapabilityError:
+    """The error for an ``operation`` the ``engine`` lacks, needed by ``where``."""
+    return EngineCapabilityError(
+        f"the {engine} engine cannot run {operation}, which {where} needs; {instead}")
+
+
+_PROBE = ibis.table({"g": "int64", "o": "int64", "s": "string", "k": "boolean",
+                     "x": "float64"}, name="cx_probe")
+#: Operations whose support differs between engines, each as a small expression to compile.
+_PROBES = {
+    "ordered_group_concat": lambda t: t.group_by("g").aggregate(
+        v=t.s.group_concat(",", where=t.k, order_by=t.o)),
+    "exact_quantile": lambda t: t.aggregate(v=t.x.quantile(0.5)),
+}
+_SUPPORT: dict[tuple[str, str], bool] = {}
+#: Operations an engine compiles but not as asked: Ibis compiles an exact quantile for
+#: ClickHouse to its ``quantile``, which samples (approximate beyond 8,192 values).
+_NOT_REALLY = {("clickhouse", "exact_quantile")}
+
+
+def _target(expr: ibis.Expr) -> ibis.BaseBackend | str | None:
+    """The backend an expression runs on (None when unbound). The compile tests replace
+    this to ask about a dialect instead."""
     try:
-        from ibis.backends.sql.compilers.postgres import PostgresCompiler
-    except ImportError:  # ibis without the PostgreSQL compiler: nothing to fix
-        return
-    if getattr(PostgresCompiler.visit_Cast, "_cx_bool", False):
-        return
-    original = PostgresCompiler.visit_Cast
-
-    def visit_Cast(self, op, *, arg, to):
-        if op.arg.dtype.is_boolean() and to.is_integer() and not to.is_int32():
-            return self.cast(self.cast(arg, idt.int32), to)
-        return original(self, op, arg=arg, to=to)
-
-    visit_Cast._cx_bool = True
-    PostgresCompiler.visit_Cast = visit_Cast
-    PostgresCompiler.visit_TryCast = visit_Cast
+        return ibis.get_backend(expr)
+    except Exception:  # unbound: no engine to ask
+        return None
 
 
-_patch_postgres_boolean_cast()
+def supports(expr_or_target: ibis.Expr | ibis.BaseBackend | str | None, operation: str
+             ) -> bool:
+    """Whether the engine of an expression (or a backend, or a dialect name) compiles
+    ``operation`` (a key of the probes: ``ordered_group_concat``, ``exact_quantile``).
+
+    Found by compiling a small probe expression for that engine once per engine (compiling
+    sends nothing to the database). An unbound expression answers True (the default,
+    DuckDB-first code)."""
+    target = (_target(expr_or_target) if isinstance(expr_or_target, ibis.Expr)
+              else expr_or_target)
+    if target is None:
+        return True
+    name = target if isinstance(target, str) else target.name
+    if (name, operation) in _NOT_REALLY:
+        return False
+    key = (name, operation)
+    if key not in _SUPPORT:
+        probe = _PROBES[operation](_PROBE)
+        try:
+            if isinstance(target, str):
+                ibis.to_sql(probe, dialect=target)
+            else:
+                target.compile(probe)
+            _SUPPORT[key] = True
+        except Exception:  # every way of failing to compile means "not here"
+            _SUPPORT[key] = False
+    return _SUPPORT[key]
+
+
+def engine_name(expr: ibis.Expr) -> str:
+    target = _target(expr)
+    return "unbound" if target is None else target if isinstance(target, str) else target.name
+
+
+def quantile(value: ibis.NumericValue, q: float) -> ibis.Value:
+    """The exact ``q`` quantile (linear interpolation, as DuckDB's ``quantile_cont``) where
+    the engine has one (DuckDB, PostgreSQL, Spark, Snowflake), else the engine's
+    approximate one (BigQuery, Trino, ClickHouse); :func:`quantile_note` says which."""
+    if supports(value, "exact_quantile"):
+        return value.quantile(q)
+    return value.approx_quantile(q)
+
+
+def quantile_note(expr: ibis.Expr, what: str) -> list[str]:
+    """A note (as a one-item list) when :func:`quantile` is approximate on ``expr``'s
+    engine, else no note."""
+    if supports(expr, "exact_quantile"):
+        return []
+    return [f"{what} are approximate: the {engine_name(expr)} engine has no exact quantile "
+            "(its approximate quantile function is used)"]
 
 
 def is_url(source: Any) -> bool:
@@ -184,6 +280,30 @@ def _lookup(con: ibis.BaseBackend, present: set[str], wanted: str) -> ibis.Table
     return con.table(wanted) if wanted in present else None
 
 
+def _spark_instants(con: ibis.BaseBackend, t: ibis.Table, wanted: str) -> ibis.Table:
+    """On Spark, ``t`` with its ``TIMESTAMP`` columns typed as UTC instants.
+
+    Spark's ``TIMESTAMP`` (``TimestampType``, the default) *is* an instant (stored as UTC
+    microseconds, shown in the session time zone, which Ibis's PySpark backend sets to UTC),
+    but Ibis 12 types it as a naive timestamp, like ``TIMESTAMP_NTZ``; validation would then
+    reject every time column. The Spark schema tells the two apart: ``TimestampType``
+    columns are cast to ``timestamp('UTC')`` (a no-op ``CAST(... AS TIMESTAMP)`` in Spark
+    SQL); ``TIMESTAMP_NTZ`` columns stay naive and are reported as such."""
+    if con.name != "pyspark":
+        return t
+    from pyspark.sql import types as pt
+
+    try:  # the private session attribute is the only way to the Spark schema
+        fields = con._session.table(wanted).schema.fields
+    except Exception:  # not readable through the catalog: keep Ibis's types
+        return t
+    instants = [f.name for f in fields if type(f.dataType) is pt.TimestampType
+                and f.name in t.columns]
+    if not instants:
+        return t
+    return t.mutate(**{c: t[c].cast(idt.Timestamp(timezone="UTC")) for c in instants})
+
+
 def _text_empty(v: ibis.Value) -> ibis.Value:
     return v.cast("string").strip() == ""
 
@@ -230,6 +350,7 @@ def open_backend_source(con: ibis.BaseBackend, location: str, mapping: Mapping |
     """A :class:`~cxanalysis.data.Source` over the contract tables of ``con``."""
     from cxanalysis.data import _DERIVED_CHANNEL, UNSPECIFIED_CHANNEL, CXDataError, Source
 
+    use_portable_compiler(con)
     if mapping is not None and mapping.timezone:
         raise CXDataError(f"{mapping.name}: `timezone:` is applied by DuckDB only; on "
                           f"{con.name} store instants as TIMESTAMP WITH TIME ZONE")
@@ -247,6 +368,8 @@ def open_backend_source(con: ibis.BaseBackend, location: str, mapping: Mapping |
         tm = mapped.get(name)
         wanted = tm.source if tm and tm.source else name
         t = _lookup(con, present, wanted)
+        if t is not None:
+            t = _spark_instants(con, t, wanted)
         if t is None:
             if tm:
                 raise CXDataError(

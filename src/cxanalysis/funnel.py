@@ -79,6 +79,7 @@ from cxanalysis.data import (
     materialize,
     window_end,
 )
+from cxanalysis.engines import quantile, quantile_note, unsupported
 from cxanalysis.errors import ParameterError
 from cxanalysis.formatting import ResultMixin, format_duration
 from cxanalysis.privacy import MIN_GROUP_SIZE, suppress_small_groups
@@ -713,6 +714,11 @@ def funnel(
         data_end_ts = min(data_end_ts, window_end(end))
     data_end = int(data_end_ts.value // 1000)  # ns -> us since the epoch
     if unit == "attempts":
+        if con.name not in ("duckdb", "postgres"):
+            raise unsupported(con.name, "a recursive query (WITH RECURSIVE) over a "
+                              "session-temporary table", "funnel unit='attempts' (events "
+                              "table)", "use unit='customers', or a DuckDB or PostgreSQL "
+                              "source")
         per = _attempts(ev, n, window, con)
         per = per.mutate(
             start=per.t1,
@@ -803,7 +809,8 @@ def _finish(per: ibis.Table, events: ibis.Table, steps: list[str], n: int,
     customers = materialize(per, "funnel")  # temp table, or .cache() off DuckDB/PostgreSQL
     frame = _step_table(customers, steps, alpha, unit)
     return FunnelResult(steps, float(window_seconds), mode, frame, customers, data_end_ts,
-                        excluded, alpha, unit=unit)
+                        excluded, alpha, unit=unit,
+                        notes=quantile_note(customers, "median and p90 hours"))
 
 
 def _step_table(customers: ibis.Table, steps: list[str], alpha: float,
@@ -822,10 +829,10 @@ def _step_table(customers: ibis.Table, steps: list[str], alpha: float,
             # exact microseconds (Ibis's epoch_seconds() truncates to whole seconds on DuckDB)
             gap = (epoch_micros(c[f"t{k}"]) - epoch_micros(c[f"t{k - 1}"])) / 3.6e9
             tot = (epoch_micros(c[f"t{k}"]) - epoch_micros(c.t1)) / 3.6e9
-            aggs[f"gap_med{k}"] = gap.quantile(0.5)
-            aggs[f"gap_p90{k}"] = gap.quantile(0.9)
-            aggs[f"tot_med{k}"] = tot.quantile(0.5)
-            aggs[f"tot_p90{k}"] = tot.quantile(0.9)
+            aggs[f"gap_med{k}"] = quantile(gap, 0.5)  # exact, or stated approximate
+            aggs[f"gap_p90{k}"] = quantile(gap, 0.9)
+            aggs[f"tot_med{k}"] = quantile(tot, 0.5)
+            aggs[f"tot_p90{k}"] = quantile(tot, 0.9)
     r = c.aggregate(**aggs).execute().iloc[0]
     rows = []
     first = float(r["reach1"])

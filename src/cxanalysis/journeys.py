@@ -18,14 +18,15 @@ the sequence of channels touched, consecutive repeats of a channel collapsed
 (``social > web > web > app`` becomes ``social > web > app``).
 
 Sessionizing and path building run in the engine (Ibis window functions and an ordered
-``group_concat``); only the counts of distinct paths come back to pandas, which is all that
+``group_concat``, or on engines without one, such as Spark, a list collected over an ordered
+window: :func:`cxanalysis.engines.supports`); only the counts of distinct paths come back to pandas, which is all that
 path analysis and attribution (:mod:`cxanalysis.attribution`) need.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import ibis
 import matplotlib.pyplot as plt
@@ -34,6 +35,7 @@ import pandas as pd
 from ibis import _
 
 from cxanalysis.data import CXDataError, Labels, LabelsLike, Source, between_days, epoch_micros
+from cxanalysis.engines import quantile, quantile_note, supports
 from cxanalysis.errors import ParameterError
 from cxanalysis.formatting import ResultMixin
 from cxanalysis.plotting import display_label
@@ -288,8 +290,18 @@ def sessionize(source: Source | ibis.Table, start: str | None = None, end: str |
     ev = ev.mutate(journey=ev.new.sum().over(
         ibis.window(group_by="customer_id", order_by=order, rows=(None, 0))),
         keep=((ev.new == 1) | (ev.channel != ev.prev_ch)) & (ev.is_conv == 0))
+    if supports(ev, "ordered_group_concat"):
+        path = _.channel.group_concat(SEP, where=_.keep, order_by=[_[c] for c in order])
+    else:
+        # Engines without ordered aggregation (Spark, ClickHouse): the kept channels are
+        # collected over the journey's window in time order (every row holds the list) and
+        # one row's list is joined; the same paths (tested on Spark in tests/engines/).
+        whole = ibis.window(group_by=["customer_id", "journey"], order_by=order,
+                            rows=(None, None))
+        ev = ev.mutate(chs=ev.channel.collect(where=ev.keep).over(whole))
+        path = _.chs.arbitrary().join(SEP)
     j = ev.group_by(["customer_id", "journey"]).aggregate(
-        path=_.channel.group_concat(SEP, where=_.keep, order_by=[_[c] for c in order]),
+        path=path,
         converted=_.is_conv.max() == 1,
         started=_.ts.min(), ended=_.ts.max(), touches=(1 - _.is_conv).sum())
     # a conversion with no touch before it in the journey
@@ -343,7 +355,9 @@ def _support(journeys: ibis.Table, channels: list[str]) -> pd.DataFrame:
     anywhere (one aggregate query in the engine)."""
     conv = journeys.filter(journeys.converted)
     chans = conv.path.split(SEP)
-    kinds = {"first_touch": lambda c: chans[0] == c, "last_touch": lambda c: chans[-1] == c,
+    # the last element as length - 1: Ibis 12 compiles a literal -1 to element 0 on Spark
+    kinds = {"first_touch": lambda c: chans[0] == c,
+             "last_touch": lambda c: chans[chans.length() - 1] == c,
              "any_touch": lambda c: chans.contains(c)}
     aggs = {f"{kind}__{i}": conv.customer_id.nunique(where=test(c))
             for kind, test in kinds.items() for i, c in enumerate(channels)}
@@ -359,6 +373,8 @@ class StageDurations(ResultMixin):
 
     frame: pd.DataFrame
     min_group_size: int = MIN_GROUP_SIZE
+    #: e.g. that the hours are approximate quantiles (engines without exact ones)
+    notes: list[str] = field(default_factory=list)
 
     def table(self) -> pd.DataFrame:
         return self.frame
@@ -449,8 +465,10 @@ def stage_durations(source: Source | ibis.Table, by: str | LabelsLike = "channel
         durs = Labels.of(by, column).join(durs)
     agg = (durs.group_by(["stage", "stage_no", "group"])
            .aggregate(journeys=_.count(), customers=_.customer_id.nunique(),
-                      median_hours=_.hours.quantile(0.5), p90_hours=_.hours.quantile(0.9))
+                      median_hours=quantile(durs.hours, 0.5),
+                      p90_hours=quantile(durs.hours, 0.9))
            .order_by(["stage_no", "group"]).execute())
     agg = suppress_small_groups(agg.drop(columns="stage_no").reset_index(drop=True),
                                 "customers", min_group_size)
-    return StageDurations(agg, min_group_size)
+    return StageDurations(agg, min_group_size,
+                          notes=quantile_note(durs, "median and p90 hours"))

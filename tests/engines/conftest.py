@@ -84,3 +84,85 @@ def postgres_url(engine_world: Path, broken_world: Path) -> Iterator[str]:
         yield cluster.url
     finally:
         cluster.stop()
+
+
+# --------------------------------------------------------------------------- Spark
+
+#: Settings of the test session: small, quiet and quick on a tiny world (one shuffle
+#: partition; no UI; adaptive execution and whole-stage code generation off, which cost more
+#: than they save on a few thousand rows).
+SPARK_CONF = {
+    "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.driver.memory": "1g",
+    "spark.sql.shuffle.partitions": "1",
+    "spark.default.parallelism": "1",
+    "spark.sql.adaptive.enabled": "false",
+    "spark.sql.codegen.wholeStage": "false",
+    "spark.sql.session.timeZone": "UTC",
+}
+
+
+def java_home() -> str | None:
+    """JAVA_HOME for Spark: the environment's, else a Java 17 or 21 JDK under /usr/lib/jvm
+    (Spark 4.0 runs on 17 and 21), else None (then ``java`` on PATH is used)."""
+    import os
+
+    if os.environ.get("JAVA_HOME"):
+        return os.environ["JAVA_HOME"]
+    for version in ("17", "21"):
+        for jdk in sorted(Path("/usr/lib/jvm").glob(f"java-{version}-openjdk*")):
+            if (jdk / "bin" / "java").exists():
+                return str(jdk)
+    return None
+
+
+def spark_missing_reason() -> str | None:
+    """Why a local Spark session cannot start here, or None."""
+    import importlib.util
+    import shutil
+
+    if importlib.util.find_spec("pyspark") is None:
+        return "pyspark is not installed (it is a dev dependency: pip install -e .[dev])"
+    home = java_home()
+    if not (home and (Path(home) / "bin" / "java").exists()) and not shutil.which("java"):
+        return "no Java found for Spark (install a JDK 17 or set JAVA_HOME)"
+    return None
+
+
+def local_spark(app: str = "cxanalysis-tests", conf: dict | None = None):
+    """A local-mode SparkSession (2 cores) with :data:`SPARK_CONF` and ``conf``."""
+    import os
+
+    home = java_home()
+    if home:
+        os.environ["JAVA_HOME"] = home
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder.master("local[2]").appName(app)
+    for key, value in {**SPARK_CONF, **(conf or {})}.items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("ERROR")
+    return session
+
+
+@pytest.fixture(scope="session")
+def spark_session(engine_world: Path, broken_world: Path,
+                  tmp_path_factory: pytest.TempPathFactory):
+    """One local SparkSession for the test session (stopped at its end, also on failure),
+    with the world's tables registered under contract names (views over its Parquet files)
+    and the broken copy under ``bad_NAME``."""
+    reason = spark_missing_reason()
+    if reason:
+        pytest.skip(reason)
+    # the warehouse folder in a temporary one, not spark-warehouse/ in the working directory
+    session = local_spark(conf={"spark.sql.warehouse.dir":
+                                str(tmp_path_factory.mktemp("spark-warehouse"))})
+    try:
+        for prefix, folder in (("", engine_world), ("bad_", broken_world)):
+            for f in sorted(folder.glob("*.parquet")):
+                session.read.parquet(str(f)).createOrReplaceTempView(prefix + f.stem)
+        yield session
+    finally:
+        session.stop()

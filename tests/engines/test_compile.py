@@ -2,12 +2,15 @@
 run here (BigQuery, Snowflake, Trino, ClickHouse) with ``ibis.to_sql(expr, dialect=...)``.
 
 The analyses run on the small world on DuckDB with the portable code paths forced (the
-DuckDB-only ``epoch_us`` shortcut off), and every expression they execute or store is
-recorded and compiled for each dialect. Compiling proves the SQL can be generated, not that
-the warehouse accepts it or returns the same numbers; PostgreSQL (tests/engines/
-test_postgres.py) is where that is checked. Combinations that fail today are listed in
-KNOWN_FAILURES with the construct that fails, and the test insists on that construct (and
-fails if the combination starts to compile, so the list stays honest).
+DuckDB-only ``epoch_us`` shortcut off) and with the capability checks of
+:func:`cxanalysis.engines.supports` answering for the target dialect (so BigQuery gets the
+approximate quantiles and ClickHouse the window-collected journey paths it would get for
+real); every expression they execute or store is recorded and compiled for that dialect.
+Compiling proves the SQL can be generated, not that the warehouse accepts it or returns the
+same numbers; PostgreSQL and Spark (tests/engines/test_postgres.py, test_spark.py) are where
+that is checked. Combinations that fail today are listed in KNOWN_FAILURES with the construct
+that fails, and the test insists on that construct (and fails if the combination starts to
+compile, so the list stays honest).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import ibis
 import pytest
 
 import cxanalysis.data as data
+import cxanalysis.engines as engines
 from cxanalysis import experiments, funnel, journeys, personas
 from cxanalysis.data import open_source
 from engines.conftest import NOW
@@ -28,15 +32,10 @@ DIALECTS = ["bigquery", "snowflake", "trino", "clickhouse"]
 STEPS = ["visit", "product_view", "add_to_cart", "checkout", "purchase"]
 
 #: (analysis, dialect) -> the construct that does not compile (a fragment of the error).
-KNOWN_FAILURES: dict[tuple[str, str], str] = {
-    # exact quantiles (median / p90 step times): no exact Quantile rule in Ibis for these
-    ("funnel", "bigquery"): "'Quantile' operation",
-    ("funnel", "trino"): "'Quantile' operation",
-    ("journeys", "bigquery"): "'Quantile' operation",  # stage_durations median / p90
-    ("journeys", "trino"): "'Quantile' operation",
-    # journey_paths: ordered group_concat (the path of channels in time order)
-    ("journeys", "clickhouse"): "ordering of order-sensitive aggregations",
-}
+#: Empty since the capability checks: exact quantiles fall back to approximate ones on
+#: BigQuery, Trino and ClickHouse (stated in the results' notes), and journey paths are
+#: collected over an ordered window where an ordered group_concat does not compile.
+KNOWN_FAILURES: dict[tuple[str, str], str] = {}
 
 
 def _run_funnel(src) -> None:
@@ -61,12 +60,15 @@ ANALYSES: dict[str, Callable] = {"funnel": _run_funnel, "experiment": _run_exper
                                  "persona_features": _run_personas, "journeys": _run_journeys}
 
 
-@pytest.fixture(scope="module")
-def recorded(engine_world: Path) -> dict[str, list[ibis.Expr]]:
-    """analysis -> every expression it executed or stored, built by the portable paths."""
+@pytest.fixture(scope="module", params=DIALECTS)
+def recorded(request, engine_world: Path) -> tuple[str, dict[str, list[ibis.Expr]]]:
+    """(dialect, analysis -> every expression it executed or stored), built by the portable
+    paths with the capability checks answering for the dialect."""
+    dialect = request.param
     out: dict[str, list[ibis.Expr]] = {}
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(data, "_on_duckdb", lambda expr: False)
+        mp.setattr(engines, "_target", lambda expr: dialect)
         src = open_source(engine_world, now=NOW)
         con = src.con
         seen: list[ibis.Expr] = []
@@ -88,7 +90,7 @@ def recorded(engine_world: Path) -> dict[str, list[ibis.Expr]]:
             run(src)
             out[name] = list(seen)
         src.close()
-    return out
+    return dialect, out
 
 
 def _compile_errors(exprs: list[ibis.Expr], dialect: str) -> list[str]:
@@ -103,10 +105,10 @@ def _compile_errors(exprs: list[ibis.Expr], dialect: str) -> list[str]:
     return errors
 
 
-@pytest.mark.parametrize("dialect", DIALECTS)
 @pytest.mark.parametrize("analysis", list(ANALYSES))
-def test_main_analyses_compile_for_warehouses(recorded, analysis: str, dialect: str) -> None:
-    exprs = recorded[analysis]
+def test_main_analyses_compile_for_warehouses(recorded, analysis: str) -> None:
+    dialect, by_analysis = recorded
+    exprs = by_analysis[analysis]
     assert len(exprs) >= 1, "the analysis ran no query: nothing was checked"
     errors = _compile_errors(exprs, dialect)
     known = KNOWN_FAILURES.get((analysis, dialect))
@@ -117,3 +119,19 @@ def test_main_analyses_compile_for_warehouses(recorded, analysis: str, dialect: 
     assert any(known in e for e in errors), errors
     pytest.xfail(f"{analysis} on {dialect}: {known} does not compile ({len(errors)} "
                  f"of {len(exprs)} queries)")
+
+
+def test_capability_checks_choose_per_dialect() -> None:
+    """What the probes find (compiling only): the fallbacks above are taken exactly where
+    the construct does not compile, and ClickHouse's "exact" quantile (which samples) is not
+    taken for exact."""
+    assert engines.supports("duckdb", "exact_quantile")
+    assert engines.supports("postgres", "exact_quantile")
+    assert engines.supports("snowflake", "exact_quantile")
+    for dialect in ("bigquery", "trino", "clickhouse"):
+        assert not engines.supports(dialect, "exact_quantile"), dialect
+    for dialect in ("duckdb", "postgres", "bigquery", "trino", "snowflake"):
+        assert engines.supports(dialect, "ordered_group_concat"), dialect
+    assert not engines.supports("clickhouse", "ordered_group_concat")
+    t = ibis.table({"x": "float64"}, name="t")
+    assert engines.quantile_note(t.x, "medians") == []  # unbound: the default (exact) path

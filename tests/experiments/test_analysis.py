@@ -210,9 +210,13 @@ def test_sequential_final_look_equals_the_fixed_analysis(checkout) -> None:
     assert last.abs_diff == pytest.approx(unadj.abs_diff, rel=REL)
     assert last.n_treatment == unadj.n_treatment
     assert (np.diff(seq.n_control) >= 0).all()
-    # the always-valid sequence is wider than the fixed-horizon interval at every look
-    assert (seq.cs_low <= seq.abs_ci_low + 1e-12).all()
-    assert (seq.cs_high >= seq.abs_ci_high - 1e-12).all()
+    # the confidence sequence is intersected over time: it never widens again
+    assert (np.diff(seq.cs_low) >= -1e-15).all() and (np.diff(seq.cs_high) <= 1e-15).all()
+    # before any intersection (the first look) it is wider than the fixed-horizon interval;
+    # later the running intersection may be narrower than one look's fixed interval (it is
+    # on the calibrated demo world), so that is not asserted at every look
+    first = seq.iloc[0]
+    assert first.cs_low <= first.abs_ci_low and first.cs_high >= first.abs_ci_high
 
 
 def test_breakdown_pins_each_group_against_statsmodels(world, world_path: Path, checkout,
