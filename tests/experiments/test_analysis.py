@@ -958,7 +958,9 @@ def test_experiment_ids_and_the_variance_reduction_table(world, world_path: Path
             t.loc[f"{m}_cuped", "abs_ci_high"] - t.loc[f"{m}_cuped", "abs_ci_low"], rel=1e-12)
         assert vr.loc[m, "ci_width_unadjusted"] == pytest.approx(
             t.loc[m, "abs_ci_high"] - t.loc[m, "abs_ci_low"], rel=1e-12)
-        # the CUPED interval is narrower by sqrt(1 - variance reduction), Welch df aside
+        # the CUPED interval is narrower by about sqrt(1 - variance reduction): the reduction
+        # is the pooled one, the interval uses per-arm variances and Welch df (on the
+        # calibrated world a metric with ~0 reduction comes out 0.35% wider)
         ratio = vr.loc[m, "ci_width_cuped"] / vr.loc[m, "ci_width_unadjusted"]
-        assert ratio == pytest.approx(np.sqrt(1 - vr.loc[m, "variance_reduction"]), rel=1e-3)
+        assert ratio == pytest.approx(np.sqrt(1 - vr.loc[m, "variance_reduction"]), rel=1e-2)
     assert "nps" not in vr.index  # a ratio has no covariate
