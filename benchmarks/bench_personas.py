@@ -69,7 +69,7 @@ result["inactive"] = int(inactive)
 del x
 gc.collect()
 _t = time.perf_counter()
-p = fit_personas(src, {start!r}, {end!r}, method="minibatch", seed=0, n_boot=10)
+p = fit_personas(src, {start!r}, {end!r}, method="minibatch", random_state=0, n_bootstrap=10)
 result["fit_s"] = time.perf_counter() - _t
 result["k"] = int(p.k)
 result["clustered"] = len(p.assignments)
