@@ -123,9 +123,12 @@ NPS_MIN_ANSWERED = 0.5
 #: Features never clustered on by default (profiled only), with the reason.
 PROFILE_ONLY = {"tenure_days": "not a behaviour (when the customer signed up): profiled only"}
 METHODS = ("kmeans", "minibatch", "gmm")
-# Below this many customers the clustering runs on one thread: scikit-learn's OpenMP/BLAS
+# Below this many customers a clustering step runs on one thread: scikit-learn's OpenMP/BLAS
 # threads cost more than the work on small matrices, and on a busy machine far more (the
 # demo's k sweep took 123 s with the default threads and 3.8 s on one, at load 7 on 2 cores).
+# The limit follows the rows each step clusters (the sweep, the null test and the bootstrap
+# run on samples), not the customers: at 1M customers those steps took 15 of 16 minutes with
+# every thread at load 15, the final fit on all customers 1.
 SINGLE_THREAD_BELOW = 100_000
 _LABELS = {
     "events_per_month": "activity frequency", "active_days_per_month": "active days",
@@ -200,6 +203,36 @@ def _top_values(t: ibis.Table, column: str, limit: int) -> list[str]:
     return [str(v) for v in d[column]]
 
 
+#: Distinct channels and event names counted per customer in the features' aggregate, at
+#: most (together); beyond, the vocabulary is chosen first with one DISTINCT count per column.
+MAX_COUNTED = 64
+
+
+def _values(t: ibis.Table, columns: Sequence[str]) -> dict[str, list[str]] | None:
+    """The distinct non-null values of each of ``columns`` in ``t`` (sorted), or None when
+    there are more than :data:`MAX_COUNTED` in all. One cheap aggregate (few groups)."""
+    if not columns:
+        return {}
+    d = t.group_by(list(columns)).aggregate(n=_.count()).limit(MAX_COUNTED ** 2 + 1).execute()
+    out = {c: sorted(str(v) for v in d[c].dropna().unique()) for c in columns}
+    if len(d) > MAX_COUNTED ** 2 or sum(map(len, out.values())) > MAX_COUNTED:
+        return None
+    return out
+
+
+def _most_used(df: pd.DataFrame, prefix: str, values: list[str], limit: int
+               ) -> tuple[pd.DataFrame, list[str]]:
+    """The ``limit`` values held by the most customers of ``df`` (ties by value), from the
+    per-customer counts ``{prefix}{i}`` of ``values``, and ``df`` with only their counts,
+    renumbered in that order."""
+    held = [int((df[f"{prefix}{i}"] > 0).sum()) for i in range(len(values))]
+    order = sorted((v for v in range(len(values)) if held[v] > 0),
+                   key=lambda v: (-held[v], values[v]))[:limit]
+    kept = {f"{prefix}{i}": df[f"{prefix}{v}"] for i, v in enumerate(order)}
+    df = df.drop(columns=[f"{prefix}{i}" for i in range(len(values))])
+    return df.assign(**kept), [values[v] for v in order]
+
+
 def _slug(value: str) -> str:
     return re.sub(r"\W+", "_", value.strip()).strip("_") or "blank"
 
@@ -221,26 +254,38 @@ def _calibration(source: Source, start: str, end: str, min_events: int | None,
         min_events = MIN_EVENTS if activity == "events" else MIN_ORDERS
     full = source.table(activity)
     ev = between_days(full, start, end)
-    w = ibis.window(group_by="customer_id", order_by="ts")
-    ev = ev.mutate(sec=epoch_seconds(ev.ts))
-    ev = ev.mutate(gap=(ev.sec - ev.sec.lag().over(w)) / 3600.0)
-    if vocabulary is None:
-        channels = _top_values(ev, "channel", MAX_CHANNELS)
-        events = _top_values(ev, "event", MAX_EVENTS) if activity == "events" else []
-    else:
-        channels = [str(c) for c in vocabulary.get("channel", [])
-                    ] if "channel" in ev.columns else []
+    has_channel = "channel" in ev.columns
+    counted: dict[str, list[str]] | None = None  # values counted per customer, by column
+    if vocabulary is not None:
+        channels = [str(c) for c in vocabulary.get("channel", [])] if has_channel else []
         events = [str(e) for e in vocabulary.get("event", [])] if activity == "events" else []
-    aggs: dict[str, ibis.Value] = {"n_events": _.count(),
-                                   "active_days": _.ts.date().nunique()}
+    else:
+        counted = _values(ev, ["channel"] * has_channel + ["event"] * (activity == "events"))
+        if counted is None:  # too many distinct values to count them all per customer
+            channels = _top_values(ev, "channel", MAX_CHANNELS)
+            events = _top_values(ev, "event", MAX_EVENTS) if activity == "events" else []
+        else:
+            channels, events = counted.get("channel", []), counted.get("event", [])
+    # Two passes over the activity, joined per customer (both hold every customer with an
+    # activity; the inactive ones are counted, then dropped): counts in one hash aggregate,
+    # and the pace from a window over (customer_id, ts) alone. A DISTINCT count of active
+    # days and a window carrying every column took most of the time and memory at 1M
+    # customers (72M events); consecutive events on another UTC day count the same days.
+    aggs: dict[str, ibis.Value] = {"n_events": _.count()}
     for i, c in enumerate(channels):
         aggs[f"ch{i}"] = (_.channel == c).cast("int64").sum()
     for i, e in enumerate(events):
         aggs[f"ev{i}"] = (_.event == e).cast("int64").sum()
-    aggs["gap_hours"] = ibis.ifelse(_.gap < 168, (_.gap + 1).ln(), None).mean()
     aggs["last_ts"] = _.ts.max()
-    # every customer with an activity: the inactive ones are counted, then dropped
-    per = ev.group_by("customer_id").aggregate(**aggs)
+    counts = ev.group_by("customer_id").aggregate(**aggs)
+    pace = ev.select("customer_id", "ts")
+    pace = pace.mutate(prev=pace.ts.lag().over(group_by="customer_id", order_by="ts"))
+    pace = pace.mutate(gap=(epoch_seconds(pace.ts) - epoch_seconds(pace.prev)) / 3600.0,
+                       new_day=(pace.prev.isnull() | (pace.ts.date() != pace.prev.date())))
+    pace = pace.group_by("customer_id").aggregate(
+        active_days=_.new_day.cast("int64").sum(),
+        gap_hours=ibis.ifelse(_.gap < 168, (_.gap + 1).ln(), None).mean())
+    per = counts.join(pace, "customer_id")
     if source.has("orders"):
         o = between_days(source.table("orders"), start, end)
         disc = o.discount.fill_null(0.0) if "discount" in o.columns else ibis.literal(0.0)
@@ -259,6 +304,9 @@ def _calibration(source: Source, start: str, end: str, min_events: int | None,
         cust = full.group_by("customer_id").aggregate(signup_date=_.ts.min().date())
     per = per.left_join(cust, "customer_id").drop("customer_id_right")
     df = per.execute().set_index("customer_id").sort_index()
+    if counted is not None:  # keep the most used values, by customers (ties by value)
+        df, channels = _most_used(df, "ch", counted.get("channel", []), MAX_CHANNELS)
+        df, events = _most_used(df, "ev", counted.get("event", []), MAX_EVENTS)
     active = df["n_events"] >= min_events
     inactive = int((~active).sum())
     df = df[active]
@@ -394,8 +442,7 @@ def k_sweep(x: pd.DataFrame, features: Sequence[str], ks: Sequence[int] = range(
 
     For speed with millions of customers the sweep fits on a seeded sample of at most
     ``fit_sample`` customers (the indices are estimates of the same population figures)."""
-    with _threads(len(x)):
-        return _k_sweep(x, features, ks, method, seed, sample, min_size, fit_sample)
+    return _k_sweep(x, features, ks, method, seed, sample, min_size, fit_sample)
 
 
 def _k_sweep(x: pd.DataFrame, features: Sequence[str] | None, ks: Sequence[int], method: str,
@@ -408,6 +455,12 @@ def _k_sweep(x: pd.DataFrame, features: Sequence[str] | None, ks: Sequence[int],
 def _sweep(z: np.ndarray, ks: Sequence[int], method: str, seed: int, sample: int = 5000,
            min_size: int = MIN_GROUP_SIZE, fit_sample: int = 50_000) -> pd.DataFrame:
     """:func:`k_sweep` on standardised features ``z`` (customers x features)."""
+    with _threads(min(len(z), fit_sample)):
+        return _sweep_sample(z, ks, method, seed, sample, min_size, fit_sample)
+
+
+def _sweep_sample(z: np.ndarray, ks: Sequence[int], method: str, seed: int, sample: int,
+                  min_size: int, fit_sample: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     scale = 1.0
     if len(z) > fit_sample:
@@ -543,10 +596,16 @@ def structure_test(z: np.ndarray, ks: Sequence[int] = range(2, 9), seed: int = 0
     Monte Carlo p-value ``(1 + #{null >= observed}) / (1 + n_null)``; with the default 19
     draws, structure (p <= 0.05) means the data beat every draw. For speed, a seeded sample
     of at most ``sample`` customers is tested."""
-    from scipy import stats
-
     rng = np.random.default_rng(seed)
     m = min(len(z), sample)
+    with _threads(m):
+        return _structure_test(z, ks, seed, n_null, m, alpha, rng)
+
+
+def _structure_test(z: np.ndarray, ks: Sequence[int], seed: int, n_null: int, m: int,
+                    alpha: float, rng: np.random.Generator) -> StructureTest:
+    from scipy import stats
+
     zs = z[np.sort(rng.choice(len(z), m, replace=False))] if m < len(z) else z
     ns = stats.norm.ppf((stats.rankdata(zs, axis=0) - 0.5) / m)
     keep = ns.std(axis=0) > 0
@@ -863,10 +922,11 @@ def stability(z: np.ndarray, labels: np.ndarray, k: int, method: str = "kmeans",
     sub = (np.sort(rng.choice(len(z), cap, replace=False)) if len(z) > cap
            else np.arange(len(z)))
     scale = len(sub) / len(z)
-    jac = bootstrap_jaccard(z[sub], labels[sub], k, method, seed, n_boot, ks,
-                            int(min_size * scale), chosen)
-    others = [_fit(z[sub], k, method, seed + s, n_init=3).predict(z[sub])
-              for s in (101, 202, 303)]
+    with _threads(len(sub)):
+        jac = bootstrap_jaccard(z[sub], labels[sub], k, method, seed, n_boot, ks,
+                                int(min_size * scale), chosen)
+        others = [_fit(z[sub], k, method, seed + s, n_init=3).predict(z[sub])
+                  for s in (101, 202, 303)]
     seed_ari = float(np.mean([adjusted_rand_score(a, b) for a, b in
                               itertools.combinations([labels[sub], *others], 2)]))
     return jac, seed_ari
@@ -987,11 +1047,10 @@ class PersonaModel(ClusterMixin, BaseEstimator):
                                  f"customer, e.g. persona_data(...).features), not "
                                  f"{type(X).__name__}")
         x = self._choose_features(X)
-        with _threads(len(x)):
-            z = self._scale(x)
-            self._choose_k(z)
-            codes = self._cluster(x, z)
-            self._assess_stability(z, codes)
+        z = self._scale(x)
+        self._choose_k(z)
+        codes = self._cluster(x, z)
+        self._assess_stability(z, codes)
         return self
 
     def _check_params(self) -> None:
@@ -1060,8 +1119,9 @@ class PersonaModel(ClusterMixin, BaseEstimator):
         ``naming_rule_``, ``profile_z_``, ``labels_``, ``cluster_centers_``; returns the
         persona number (0 = largest) of each row."""
         k, seed = self.k_, int(self.random_state)
-        model = _fit(z, k, self.method, seed)
-        raw = model.predict(z)
+        with _threads(len(z)):
+            model = _fit(z, k, self.method, seed)
+            raw = model.predict(z)
         perm = _size_order(raw, k)  # also maps the model's raw labels in predict()
         codes = perm[raw]
         sd = x.std(ddof=0)
