@@ -1,6 +1,16 @@
 """Behavioural personas: features in the SQL engine, clustering, choice of k, stability,
 profiles, names and assignment of new customers.
 
+Three steps, each its own object (scikit-learn's estimator conventions)::
+
+    data = persona_data(source, start, end)              # data access: the feature matrix
+    model = PersonaModel(k_range=(2, 8), random_state=0).fit(data.features)
+    model.labels_, model.k_, model.stability_, model.structure_, model.predict(new)
+    report = Personas(model, data)                       # profiles, tables, charts, summary
+
+:func:`fit_personas` does the three in one call; :func:`assign_personas` is the fit alone
+with notebook 01's parameter names (for notebooks 02 and 03).
+
 Features (per customer, over the calibration window ``[start, end]``, computed by Ibis on the
 source's engine; only the feature matrix comes back, one row per active customer). They are
 built from the vocabulary the source has, not from a fixed list of channel or event names:
