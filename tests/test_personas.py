@@ -18,6 +18,7 @@ from cxanalysis import comparison as cmp
 from cxanalysis import personas as P
 from cxanalysis import segments as S
 from cxanalysis.data import CXDataError
+from cxanalysis.errors import ParameterError
 
 CAL = ("2025-01-01", "2025-09-30")
 HOLD = ("2025-10-01", "2025-12-31")
@@ -25,7 +26,7 @@ HOLD = ("2025-10-01", "2025-12-31")
 
 @pytest.fixture(scope="module")
 def fitted(world):
-    return P.fit_personas(world, *CAL, seed=0, n_boot=10)
+    return P.fit_personas(world, *CAL, random_state=0, n_bootstrap=10)
 
 
 @pytest.fixture(scope="module")
@@ -106,10 +107,10 @@ def test_bootstrap_jaccard_separates_structure_from_noise() -> None:
 
 
 def test_bad_parameters_get_clear_errors(world) -> None:
-    with pytest.raises(CXDataError, match="unknown persona feature"):
-        P.fit_personas(world, *CAL, k=3, features=["share_app", "shoe_size"], n_boot=1)
+    with pytest.raises(ParameterError, match="unknown persona feature"):
+        P.fit_personas(world, *CAL, k=3, features=["share_app", "shoe_size"], n_bootstrap=1)
     with pytest.raises(CXDataError, match="k = 999 needs at least"):
-        P.fit_personas(world, *CAL, k=999, n_boot=1)
+        P.fit_personas(world, *CAL, k=999, n_bootstrap=1)
     with pytest.raises(CXDataError, match="empty"):
         P.behaviour_features(world, "2025-05-01", "2025-04-01")
 
@@ -220,9 +221,9 @@ def test_table_without_channel_features_regression(small_world: Path) -> None:
 
     src = open_source(small_world)
     p = P.fit_personas(src, *CAL, features=["gap_hours", "orders_per_month", "basket",
-                                            "recency_days", "tenure_days"], n_boot=2)
+                                            "recency_days", "tenure_days"], n_bootstrap=2)
     t = p.table()
-    assert not any(c.startswith("share_") for c in p.model.features)
+    assert not any(c.startswith("share_") for c in p.model.features_)
     x, _ = P.behaviour_features(src, *CAL)
     shares = x[[c for c in x if c.startswith("share_")]].groupby(p.assignments).mean()
     want = shares.idxmax(axis=1).str.removeprefix("share_")
@@ -234,10 +235,10 @@ def test_one_channel_and_no_customers_table(small_world: Path, tmp_path: Path) -
     from cxanalysis.data import open_source
 
     src = open_source(_variant(small_world, tmp_path / "one", channel="shop"))
-    p = P.fit_personas(src, *CAL, n_boot=2)
+    p = P.fit_personas(src, *CAL, n_bootstrap=2)
     # the only channel: its share (profiled) is 1 and its log-ratio constant 0
     assert p.dropped["clr_shop"] == "constant (0 for every customer)"
-    assert "share_shop" in p.not_clustered and "clr_shop" not in p.model.features
+    assert "share_shop" in p.not_clustered and "clr_shop" not in p.model.features_
     assert set(p.table()["preferred_channel"].dropna()) == {"shop"}
     assert "Dropped as degenerate: clr_shop (constant" in p.features_note()
     # without customers, signup is the first activity: tenure from the first event seen
@@ -262,12 +263,12 @@ def test_personas_from_orders_only(small_world: Path, tmp_path: Path) -> None:
     assert not any(c.startswith("mix_") for c in x) and "nps" not in x
     web = (o.channel == "web").groupby(o.customer_id).mean().reindex(x.index)
     np.testing.assert_allclose(x.share_web, web, rtol=1e-12)
-    p = P.fit_personas(src, *CAL, n_boot=2)
+    p = P.fit_personas(src, *CAL, n_bootstrap=2)
     # 122 customers with 2+ orders: whatever k the data support (1 here: no structure
     # beyond a single Gaussian), every active customer is assigned
     assert p.structure is not None and len(p.assignments) == len(x)
     assert p.k == (P.choose_k(p.sweep) if p.structure.structure else 1)
-    p3 = P.fit_personas(src, *CAL, k=3, n_boot=2)
+    p3 = P.fit_personas(src, *CAL, k=3, n_bootstrap=2)
     assert p3.k == 3 and p3.assignments.nunique() == 3
 
 
@@ -275,14 +276,14 @@ def test_assign_personas_fits_without_diagnostics(small_world: Path, monkeypatch
     from cxanalysis.data import open_source
 
     src = open_source(small_world)
-    full = P.fit_personas(src, *CAL, n_boot=2)
+    full = P.fit_personas(src, *CAL, n_bootstrap=2)
 
     def boom(*a, **k):
         raise AssertionError("diagnostics ran")
     monkeypatch.setattr(P, "bootstrap_jaccard", boom)
     labels = P.assign_personas(src, *CAL).set_index("customer_id")["persona"]
     pd.testing.assert_series_equal(labels, full.assignments)  # same fit, same names
-    quick = P.fit_personas(src, *CAL, diagnostics=False)
+    quick = P.fit_personas(src, *CAL, n_bootstrap=0)
     assert not quick.assessed and np.isnan(quick.seed_ari)
     assert quick.table()["stability"].eq("not assessed").all()
     assert "Stability not assessed." in quick.summary()
@@ -295,7 +296,7 @@ def test_notebook_01_writes_personas_that_02_and_03_reuse(small_world: Path,
     from cxanalysis.data import open_source
 
     src = open_source(small_world)
-    p = P.fit_personas(src, *CAL, k=3, n_boot=2)
+    p = P.fit_personas(src, *CAL, k=3, n_bootstrap=2)
     P.save_assignments(p, src, tmp_path / "out", {"k": 3})
     shared = P.load_or_fit(src, tmp_path / "out", CAL)
     assert shared.reused and shared.calibration == CAL
@@ -317,23 +318,33 @@ def test_notebook_01_writes_personas_that_02_and_03_reuse(small_world: Path,
     assert not fresh.reused and "has not written" in fresh.note
 
 
-def test_fit_defaults_are_notebook_01s_parameters() -> None:
+def test_code_defaults_are_notebook_01s_parameters() -> None:
+    # issue 13: code defaults equal to the notebook's (once ks=range(2, 9) vs k_range=[2, 8])
+    import inspect
+
     from cxanalysis.report import read_parameters
 
     nb = read_parameters(Path(__file__).resolve().parents[1] / "notebooks"
                          / "01_segments_vs_personas.ipynb")
     assert {k: nb[k] for k in P.FIT_DEFAULTS} == P.FIT_DEFAULTS
+    est = P.PersonaModel().get_params()
+    for name in ("features", "method", "k", "k_range", "n_boot", "seed", "min_group_size"):
+        got = est[P.NOTEBOOK_NAMES.get(name, name)]
+        assert (list(got) if name == "k_range" else got) == nb[name], name
+    assert set(est) == {P.NOTEBOOK_NAMES.get(n, n) for n in (
+        "features", "method", "k", "k_range", "n_boot", "seed", "min_group_size")} | {"n_null"}
+    for data_access in (P.persona_data, P.behaviour_features):
+        assert inspect.signature(data_access).parameters["min_events"].default == \
+            nb["min_events"]
 
 
 # --------------------------------------------------------------------------- issue 16
 
 
-def _fit_frame(x: pd.DataFrame, n_boot: int = 5, k: int | None = None):
-    """fit_personas' core on a hand-made feature frame (no source)."""
-    feats = list(x.columns)
-    with P._threads(len(x)):  # one thread, as fit_personas does (OpenMP is slow here)
-        return P._fit_personas(x, x, None, 0, {}, feats, {}, k, "kmeans", range(2, 7), 0,
-                               n_boot, 10, True, "2025-01-01", "2025-01-31")
+def _fit_frame(x: pd.DataFrame, n_boot: int = 5, k: int | None = None) -> P.Personas:
+    """PersonaModel on a hand-made feature frame (no source), described by Personas."""
+    model = P.PersonaModel(k, features=list(x.columns), k_range=(2, 6), n_bootstrap=n_boot)
+    return P.Personas(model.fit(x), P.PersonaData(x, 0, {}, None, ("2025-01-01", "2025-01-31")))
 
 
 def test_structureless_gaussian_data_give_k_1_issue16() -> None:
@@ -396,7 +407,7 @@ def test_null_structure_world_gives_k_1(tmp_path: Path) -> None:
                  "--out", str(tmp_path / "null"), "--quiet"]) == 0
     hidden = pd.read_parquet(tmp_path / "null" / "truth" / "personas.parquet")
     assert set(hidden.persona) == {"everyone"}
-    p = P.fit_personas(open_source(tmp_path / "null"), *CAL, n_boot=2)
+    p = P.fit_personas(open_source(tmp_path / "null"), *CAL, n_bootstrap=2)
     assert p.k == 1 and p.names == [P.NO_STRUCTURE]
     assert "no clear persona structure" in p.summary().lower()
 
@@ -411,7 +422,7 @@ def test_channel_shares_enter_as_centred_log_ratios(world_path: Path, fitted) ->
     want = logc - logc.mean(axis=1, keepdims=True)
     np.testing.assert_allclose(x[[f"clr_{c}" for c in channels]].to_numpy(), want, atol=1e-12)
     np.testing.assert_allclose(x[[f"clr_{c}" for c in channels]].sum(axis=1), 0, atol=1e-9)
-    feats = fitted.model.features
+    feats = fitted.model.features_
     assert not any(f.startswith("share_") for f in feats)
     assert all(f"clr_{c}" in feats for c in channels)
     # tenure is profiled, not clustered on
@@ -430,7 +441,7 @@ def test_nps_is_not_mean_filled_silently(world_path: Path, fitted) -> None:
     # on the demo 27% answered: NPS and its flag are profiled, not clustered, and it says so
     share = 1 - x.nps_missing.mean()
     assert share < P.NPS_MIN_ANSWERED
-    assert "nps" not in fitted.model.features
+    assert "nps" not in fitted.model.features_
     assert fitted.not_clustered["nps"].startswith(f"answered by {share:.0%}")
     assert "nps (answered by" in fitted.features_note().replace("nps, nps_missing", "nps")
     # when most answered: NPS is clustered with its missing flag

@@ -1,6 +1,16 @@
 """Behavioural personas: features in the SQL engine, clustering, choice of k, stability,
 profiles, names and assignment of new customers.
 
+Three steps, each its own object (scikit-learn's estimator conventions)::
+
+    data = persona_data(source, start, end)              # data access: the feature matrix
+    model = PersonaModel(k_range=(2, 8), random_state=0).fit(data.features)
+    model.labels_, model.k_, model.stability_, model.structure_, model.predict(new)
+    report = Personas(model, data)                       # profiles, tables, charts, summary
+
+:func:`fit_personas` does the three in one call; :func:`assign_personas` is the fit alone
+with notebook 01's parameter names (for notebooks 02 and 03).
+
 Features (per customer, over the calibration window ``[start, end]``, computed by Ibis on the
 source's engine; only the feature matrix comes back, one row per active customer). They are
 built from the vocabulary the source has, not from a fixed list of channel or event names:
@@ -87,6 +97,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from ibis import _
+from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.metrics import (
     adjusted_rand_score,
@@ -96,9 +107,18 @@ from sklearn.metrics import (
 )
 from sklearn.mixture import GaussianMixture
 from sklearn.preprocessing import StandardScaler
+from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
-from cxanalysis.data import CXDataError, Source, between_days, epoch_seconds, window_end
+from cxanalysis.data import (
+    CXDataError,
+    Source,
+    _on_duckdb,
+    between_days,
+    epoch_seconds,
+    window_end,
+)
+from cxanalysis.errors import ParameterError
 from cxanalysis.formatting import ResultMixin
 from cxanalysis.privacy import MIN_GROUP_SIZE
 from cxanalysis.progress import bar
@@ -121,9 +141,12 @@ NPS_MIN_ANSWERED = 0.5
 #: Features never clustered on by default (profiled only), with the reason.
 PROFILE_ONLY = {"tenure_days": "not a behaviour (when the customer signed up): profiled only"}
 METHODS = ("kmeans", "minibatch", "gmm")
-# Below this many customers the clustering runs on one thread: scikit-learn's OpenMP/BLAS
+# Below this many customers a clustering step runs on one thread: scikit-learn's OpenMP/BLAS
 # threads cost more than the work on small matrices, and on a busy machine far more (the
 # demo's k sweep took 123 s with the default threads and 3.8 s on one, at load 7 on 2 cores).
+# The limit follows the rows each step clusters (the sweep, the null test and the bootstrap
+# run on samples), not the customers: at 1M customers those steps took 15 of 16 minutes with
+# every thread at load 15, the final fit on all customers 1.
 SINGLE_THREAD_BELOW = 100_000
 _LABELS = {
     "events_per_month": "activity frequency", "active_days_per_month": "active days",
@@ -162,6 +185,32 @@ def behaviour_features(source: Source, start: str, end: str, min_events: int | N
     return x, inactive
 
 
+@dataclass
+class PersonaData:
+    """What personas are fitted on (data access, no fitting): :func:`persona_data`."""
+
+    #: every feature computed, one row per active customer (index ``customer_id``)
+    features: pd.DataFrame
+    #: customers with some activity in the window but fewer than ``min_events``
+    inactive: int
+    #: the channels and events turned into features (``{"channel": [...], "event": [...]}``)
+    vocabulary: dict[str, list[str]] = field(default_factory=dict)
+    #: revenue in the window by active customer (currency; None without an orders table)
+    value: pd.Series | None = None
+    #: the calibration window (ISO days)
+    window: tuple[str, str] | None = None
+
+
+def persona_data(source: Source, start: str, end: str, min_events: int | None = None,
+                 vocabulary: Mapping[str, Sequence[str]] | None = None) -> PersonaData:
+    """The feature matrix of :func:`behaviour_features` with its context: the customers left
+    out for too little activity, the vocabulary used, and the revenue of the window (the
+    past-outcome baseline of :mod:`cxanalysis.comparison`). One aggregate per table, on the
+    source's engine; only the per-customer result comes back."""
+    x, value, inactive, vocab = _calibration(source, start, end, min_events, vocabulary)
+    return PersonaData(x, inactive, vocab, value, (str(start), str(end)))
+
+
 def _top_values(t: ibis.Table, column: str, limit: int) -> list[str]:
     """The ``limit`` values of ``column`` held by the most customers (ties by value)."""
     if column not in t.columns:
@@ -170,6 +219,36 @@ def _top_values(t: ibis.Table, column: str, limit: int) -> list[str]:
          .aggregate(n=_.customer_id.nunique()).order_by([ibis.desc("n"), column])
          .limit(limit).execute())
     return [str(v) for v in d[column]]
+
+
+#: Distinct channels and event names counted per customer in the features' aggregate, at
+#: most (together); beyond, the vocabulary is chosen first with one DISTINCT count per column.
+MAX_COUNTED = 64
+
+
+def _values(t: ibis.Table, columns: Sequence[str]) -> dict[str, list[str]] | None:
+    """The distinct non-null values of each of ``columns`` in ``t`` (sorted), or None when
+    there are more than :data:`MAX_COUNTED` in all. One cheap aggregate (few groups)."""
+    if not columns:
+        return {}
+    d = t.group_by(list(columns)).aggregate(n=_.count()).limit(MAX_COUNTED ** 2 + 1).execute()
+    out = {c: sorted(str(v) for v in d[c].dropna().unique()) for c in columns}
+    if len(d) > MAX_COUNTED ** 2 or sum(map(len, out.values())) > MAX_COUNTED:
+        return None
+    return out
+
+
+def _most_used(df: pd.DataFrame, prefix: str, values: list[str], limit: int
+               ) -> tuple[pd.DataFrame, list[str]]:
+    """The ``limit`` values held by the most customers of ``df`` (ties by value), from the
+    per-customer counts ``{prefix}{i}`` of ``values``, and ``df`` with only their counts,
+    renumbered in that order."""
+    held = [int((df[f"{prefix}{i}"] > 0).sum()) for i in range(len(values))]
+    order = sorted((v for v in range(len(values)) if held[v] > 0),
+                   key=lambda v: (-held[v], values[v]))[:limit]
+    kept = {f"{prefix}{i}": df[f"{prefix}{v}"] for i, v in enumerate(order)}
+    df = df.drop(columns=[f"{prefix}{i}" for i in range(len(values))])
+    return df.assign(**kept), [values[v] for v in order]
 
 
 def _slug(value: str) -> str:
@@ -193,26 +272,38 @@ def _calibration(source: Source, start: str, end: str, min_events: int | None,
         min_events = MIN_EVENTS if activity == "events" else MIN_ORDERS
     full = source.table(activity)
     ev = between_days(full, start, end)
-    w = ibis.window(group_by="customer_id", order_by="ts")
-    ev = ev.mutate(sec=epoch_seconds(ev.ts))
-    ev = ev.mutate(gap=(ev.sec - ev.sec.lag().over(w)) / 3600.0)
-    if vocabulary is None:
-        channels = _top_values(ev, "channel", MAX_CHANNELS)
-        events = _top_values(ev, "event", MAX_EVENTS) if activity == "events" else []
-    else:
-        channels = [str(c) for c in vocabulary.get("channel", [])
-                    ] if "channel" in ev.columns else []
+    has_channel = "channel" in ev.columns
+    counted: dict[str, list[str]] | None = None  # values counted per customer, by column
+    if vocabulary is not None:
+        channels = [str(c) for c in vocabulary.get("channel", [])] if has_channel else []
         events = [str(e) for e in vocabulary.get("event", [])] if activity == "events" else []
-    aggs: dict[str, ibis.Value] = {"n_events": _.count(),
-                                   "active_days": _.ts.date().nunique()}
+    else:
+        counted = _values(ev, ["channel"] * has_channel + ["event"] * (activity == "events"))
+        if counted is None:  # too many distinct values to count them all per customer
+            channels = _top_values(ev, "channel", MAX_CHANNELS)
+            events = _top_values(ev, "event", MAX_EVENTS) if activity == "events" else []
+        else:
+            channels, events = counted.get("channel", []), counted.get("event", [])
+    # Two passes over the activity, joined per customer (both hold every customer with an
+    # activity; the inactive ones are counted, then dropped): counts in one hash aggregate,
+    # and the pace from a window over (customer_id, ts) alone. A DISTINCT count of active
+    # days and a window carrying every column took most of the time and memory at 1M
+    # customers (72M events); consecutive events on another UTC day count the same days.
+    aggs: dict[str, ibis.Value] = {"n_events": _.count()}
     for i, c in enumerate(channels):
         aggs[f"ch{i}"] = (_.channel == c).cast("int64").sum()
     for i, e in enumerate(events):
         aggs[f"ev{i}"] = (_.event == e).cast("int64").sum()
-    aggs["gap_hours"] = ibis.ifelse(_.gap < 168, (_.gap + 1).ln(), None).mean()
     aggs["last_ts"] = _.ts.max()
-    # every customer with an activity: the inactive ones are counted, then dropped
-    per = ev.group_by("customer_id").aggregate(**aggs)
+    counts = ev.group_by("customer_id").aggregate(**aggs)
+    pace = ev.select("customer_id", "ts")
+    pace = pace.mutate(prev=pace.ts.lag().over(group_by="customer_id", order_by="ts"))
+    pace = pace.mutate(gap=(epoch_seconds(pace.ts) - epoch_seconds(pace.prev)) / 3600.0,
+                       new_day=(pace.prev.isnull() | (pace.ts.date() != pace.prev.date())))
+    pace = pace.group_by("customer_id").aggregate(
+        active_days=_.new_day.cast("int64").sum(),
+        gap_hours=ibis.ifelse(_.gap < 168, (_.gap + 1).ln(), None).mean())
+    per = counts.join(pace, "customer_id")
     if source.has("orders"):
         o = between_days(source.table("orders"), start, end)
         disc = o.discount.fill_null(0.0) if "discount" in o.columns else ibis.literal(0.0)
@@ -230,7 +321,14 @@ def _calibration(source: Source, start: str, end: str, min_events: int | None,
     else:  # no customers table: the relationship starts with the first activity seen
         cust = full.group_by("customer_id").aggregate(signup_date=_.ts.min().date())
     per = per.left_join(cust, "customer_id").drop("customer_id_right")
-    df = per.execute().set_index("customer_id").sort_index()
+    # on DuckDB through Arrow: Ibis's execute() took 4.4 GB at 1M customers for this 1M-row
+    # result (DuckDB's memory limit does not cover it), Arrow to pandas 2.7 GB; other engines
+    # keep execute() (PostgreSQL's AVG gives decimals that Arrow will not turn into doubles)
+    df = (per.to_pyarrow().to_pandas() if _on_duckdb(per) else per.execute())
+    df = df.set_index("customer_id").sort_index()
+    if counted is not None:  # keep the most used values, by customers (ties by value)
+        df, channels = _most_used(df, "ch", counted.get("channel", []), MAX_CHANNELS)
+        df, events = _most_used(df, "ev", counted.get("event", []), MAX_EVENTS)
     active = df["n_events"] >= min_events
     inactive = int((~active).sum())
     df = df[active]
@@ -318,8 +416,8 @@ def _check_features(x: pd.DataFrame, features: Sequence[str] | None
     requested = list(x.columns) if features is None else list(features)
     missing = [f for f in requested if f not in x.columns]
     if missing:
-        raise CXDataError(f"unknown persona feature(s) {missing}; available: "
-                          f"{', '.join(x.columns)}")
+        raise ParameterError(f"unknown persona feature(s) {missing}; available: "
+                             f"{', '.join(x.columns)}")
     bad = degenerate_features(x[requested])
     usable = [f for f in requested if f not in bad]
     if not usable:
@@ -329,35 +427,7 @@ def _check_features(x: pd.DataFrame, features: Sequence[str] | None
     return usable, bad
 
 
-# --------------------------------------------------------------------------- model
-
-
-@dataclass
-class PersonaModel:
-    """A fitted persona model: scaler + clusterer over named features."""
-
-    features: list[str]
-    method: str
-    k: int
-    seed: int
-    scaler: StandardScaler
-    model: KMeans | MiniBatchKMeans | GaussianMixture
-    names: list[str] = field(default_factory=list)
-    #: channels and events the features were built from (see :func:`behaviour_features`)
-    vocabulary: dict[str, list[str]] = field(default_factory=dict)
-
-    def predict(self, x: pd.DataFrame) -> pd.Series:
-        """Persona name of each row of a feature frame (e.g. new customers, computed with
-        :func:`behaviour_features` and this model's :attr:`vocabulary`); missing values
-        count as the calibration average."""
-        v = x[self.features].to_numpy(float)
-        # a feature missing for a customer (e.g. no gap under 7 days in another window) is
-        # taken as the calibration average: z = 0, neither pulling nor pushing
-        v = np.where(np.isnan(v), self.scaler.mean_[None, :], v)
-        z = self.scaler.transform(v)
-        lab = self.model.predict(z)
-        names = np.array(self.names, dtype=object)
-        return pd.Series(names[lab], index=x.index, name="persona")
+# --------------------------------------------------------------------------- clustering
 
 
 def _threads(n: int):
@@ -394,14 +464,25 @@ def k_sweep(x: pd.DataFrame, features: Sequence[str], ks: Sequence[int] = range(
 
     For speed with millions of customers the sweep fits on a seeded sample of at most
     ``fit_sample`` customers (the indices are estimates of the same population figures)."""
-    with _threads(len(x)):
-        return _k_sweep(x, features, ks, method, seed, sample, min_size, fit_sample)
+    return _k_sweep(x, features, ks, method, seed, sample, min_size, fit_sample)
 
 
 def _k_sweep(x: pd.DataFrame, features: Sequence[str] | None, ks: Sequence[int], method: str,
              seed: int, sample: int, min_size: int, fit_sample: int) -> pd.DataFrame:
     features, _dropped = _check_features(x, features)
     z = StandardScaler().fit_transform(x[features].to_numpy(float))
+    return _sweep(z, ks, method, seed, sample, min_size, fit_sample)
+
+
+def _sweep(z: np.ndarray, ks: Sequence[int], method: str, seed: int, sample: int = 5000,
+           min_size: int = MIN_GROUP_SIZE, fit_sample: int = 50_000) -> pd.DataFrame:
+    """:func:`k_sweep` on standardised features ``z`` (customers x features)."""
+    with _threads(min(len(z), fit_sample)):
+        return _sweep_sample(z, ks, method, seed, sample, min_size, fit_sample)
+
+
+def _sweep_sample(z: np.ndarray, ks: Sequence[int], method: str, seed: int, sample: int,
+                  min_size: int, fit_sample: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     scale = 1.0
     if len(z) > fit_sample:
@@ -537,10 +618,16 @@ def structure_test(z: np.ndarray, ks: Sequence[int] = range(2, 9), seed: int = 0
     Monte Carlo p-value ``(1 + #{null >= observed}) / (1 + n_null)``; with the default 19
     draws, structure (p <= 0.05) means the data beat every draw. For speed, a seeded sample
     of at most ``sample`` customers is tested."""
-    from scipy import stats
-
     rng = np.random.default_rng(seed)
     m = min(len(z), sample)
+    with _threads(m):
+        return _structure_test(z, ks, seed, n_null, m, alpha, rng)
+
+
+def _structure_test(z: np.ndarray, ks: Sequence[int], seed: int, n_null: int, m: int,
+                    alpha: float, rng: np.random.Generator) -> StructureTest:
+    from scipy import stats
+
     zs = z[np.sort(rng.choice(len(z), m, replace=False))] if m < len(z) else z
     ns = stats.norm.ppf((stats.rankdata(zs, axis=0) - 0.5) / m)
     keep = ns.std(axis=0) > 0
@@ -575,30 +662,102 @@ def stability_verdict(j: float) -> str:
 
 @dataclass
 class Personas(ResultMixin):
-    """Fitted personas with their profiles, stability and the k sweep."""
+    """Fitted personas described: a fitted :class:`PersonaModel` and the
+    :class:`PersonaData` it was fitted on, as profiles (:meth:`table`, :meth:`plot`),
+    stability, the k sweep and a summary (notebook 01's report of the personas)."""
 
     model: PersonaModel
-    assignments: pd.Series  # persona name by customer_id (index)
-    features_frame: pd.DataFrame
-    sweep: pd.DataFrame
-    jaccard: dict[str, float]
-    seed_ari: float
-    inactive: int
-    profile_z: pd.DataFrame
-    naming_rule: str
-    min_group_size: int = MIN_GROUP_SIZE
-    value: pd.Series | None = None  # revenue in the calibration window by customer
-    #: degenerate features dropped before clustering, with the reason
-    dropped: dict[str, str] = field(default_factory=dict)
-    #: every channel share of the customers clustered (clustered on or not), for profiles
-    channel_shares: pd.DataFrame | None = None
-    window: tuple[str, str] | None = None  # the calibration window
-    #: features computed but not clustered on by default (profiled only), with the reason
-    not_clustered: dict[str, str] = field(default_factory=dict)
-    #: the test against no structure (None when k was given)
-    structure: StructureTest | None = None
-    #: the k chosen by each bootstrap refit (k chosen from the data), else empty
-    boot_k: list[int] = field(default_factory=list)
+    data: PersonaData
+
+    def __post_init__(self) -> None:
+        check_is_fitted(self.model, "labels_")
+        if not self.model.labels_.index.equals(self.data.features.index):
+            raise ParameterError("the model was not fitted on these data (its customers "
+                                 "differ from data.features')")
+
+    # the fitted model and its data under the names notebooks and reports use
+
+    @property
+    def assignments(self) -> pd.Series:
+        """Persona name by customer_id (index): the model's ``labels_``."""
+        return self.model.labels_
+
+    @property
+    def features_frame(self) -> pd.DataFrame:
+        """Every feature computed, per active customer (also those not clustered on)."""
+        return self.data.features
+
+    @property
+    def sweep(self) -> pd.DataFrame:
+        return self.model.sweep_
+
+    @property
+    def jaccard(self) -> dict[str, float]:
+        """Mean bootstrap Jaccard by persona (NaN: not assessed)."""
+        return {n: float(v) for n, v in self.model.stability_.items()}
+
+    @property
+    def seed_ari(self) -> float:
+        return self.model.seed_ari_
+
+    @property
+    def inactive(self) -> int:
+        return self.data.inactive
+
+    @property
+    def profile_z(self) -> pd.DataFrame:
+        return self.model.profile_z_
+
+    @property
+    def naming_rule(self) -> str:
+        return self.model.naming_rule_
+
+    @property
+    def min_group_size(self) -> int:
+        return self.model.min_group_size
+
+    @property
+    def value(self) -> pd.Series | None:
+        """Revenue in the calibration window by customer (None without orders)."""
+        return self.data.value
+
+    @property
+    def dropped(self) -> dict[str, str]:
+        """Degenerate features dropped before clustering, with the reason."""
+        return self.model.dropped_
+
+    @property
+    def channel_shares(self) -> pd.DataFrame:
+        """Every channel share of the customers clustered (clustered on or not)."""
+        x = self.data.features
+        return x[[c for c in x.columns if c.startswith("share_")]]
+
+    @property
+    def window(self) -> tuple[str, str] | None:
+        """The calibration window."""
+        return self.data.window
+
+    @property
+    def vocabulary(self) -> dict[str, list[str]]:
+        """Channels and events the features were built from (pass it to
+        :func:`behaviour_features` to build another window's features for
+        ``model.predict``)."""
+        return self.data.vocabulary
+
+    @property
+    def not_clustered(self) -> dict[str, str]:
+        """Features computed but not clustered on by default (profiled only), with why."""
+        return self.model.not_clustered_
+
+    @property
+    def structure(self) -> StructureTest | None:
+        """The test against no structure (None when k was given)."""
+        return self.model.structure_
+
+    @property
+    def boot_k(self) -> list[int]:
+        """The k chosen by each bootstrap refit (k chosen from the data), else empty."""
+        return self.model.bootstrap_k_
 
     @property
     def assessed(self) -> bool:
@@ -607,11 +766,11 @@ class Personas(ResultMixin):
 
     @property
     def k(self) -> int:
-        return self.model.k
+        return self.model.k_
 
     @property
     def names(self) -> list[str]:
-        return self.model.names
+        return self.model.names_
 
     @property
     def unstable(self) -> list[str]:
@@ -680,7 +839,7 @@ class Personas(ResultMixin):
                     f"little activity left unassigned).{test}")
         head = (f"{self.k} personas from {len(self.assignments):,} active customers "
                 f"({self.inactive:,} with too little activity left unassigned), "
-                f"{self.model.method}, seed {self.model.seed}: ")
+                f"{self.model.method}, seed {self.model.random_state}: ")
         tail = test
         if self.boot_k:
             same = sum(b == self.k for b in self.boot_k)
@@ -697,8 +856,8 @@ class Personas(ResultMixin):
 
     def features_note(self) -> str:
         """Which features the personas were built on, and the degenerate ones dropped."""
-        text = f"Clustered on {len(self.model.features)} feature(s): " \
-            f"{', '.join(self.model.features)}."
+        text = f"Clustered on {len(self.model.features_)} feature(s): " \
+            f"{', '.join(self.model.features_)}."
         if self.not_clustered:
             by_reason: dict[str, list[str]] = {}
             for f, r in self.not_clustered.items():
@@ -763,184 +922,344 @@ def _name_personas(z: pd.DataFrame) -> tuple[list[str], str]:
     return names, rule
 
 
-#: Defaults of :func:`fit_personas` that notebook 01 exposes as parameters (kept equal to
-#: 01's parameters cell by a test; used when 02/03 fit personas themselves).
-FIT_DEFAULTS: dict[str, Any] = {"features": None, "method": "kmeans", "k": None,
-                                "k_range": [2, 8], "min_events": None, "seed": 0,
-                                "min_group_size": MIN_GROUP_SIZE}
-
-
-def fit_personas(
-    source: Source,
-    start: str,
-    end: str,
-    k: int | None = None,
-    features: Sequence[str] | None = None,
-    method: str = "kmeans",
-    ks: Sequence[int] = range(2, 9),
-    seed: int = 0,
-    n_boot: int = 20,
-    min_events: int | None = None,
-    min_group_size: int = MIN_GROUP_SIZE,
-    diagnostics: bool = True,
-    n_null: int = 19,
-) -> Personas:
-    """Fit behavioural personas on the calibration window ``[start, end]``.
-
-    Parameters
-    ----------
-    k : int, optional
-        Number of personas; default chosen from the data: 1 ("no clear persona structure")
-        when :func:`structure_test` does not reject a single Gaussian, else by
-        :func:`choose_k` from the sweep over ``ks``.
-    features : sequence of str, optional
-        Columns of :func:`behaviour_features` used (see the module docstring); default
-        :func:`default_features` (channel log-ratios, not raw shares; NPS with its missing
-        flag only when answered by most; no tenure), the others listed in
-        :attr:`Personas.not_clustered`. Degenerate ones (constant, missing for everyone)
-        are dropped and listed in :attr:`Personas.dropped`. Missing values of a clustered
-        feature count as its average (z = 0).
-    method : {"kmeans", "minibatch", "gmm"}
-        k-means (10 restarts), mini-batch k-means (for millions of customers) or a
-        Gaussian mixture (full covariances, 3 restarts).
-    seed : int
-        Seed of the clustering, the sweep's silhouette sample and the bootstrap.
-    n_boot : int
-        Bootstrap refits for the per-persona Jaccard stability (each refit chooses its own
-        k when ``k`` is None).
-    n_null : int
-        Draws of the single-Gaussian null of :func:`structure_test` (only when ``k`` is
-        None).
-    diagnostics : bool
-        Run the stability diagnostics (bootstrap Jaccard, ARI across three more seeds).
-        Without them (assignment only) the Jaccards and the seed ARI are NaN.
-    """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, not {method!r}")
-    x_all, value, inactive, vocab = _calibration(source, start, end, min_events)
-    not_clustered: dict[str, str] = {}
-    if features is None:
-        features, not_clustered = default_features(x_all)
-    features, dropped = _check_features(x_all, features)
-    # a missing value of a clustered feature (NPS without an answer, with its flag) counts
-    # as the average: z = 0, as PersonaModel.predict does
-    x = x_all[features].fillna(x_all[features].mean())
-    with _threads(len(x)):
-        return _fit_personas(x, x_all, value, inactive, vocab, features, dropped, k, method,
-                             ks, seed, n_boot, min_group_size, diagnostics, start, end,
-                             not_clustered, n_null)
-
-
 #: Name of the single group when there is no clear persona structure (k = 1).
 NO_STRUCTURE = "all customers (no clear persona structure)"
 
 
-def _fit_personas(x: pd.DataFrame, x_all: pd.DataFrame, value: pd.Series | None,
-                  inactive: int, vocab: dict[str, list[str]], features: list[str],
-                  dropped: dict[str, str], k: int | None, method: str, ks: Sequence[int],
-                  seed: int, n_boot: int, min_group_size: int, diagnostics: bool, start: str,
-                  end: str, not_clustered: dict[str, str] | None = None,
-                  n_null: int = 19) -> Personas:
-    if k is not None and (k < 1 or k * min_group_size > len(x)):
-        raise CXDataError(f"k = {k} needs at least {max(k, 1) * min_group_size} active "
-                          f"customers of {min_group_size}+ per persona; the data has "
-                          f"{len(x):,}")
-    scaler = StandardScaler().fit(x.to_numpy(float))
-    z = scaler.transform(x.to_numpy(float))
-    auto = k is None
-    test = None
-    if auto:
-        ks = [kk for kk in ks if kk * min_group_size <= len(x)]
-        if not ks:
-            raise CXDataError(f"{len(x):,} active customers cannot form 2 personas of "
-                              f"{min_group_size}+ customers; lower min_group_size or "
-                              "min_events")
-        sweep = k_sweep(x, features, ks, method, seed, min_size=min_group_size)
-        test = structure_test(z, ks, seed, n_null=n_null)
-        k = choose_k(sweep) if test.structure else 1
-    else:
-        sweep = pd.DataFrame(columns=["k", "silhouette", "davies_bouldin", "calinski_harabasz",
-                                      "gmm_bic", "smallest", "eligible"])
-    model = _fit(z, k, method, seed)
-    raw = model.predict(z)
-    perm = _size_order(raw, k)  # also maps the model's raw labels for predict()
-    labels = perm[raw]
-    boot_k: list[int] = []
-    if diagnostics and k > 1:
-        eligible = ([int(kk) for kk in sweep.k[sweep.eligible]] if auto else None)
-        jac, seed_ari = _stability(z, labels, k, method, seed, n_boot, eligible,
-                                   min_group_size, boot_k)
-    else:  # one group is trivially "stable": nothing to assess
-        jac, seed_ari = np.full(k, np.nan), float("nan")
-    sd = x.std(ddof=0)
-    zs = (x - x.mean()) / sd
-    prof = zs.groupby(labels).mean()
-    if k == 1:
-        names, rule = [NO_STRUCTURE], ("One group: the data are no more clustered than a "
-                                       "single Gaussian (see the structure test).")
-    else:
-        names, rule = _name_personas(prof)
-    prof.index = names
-    pm = PersonaModel(features, method, k, seed, scaler, _PermutedModel(model, perm), names,
-                      vocab)
-    assign = pd.Series(np.array(names, dtype=object)[labels], index=x.index, name="persona")
-    shares = x_all[[c for c in x_all.columns if c.startswith("share_")]]
-    return Personas(pm, assign, x_all, sweep, dict(zip(names, map(float, jac), strict=True)),
-                    seed_ari, inactive, prof, rule, min_group_size, value, dropped, shares,
-                    (str(start), str(end)), dict(not_clustered or {}), test, boot_k)
+def stability(z: np.ndarray, labels: np.ndarray, k: int, method: str = "kmeans",
+              seed: int = 0, n_boot: int = 20, ks: Sequence[int] | None = None,
+              min_size: int = 0, chosen: list[int] | None = None) -> tuple[np.ndarray, float]:
+    """Stability diagnostics of a clustering of ``z`` (standardised features, customers x
+    features) into ``labels`` (integers ``0 .. k-1``): the per-cluster mean bootstrap
+    Jaccard (:func:`bootstrap_jaccard`; k re-chosen among ``ks`` in each refit when given,
+    each refit's k appended to ``chosen``) and the mean adjusted Rand index between the
+    clustering and three refits with other seeds (``seed + 101, 202, 303``; 3 restarts each).
 
-
-def _stability(z: np.ndarray, labels: np.ndarray, k: int, method: str, seed: int,
-               n_boot: int, ks: Sequence[int] | None = None, min_size: int = 0,
-               chosen: list[int] | None = None) -> tuple[np.ndarray, float]:
-    """Per-persona bootstrap Jaccard (k re-chosen among ``ks`` in each refit when given)
-    and the mean ARI between the fit and three refits with other seeds."""
-    # on a seeded sample of at most 20,000 customers (enough for the Jaccard of every
-    # persona of reasonable size, and bounded time with millions of customers)
-    # (5,000 when every refit also re-chooses k: a k sweep per refit)
+    Both run on a seeded sample of at most 20,000 customers (5,000 when every refit also
+    re-chooses k: a k sweep per refit), with ``min_size`` scaled to the sample: enough for the
+    Jaccard of every persona of reasonable size, and bounded time with millions of
+    customers."""
     cap = 20_000 if ks is None else 5_000
     rng = np.random.default_rng(seed)
     sub = (np.sort(rng.choice(len(z), cap, replace=False)) if len(z) > cap
            else np.arange(len(z)))
     scale = len(sub) / len(z)
-    jac = bootstrap_jaccard(z[sub], labels[sub], k, method, seed, n_boot, ks,
-                            int(min_size * scale), chosen)
-    others = [_fit(z[sub], k, method, seed + s, n_init=3).predict(z[sub])
-              for s in (101, 202, 303)]
+    with _threads(len(sub)):
+        jac = bootstrap_jaccard(z[sub], labels[sub], k, method, seed, n_boot, ks,
+                                int(min_size * scale), chosen)
+        others = [_fit(z[sub], k, method, seed + s, n_init=3).predict(z[sub])
+                  for s in (101, 202, 303)]
     seed_ari = float(np.mean([adjusted_rand_score(a, b) for a, b in
                               itertools.combinations([labels[sub], *others], 2)]))
     return jac, seed_ari
 
 
-@dataclass
-class _PermutedModel:
-    """Wraps a fitted clusterer so that ``predict`` returns size-ordered labels."""
+# --------------------------------------------------------------------------- estimator
 
-    inner: object
-    perm: np.ndarray  # raw label -> size-ordered label
 
-    def predict(self, z: np.ndarray) -> np.ndarray:
-        return self.perm[self.inner.predict(z)]
+class PersonaModel(ClusterMixin, BaseEstimator):
+    """Behavioural personas as a scikit-learn estimator: ``PersonaModel(...).fit(X)``.
+
+    Hyper-parameters are set in ``__init__`` and only stored there, so ``get_params``,
+    ``set_params`` and :func:`sklearn.base.clone` work; :meth:`fit` takes a feature frame and
+    returns the estimator; what was learnt is in attributes ending in ``_``. The estimator
+    never reads data: build ``X`` with :func:`persona_data` (or :func:`behaviour_features`)
+    first. :meth:`fit` runs, as separate steps, the choice of features, the scaling, the
+    choice of k (the sweep and the test against no structure, :func:`k_sweep`,
+    :func:`structure_test`, :func:`choose_k`), the final clustering with the persona names,
+    and the stability diagnostics (:func:`stability`; skipped with ``n_bootstrap=0``).
+    :class:`Personas` turns a fitted model and its data into profiles, tables and charts.
+
+    Parameters
+    ----------
+    k : int, optional
+        Number of personas; None chooses it from the data: 1 ("no clear persona structure")
+        when :func:`structure_test` does not reject a single Gaussian, else :func:`choose_k`
+        over ``k_range``.
+    features : sequence of str, optional
+        Columns of ``X`` clustered on; None means :func:`default_features` (channel
+        log-ratios, not raw shares; NPS with its missing flag only when answered by most; no
+        tenure), the others listed in :attr:`not_clustered_`. Degenerate ones (constant,
+        missing for everyone) are dropped and listed in :attr:`dropped_`; a missing value of
+        a clustered feature counts as its average (z = 0).
+    method : {"kmeans", "minibatch", "gmm"}
+        k-means (10 restarts), mini-batch k-means (for millions of customers) or a Gaussian
+        mixture (full covariances, 3 restarts).
+    k_range : (int, int)
+        Smallest and largest k of the sweep, inclusive (used when ``k`` is None); k above
+        ``customers / min_group_size`` is left out.
+    n_bootstrap : int
+        Bootstrap refits for the per-persona Jaccard stability (each refit chooses its own k
+        when ``k`` is None); 0 skips the stability diagnostics (:attr:`stability_` and
+        :attr:`seed_ari_` are NaN).
+    n_null : int
+        Draws of the single-Gaussian null of :func:`structure_test` (only when ``k`` is None).
+    min_group_size : int
+        Least customers per persona for a k to be chosen (customers).
+    random_state : int
+        Seed of every random step: the clustering, the sweep's samples, the null draws and the
+        bootstrap. Same seed, same data: same personas.
+
+    Attributes
+    ----------
+    feature_names_in_ : ndarray of str
+        Columns of the frame fitted on.
+    features_ : list of str
+        Features clustered on (after the degenerate ones were dropped).
+    not_clustered_ : dict
+        Features of ``X`` not clustered on by default (profiled only), with the reason.
+    dropped_ : dict
+        Degenerate features dropped, with the reason.
+    scaler_ : sklearn.preprocessing.StandardScaler
+        The z-scores of :attr:`features_` (part of the model: :meth:`predict` uses it).
+    sweep_ : pandas.DataFrame
+        Per k of the sweep: silhouette, Davies-Bouldin, Calinski-Harabasz, GMM BIC, smallest
+        persona (customers) and whether it is eligible; empty when ``k`` was given.
+    structure_ : StructureTest or None
+        The test against no persona structure; None when ``k`` was given.
+    k_ : int
+        Number of personas found.
+    names_ : list of str
+        Persona names, largest persona first (``NO_STRUCTURE`` when ``k_`` is 1).
+    naming_rule_ : str
+        How the names were made.
+    labels_ : pandas.Series
+        Persona name of each customer fitted on (index of ``X``), named ``persona``.
+    cluster_centers_ : pandas.DataFrame
+        Centre (k-means) or mean (mixture) of each persona (rows :attr:`names_`) in the units
+        of :attr:`features_`.
+    profile_z_ : pandas.DataFrame
+        Mean z-score of each clustered feature by persona (rows :attr:`names_`): what the
+        names are made of.
+    stability_ : pandas.Series
+        Mean bootstrap Jaccard by persona (:attr:`names_`); NaN when not assessed (k = 1 or
+        ``n_bootstrap=0``).
+    seed_ari_ : float
+        Mean adjusted Rand index between the fit and three refits with other seeds (NaN when
+        not assessed).
+    bootstrap_k_ : list of int
+        The k chosen by each bootstrap refit (k chosen from the data), else empty.
+    clusterer_ : KMeans, MiniBatchKMeans or GaussianMixture
+        The fitted scikit-learn model (its own label numbers; see :attr:`label_order_`).
+    label_order_ : ndarray of int
+        The clusterer's label -> persona number (0 = largest persona).
+    """
+
+    def __init__(self, k: int | None = None, *, features: Sequence[str] | None = None,
+                 method: str = "kmeans", k_range: Sequence[int] = (2, 8),
+                 n_bootstrap: int = 20, n_null: int = 19,
+                 min_group_size: int = MIN_GROUP_SIZE, random_state: int = 0) -> None:
+        self.k = k
+        self.features = features
+        self.method = method
+        self.k_range = k_range
+        self.n_bootstrap = n_bootstrap
+        self.n_null = n_null
+        self.min_group_size = min_group_size
+        self.random_state = random_state
+
+    # ---- fit, in named steps
+
+    def fit(self, X: pd.DataFrame, y: None = None) -> PersonaModel:
+        """Fit personas on the feature frame ``X`` (one row per customer, index the customer
+        id, columns as :func:`behaviour_features`). ``y`` is ignored. Returns ``self``."""
+        self._check_params()
+        if not isinstance(X, pd.DataFrame):
+            raise ParameterError("X must be a feature frame (pandas DataFrame, one row per "
+                                 f"customer, e.g. persona_data(...).features), not "
+                                 f"{type(X).__name__}")
+        x = self._choose_features(X)
+        z = self._scale(x)
+        self._choose_k(z)
+        codes = self._cluster(x, z)
+        self._assess_stability(z, codes)
+        return self
+
+    def _check_params(self) -> None:
+        if self.method not in METHODS:
+            raise ParameterError(f"method must be one of {METHODS}, not {self.method!r}")
+        if self.k is not None and not (_is_int(self.k) and self.k >= 1):
+            raise ParameterError(f"k must be None or an integer of 1 or more, not {self.k!r}")
+        kr = self.k_range
+        if (isinstance(kr, str) or len(kr) != 2 or not all(map(_is_int, kr))
+                or not 2 <= kr[0] <= kr[1]):
+            raise ParameterError(f"k_range must be [smallest, largest] with 2 <= smallest <= "
+                                 f"largest, not {kr!r}")
+        for name, low in (("n_bootstrap", 0), ("n_null", 1), ("min_group_size", 1)):
+            v = getattr(self, name)
+            if not (_is_int(v) and v >= low):
+                raise ParameterError(f"{name} must be an integer of {low} or more, not {v!r}")
+        if not _is_int(self.random_state):
+            raise ParameterError("random_state must be an integer seed (every random step "
+                                 f"takes a seed), not {self.random_state!r}")
+
+    def _choose_features(self, X: pd.DataFrame) -> pd.DataFrame:
+        """Features clustered on (``features_``, ``not_clustered_``, ``dropped_``), missing
+        values filled with the feature's mean."""
+        self.feature_names_in_ = np.asarray(X.columns, dtype=object)
+        self.n_features_in_ = X.shape[1]
+        if self.features is None:
+            wanted, self.not_clustered_ = default_features(X)
+        else:
+            wanted, self.not_clustered_ = list(self.features), {}
+        self.features_, self.dropped_ = _check_features(X, wanted)
+        x = X[self.features_]
+        # a missing value of a clustered feature (NPS without an answer, with its flag)
+        # counts as the average: z = 0, as predict does
+        return x.fillna(x.mean())
+
+    def _scale(self, x: pd.DataFrame) -> np.ndarray:
+        v = x.to_numpy(float)
+        self.scaler_ = StandardScaler().fit(v)
+        return self.scaler_.transform(v)
+
+    def _choose_k(self, z: np.ndarray) -> None:
+        """``k_`` (given, or from the sweep and the test against no structure), ``sweep_``
+        and ``structure_``."""
+        n, mgs, seed = len(z), self.min_group_size, int(self.random_state)
+        if self.k is not None:
+            if self.k * mgs > n:
+                raise CXDataError(f"k = {self.k} needs at least {self.k * mgs} active "
+                                  f"customers of {mgs}+ per persona; the data has {n:,}")
+            self.k_ = int(self.k)
+            self.sweep_ = pd.DataFrame(columns=["k", "silhouette", "davies_bouldin",
+                                                "calinski_harabasz", "gmm_bic", "smallest",
+                                                "eligible"])
+            self.structure_ = None
+            return
+        lo, hi = self.k_range
+        ks = [kk for kk in range(lo, hi + 1) if kk * mgs <= n]
+        if not ks:
+            raise CXDataError(f"{n:,} active customers cannot form {lo} personas of {mgs}+ "
+                              "customers; lower min_group_size or min_events")
+        self.sweep_ = _sweep(z, ks, self.method, seed, min_size=mgs)
+        self.structure_ = structure_test(z, ks, seed, n_null=self.n_null)
+        self.k_ = choose_k(self.sweep_) if self.structure_.structure else 1
+
+    def _cluster(self, x: pd.DataFrame, z: np.ndarray) -> np.ndarray:
+        """The final clustering: ``clusterer_``, ``label_order_``, ``names_``,
+        ``naming_rule_``, ``profile_z_``, ``labels_``, ``cluster_centers_``; returns the
+        persona number (0 = largest) of each row."""
+        k, seed = self.k_, int(self.random_state)
+        with _threads(len(z)):
+            model = _fit(z, k, self.method, seed)
+            raw = model.predict(z)
+        perm = _size_order(raw, k)  # also maps the model's raw labels in predict()
+        codes = perm[raw]
+        sd = x.std(ddof=0)
+        prof = ((x - x.mean()) / sd).groupby(codes).mean()
+        if k == 1:
+            names, rule = [NO_STRUCTURE], ("One group: the data are no more clustered than a "
+                                           "single Gaussian (see the structure test).")
+        else:
+            names, rule = _name_personas(prof)
+        prof.index = names
+        self.clusterer_, self.label_order_ = model, perm
+        self.names_, self.naming_rule_, self.profile_z_ = names, rule, prof
+        self.labels_ = pd.Series(np.array(names, dtype=object)[codes], index=x.index,
+                                 name="persona")
+        centres = model.means_ if self.method == "gmm" else model.cluster_centers_
+        self.cluster_centers_ = pd.DataFrame(
+            self.scaler_.inverse_transform(centres[np.argsort(perm)]), index=names,
+            columns=self.features_)
+        return codes
+
+    def _assess_stability(self, z: np.ndarray, codes: np.ndarray) -> None:
+        """``stability_``, ``seed_ari_`` and ``bootstrap_k_`` (:func:`stability`)."""
+        k = self.k_
+        boot_k: list[int] = []
+        if self.n_bootstrap > 0 and k > 1:
+            eligible = (None if self.k is not None
+                        else [int(kk) for kk in self.sweep_.k[self.sweep_.eligible]])
+            jac, seed_ari = stability(z, codes, k, self.method, int(self.random_state),
+                                      self.n_bootstrap, eligible, self.min_group_size, boot_k)
+        else:  # not asked for, or one group (trivially "stable": nothing to assess)
+            jac, seed_ari = np.full(k, np.nan), float("nan")
+        self.stability_ = pd.Series(np.asarray(jac, float), index=self.names_,
+                                    name="jaccard")
+        self.seed_ari_ = seed_ari
+        self.bootstrap_k_ = boot_k
+
+    # ---- use
+
+    def predict(self, X: pd.DataFrame) -> pd.Series:
+        """Persona name of each row of a feature frame (e.g. new customers, built with
+        :func:`behaviour_features` and the calibration's vocabulary); a missing value counts
+        as the calibration average. Returns a Series named ``persona`` indexed like ``X``."""
+        check_is_fitted(self, "labels_")
+        missing = [f for f in self.features_ if f not in X.columns]
+        if missing:
+            raise ParameterError(f"the feature frame lacks the model's feature(s) {missing}")
+        v = X[self.features_].to_numpy(float)
+        # a feature missing for a customer (e.g. no gap under 7 days in another window) is
+        # taken as the calibration average: z = 0, neither pulling nor pushing
+        v = np.where(np.isnan(v), self.scaler_.mean_[None, :], v)
+        with _threads(len(v)):
+            codes = self.label_order_[self.clusterer_.predict(self.scaler_.transform(v))]
+        return pd.Series(np.array(self.names_, dtype=object)[codes], index=X.index,
+                         name="persona")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int | np.integer) and not isinstance(v, bool)
+
+
+# --------------------------------------------------------------------------- one call
+
+#: Defaults of the persona parameters notebook 01 exposes, by the notebook's names (kept
+#: equal to 01's parameters cell and to :class:`PersonaModel`'s defaults by a test; the keys
+#: of the ``parameters`` record in :data:`ASSIGNMENTS_META`, used when 02/03 fit personas).
+FIT_DEFAULTS: dict[str, Any] = {"features": None, "method": "kmeans", "k": None,
+                                "k_range": [2, 8], "min_events": None, "seed": 0,
+                                "min_group_size": MIN_GROUP_SIZE}
+#: Notebook parameter -> :class:`PersonaModel` parameter, where the names differ (the
+#: notebook's ``seed`` also seeds the comparison, so it keeps its name).
+NOTEBOOK_NAMES = {"seed": "random_state", "n_boot": "n_bootstrap"}
+_RENAMED = {"seed": "random_state", "n_boot": "n_bootstrap", "ks": "k_range=[lo, hi]",
+            "diagnostics": "n_bootstrap=0 (no diagnostics)"}
+
+
+def fit_personas(source: Source, start: str, end: str, min_events: int | None = None,
+                 **params: Any) -> Personas:
+    """Personas of the calibration window ``[start, end]`` (ISO days, inclusive) in one call:
+    :func:`persona_data`, then ``PersonaModel(**params).fit(...)``, described by
+    :class:`Personas`. ``params`` are :class:`PersonaModel`'s (``k``, ``features``,
+    ``method``, ``k_range``, ``n_bootstrap``, ``n_null``, ``min_group_size``,
+    ``random_state``)."""
+    old = sorted(set(params) & set(_RENAMED))
+    if old:
+        raise ParameterError("fit_personas takes PersonaModel's parameter names: "
+                             + ", ".join(f"{o} -> {_RENAMED[o]}" for o in old))
+    data = persona_data(source, start, end, min_events)
+    return Personas(PersonaModel(**params).fit(data.features), data)
+
+
+def _model_params(params: Mapping[str, Any]) -> tuple[dict[str, Any], int | None]:
+    """:data:`FIT_DEFAULTS`-named parameters -> (PersonaModel parameters, min_events)."""
+    p = dict(params)
+    lo, hi = p.pop("k_range")
+    min_events = p.pop("min_events")
+    model = {NOTEBOOK_NAMES.get(k, k): v for k, v in p.items()}
+    return {**model, "k_range": (int(lo), int(hi))}, min_events
 
 
 def assign_personas(source: Source, start: str, end: str, seed: int = 0,
                     **params: Any) -> pd.DataFrame:
     """Customer -> persona, calibrated on the ISO days ``start`` to ``end`` (for breakdowns
-    in notebooks 02 and 03), with :data:`FIT_DEFAULTS` overridden by ``params`` (``features``,
-    ``method``, ``k``, ``k_range``, ``min_events``, ``min_group_size``). Only the fit: no
-    stability diagnostics. Returns a DataFrame ``customer_id, persona``; customers with too
-    little activity are absent (breakdowns show them as unknown)."""
+    in notebooks 02 and 03), with :data:`FIT_DEFAULTS` overridden by ``params`` (notebook
+    01's names: ``features``, ``method``, ``k``, ``k_range``, ``min_events``,
+    ``min_group_size``). Only the fit: no stability diagnostics. Returns a DataFrame
+    ``customer_id, persona``; customers with too little activity are absent (breakdowns show
+    them as unknown)."""
     p = {**FIT_DEFAULTS, **params, "seed": seed}
     unknown = sorted(set(p) - set(FIT_DEFAULTS))
     if unknown:
-        raise ValueError(f"unknown persona parameter(s) {unknown}; known: "
-                         f"{', '.join(FIT_DEFAULTS)}")
-    lo, hi = p["k_range"]
-    fitted = fit_personas(source, start, end, k=p["k"], features=p["features"],
-                          method=p["method"], ks=range(lo, hi + 1), seed=p["seed"],
-                          min_events=p["min_events"], min_group_size=p["min_group_size"],
-                          diagnostics=False)
-    return fitted.assignments.reset_index()
+        raise ParameterError(f"unknown persona parameter(s) {unknown}; known: "
+                             f"{', '.join(FIT_DEFAULTS)}")
+    model_params, min_events = _model_params(p)
+    data = persona_data(source, start, end, min_events)
+    model = PersonaModel(**model_params, n_bootstrap=0).fit(data.features)
+    return model.labels_.reset_index()
 
 
 # --------------------------------------------------------------------------- shared file
