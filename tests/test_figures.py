@@ -83,12 +83,9 @@ def _funnel(b):
 def _personas(b):
     from cxanalysis import personas as P
 
-    return b["get"]("personas", lambda: P.fit_personas(b["world"], *CAL, k=3, seed=0,
-                                                       n_boot=2))
+    return b["get"]("personas", lambda: P.fit_personas(b["world"], *CAL, k=3, random_state=0,
+                                                       n_bootstrap=2))
 
-
-OWNED_ELSEWHERE = "funnel.py/personas.py are edited by other helpers this session; audit " \
-                  "them after the merge"
 
 #: (figure name, builder: fixture dict -> Axes or Figure)
 CASES: list[Any] = [
@@ -119,20 +116,13 @@ CASES: list[Any] = [
     ("experiments.Sequential", lambda b: _experiment(b).sequential.plot()),
     ("experiments.Segmented",
      lambda b: _experiment(b).breakdown("region", source=b["world"]).plot()),
-    pytest.param("funnel.FunnelResult", lambda b: _funnel(b).plot(),
-                 marks=pytest.mark.xfail(reason=OWNED_ELSEWHERE, strict=False)),
-    pytest.param("funnel.PainPoints", lambda b: _funnel(b).dropoff().plot(),
-                 marks=pytest.mark.xfail(reason=OWNED_ELSEWHERE, strict=False)),
+    ("funnel.FunnelResult", lambda b: _funnel(b).plot()),
+    ("funnel.PainPoints", lambda b: _funnel(b).dropoff().plot()),
     # a funnel breakdown is a breakdowns.Breakdown (this module's figure)
     ("funnel.Breakdown", lambda b: _funnel(b).breakdown().plot()),
-    pytest.param("personas.Personas", lambda b: _personas(b).plot(),
-                 marks=pytest.mark.xfail(reason=OWNED_ELSEWHERE, strict=False)),
-    pytest.param("personas.Personas.sweep", lambda b: _personas(b).plot_sweep(),
-                 marks=pytest.mark.xfail(reason=OWNED_ELSEWHERE, strict=False)),
+    ("personas.Personas", lambda b: _personas(b).plot()),
+    ("personas.Personas.sweep", lambda b: _personas(b).plot_sweep()),
 ]
-# Today (2026-12-02) these fail on: FunnelResult and PainPoints have no y-axis label (the
-# steps / step x channel); Personas panels have neither axis label; the sweep panels have no
-# y-axis label. Remove a mark when its module's owner has fixed the figure.
 
 
 def _axes(fig_or_ax: Any) -> list[plt.Axes]:

@@ -308,8 +308,10 @@ class Attribution(ResultMixin):
             iv = self.intervals[self.intervals.method == m].set_index("channel")
             iv = iv.reindex(self.shares.index)
             x = np.arange(len(self.shares)) - 0.4 + 0.8 * (j + 0.5) / len(self.shares.columns)
-            ax.errorbar(x, self.shares[m], yerr=[self.shares[m] - iv["low"],
-                                                 iv["high"] - self.shares[m]],
+            # drawn from its own ends: a percentile bootstrap interval need not contain the
+            # point estimate (it does not on a small channel's credit), and an error bar
+            # relative to the point would then be negative
+            ax.errorbar(x, (iv["low"] + iv["high"]) / 2, yerr=(iv["high"] - iv["low"]) / 2,
                         fmt="none", color="black", capsize=2, linewidth=0.8)
         ax.yaxis.set_major_formatter(PercentFormatter(1.0))
         ax.set_ylabel("% of conversions credited")

@@ -82,6 +82,7 @@ from cxanalysis.data import (
 from cxanalysis.engines import quantile, quantile_note, unsupported
 from cxanalysis.errors import ParameterError
 from cxanalysis.formatting import ResultMixin, format_duration
+from cxanalysis.plotting import display_label
 from cxanalysis.privacy import MIN_GROUP_SIZE, suppress_small_groups
 from cxanalysis.stats import adjust_pvalues, two_proportion_z, wilson_interval
 
@@ -426,8 +427,9 @@ class FunnelResult(ResultMixin):
                 label="in progress")
         for yi, cnt, conv in zip(y, f[u], f["conversion_from_first"], strict=True):
             ax.text(cnt, yi, f"  {cnt:,} ({conv:.0%})", va="center")
-        ax.set_yticks(y, f["event"])
-        ax.set_xlabel(u)
+        ax.set_yticks(y, [display_label(e) for e in f["event"]])
+        ax.set_xlabel(f"{u} reaching the step (count)")
+        ax.set_ylabel("funnel step")
         ax.set_title(f"Funnel ({self.mode}, {u}, window {format_duration(self.window_seconds)})")
         ax.legend(loc="lower right", frameon=False)
         ax.set_xlim(0, f[u].max() * 1.25)
@@ -609,7 +611,8 @@ class PainPoints(ResultMixin):
         colors = ["#e53935" if w else "#90a4ae" for w in f["worse"]]
         ax.barh(labels, f["excess_lost"], color=colors)
         ax.axvline(0, color="black", linewidth=0.8)
-        ax.set_xlabel(f"{self.unit} lost beyond the step's overall rate")
+        ax.set_xlabel(f"{self.unit} lost beyond the step's overall rate (count)")
+        ax.set_ylabel(f"step → next step · {self.by}")
         ax.set_title(f"Pain points by step × {self.by} (red: significantly worse, Holm; "
                      "unadjusted)")
         return ax

@@ -877,7 +877,8 @@ class Personas(ResultMixin):
             ax.plot(s.k, s[col], marker="o")
             ax.axvline(self.k, color="grey", ls=":")
             ax.set_title(col.replace("_", " "))
-            ax.set_xlabel("k")
+            ax.set_xlabel("number of personas k")
+            ax.set_ylabel(_SWEEP_UNITS[col])
         fig.suptitle("Choosing k (dotted: chosen)")
         fig.tight_layout()
         return fig
@@ -901,6 +902,8 @@ class Personas(ResultMixin):
             ax.set_title(f"{name}\n{shown} customers, Jaccard {self.jaccard[name]:.2f}",
                          fontsize=9)
             ax.tick_params(labelsize=8)
+            ax.set_xlabel("z-score vs all customers (SD)", fontsize=8)
+            ax.set_ylabel("feature", fontsize=8)
         for ax in list(axes.flat)[k:]:
             ax.axis("off")
         fig.suptitle("Persona cards (z-score of the persona mean vs all customers)")
@@ -921,6 +924,12 @@ def _name_personas(z: pd.DataFrame) -> tuple[list[str], str]:
         names[-1] = names[-1] if names.count(names[-1]) == 1 else ", ".join(parts)
     return names, rule
 
+
+#: Axis label of each k-sweep panel: what the score is and which way is better.
+_SWEEP_UNITS = {"silhouette": "silhouette (-1 to 1, higher better)",
+                "davies_bouldin": "Davies-Bouldin (lower better)",
+                "calinski_harabasz": "Calinski-Harabasz (higher better)",
+                "gmm_bic": "GMM BIC (lower better)"}
 
 #: Name of the single group when there is no clear persona structure (k = 1).
 NO_STRUCTURE = "all customers (no clear persona structure)"
