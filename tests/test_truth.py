@@ -156,7 +156,7 @@ def test_persona_only_lift_is_covered_in_that_persona(world, truth, hidden) -> N
                      sequential=False, bayesian=False)
     seg = res.breakdown(hidden[["customer_id", "persona"]]).table().set_index("group")
     for persona, lift in planted["expected_abs_lift_by_persona"].items():
-        lo, hi = seg.loc[persona, ["ci_low", "ci_high"]]
+        lo, hi = seg.loc[persona, ["abs_ci_low", "abs_ci_high"]]
         assert lo <= lift <= hi, persona
 
 
