@@ -86,12 +86,8 @@ result["notes"] = list(res.notes)
 session.stop()
 """
 
-EXPERIMENT_DUCKDB = """
-import time
-from cxanalysis.data import open_source
-from cxanalysis.experiments import analyze
-t0 = time.perf_counter()
-src = open_source({folder!r}, validate=False)
+# The same analysis on either engine: the child opens ``src`` first, then runs this.
+ANALYZE = """
 res = analyze(src, "exp", primary_metric="conversion", secondary_metrics={metrics!r},
               guardrails={{}}, variance_reduction=True, sequential=False, bayesian=False)
 eff = res.effects
@@ -101,6 +97,14 @@ result["effects"] = num.to_numpy(float).tolist()
 result["customers"] = int(sum(res.counts.values()))
 """
 
+EXPERIMENT_DUCKDB = """
+import time
+from cxanalysis.data import open_source
+from cxanalysis.experiments import analyze
+t0 = time.perf_counter()
+src = open_source({folder!r}, validate=False)
+""" + ANALYZE
+
 EXPERIMENT_SPARK = SPARK_START + """
 from pathlib import Path
 from cxanalysis.data import open_source
@@ -109,15 +113,7 @@ t0 = time.perf_counter()
 for f in sorted(Path({folder!r}).glob("*.parquet")):
     session.read.parquet(str(f)).createOrReplaceTempView(f.stem)
 src = open_source(con, validate=False)
-res = analyze(src, "exp", primary_metric="conversion", secondary_metrics={metrics!r},
-              guardrails={{}}, variance_reduction=True, sequential=False, bayesian=False)
-eff = res.effects
-result["analyze_s"] = time.perf_counter() - t0
-num = eff.select_dtypes("number")
-result["effects"] = num.to_numpy(float).tolist()
-result["customers"] = int(sum(res.counts.values()))
-session.stop()
-"""
+""" + ANALYZE + "session.stop()\n"
 
 
 def _same(a: list, b: list, rel: float = 1e-9) -> bool:

@@ -12,6 +12,7 @@ import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -28,6 +29,20 @@ def load_folder(con, folder: Path, prefix: str = "") -> None:
     """Create a table ``prefix + NAME`` per ``NAME.parquet`` of ``folder`` on ``con``."""
     for f in sorted(folder.glob("*.parquet")):
         con.create_table(prefix + f.stem, pd.read_parquet(f), overwrite=True)
+
+
+def assert_same_experiment(rd, ro) -> None:
+    """The experiment result on another engine equals DuckDB's: text columns exactly,
+    numbers to 1e-9 relative, the SRM p-value and the arm counts."""
+    num = rd.effects.select_dtypes("number").columns
+    assert {"abs_diff", "abs_ci_low", "abs_ci_high", "p_value", "rel_lift"} <= set(num)
+    other = [c for c in rd.effects.columns if c not in num]
+    assert rd.effects[other].astype(str).equals(ro.effects[other].astype(str))
+    assert rd.effects.abs_diff.notna().sum() >= 5
+    np.testing.assert_allclose(ro.effects[num].to_numpy(float), rd.effects[num].to_numpy(float),
+                               rtol=1e-9, atol=1e-12, equal_nan=True)
+    assert ro.srm_p_value == pytest.approx(rd.srm_p_value, rel=1e-9)
+    assert ro.counts == rd.counts
 
 
 def broken_copy(world: Path, out: Path) -> Path:

@@ -9,14 +9,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from cxanalysis import experiments, funnel, personas
 from cxanalysis.data import CXDataError, epoch_micros, open_source, validate
 from cxanalysis.engines import redact
-from engines.conftest import NOW
+from engines.conftest import NOW, assert_same_experiment
 from engines.pgcluster import PASSWORD
 
 STEPS = ["visit", "product_view", "add_to_cart", "checkout", "purchase"]
@@ -79,15 +78,7 @@ def test_experiment_effects_equal_on_postgres(both, experiment_id: str) -> None:
     duck, pg = both
     rd = experiments.analyze(duck, experiment_id, seed=1)
     rp = experiments.analyze(pg, experiment_id, seed=1)
-    num = rd.effects.select_dtypes("number").columns
-    assert {"abs_diff", "abs_ci_low", "abs_ci_high", "p_value", "rel_lift"} <= set(num)
-    other = [c for c in rd.effects.columns if c not in num]
-    assert rd.effects[other].astype(str).equals(rp.effects[other].astype(str))
-    assert rd.effects.abs_diff.notna().sum() >= 5
-    np.testing.assert_allclose(rp.effects[num].to_numpy(float), rd.effects[num].to_numpy(float),
-                               rtol=1e-9, atol=1e-12, equal_nan=True)
-    assert rp.srm_p_value == pytest.approx(rd.srm_p_value, rel=1e-9)
-    assert rp.counts == rd.counts
+    assert_same_experiment(rd, rp)
     # per-customer tables are stored once (temp table) and the breakdown runs there too
     bd = rd.breakdown("region", source=duck).table()
     bp = rp.breakdown("region", source=pg).table()

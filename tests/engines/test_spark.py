@@ -13,7 +13,6 @@ import json
 from pathlib import Path
 
 import ibis
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -21,7 +20,7 @@ from cxanalysis import experiments, funnel, journeys, personas
 from cxanalysis.data import CXDataError, epoch_micros, open_source, validate
 from cxanalysis.engines import EngineCapabilityError, supports
 from cxanalysis.errors import ParameterError
-from engines.conftest import NOW
+from engines.conftest import NOW, assert_same_experiment
 
 STEPS = ["visit", "product_view", "add_to_cart", "checkout", "purchase"]
 BAD = {n: {"from": f"bad_{n}"} for n in ("customers", "events", "orders", "feedback",
@@ -79,15 +78,7 @@ def test_experiment_effects_equal_on_spark(both) -> None:
     duck, sp = both
     rd = experiments.analyze(duck, "exp_checkout_redesign", seed=1)
     rs = experiments.analyze(sp, "exp_checkout_redesign", seed=1)
-    num = rd.effects.select_dtypes("number").columns
-    assert {"abs_diff", "abs_ci_low", "abs_ci_high", "p_value", "rel_lift"} <= set(num)
-    other = [c for c in rd.effects.columns if c not in num]
-    assert rd.effects[other].astype(str).equals(rs.effects[other].astype(str))
-    assert rd.effects.abs_diff.notna().sum() >= 5
-    np.testing.assert_allclose(rs.effects[num].to_numpy(float), rd.effects[num].to_numpy(float),
-                               rtol=1e-9, atol=1e-12, equal_nan=True)
-    assert rs.srm_p_value == pytest.approx(rd.srm_p_value, rel=1e-9)
-    assert rs.counts == rd.counts
+    assert_same_experiment(rd, rs)
 
 
 def test_persona_features_equal_on_spark(both, engine_world: Path) -> None:

@@ -886,10 +886,10 @@ def test_item9_notebook_03_checks_the_persona_window_and_prints_warnings() -> No
 
 def test_item8_horizon_from_a_naive_experiment_end_is_read_as_utc() -> None:
     end = pd.Timestamp("2025-03-25")  # a date without a zone (e.g. from a CSV)
-    h = ex._horizon(None, end, 14, pd.Timestamp("2025-04-07 23:00", tz="UTC"), 10)
+    h = ex.horizon(None, end, 14, pd.Timestamp("2025-04-07 23:00", tz="UTC"), 10)
     assert h["horizon_date"] == "2025-04-08" and not h["reached"]
-    assert ex._horizon(None, end, 14, pd.Timestamp("2025-04-08", tz="UTC"), 10)["reached"]
-    h = ex._horizon(400, end, 14, pd.Timestamp("2025-01-01", tz="UTC"), 400)
+    assert ex.horizon(None, end, 14, pd.Timestamp("2025-04-08", tz="UTC"), 10)["reached"]
+    h = ex.horizon(400, end, 14, pd.Timestamp("2025-01-01", tz="UTC"), 400)
     assert h["basis"] == "planned_customers" and h["reached"]
     assert h["text"] == "planned horizon reached — 400 of 400 customers"
 

@@ -85,14 +85,6 @@ from cxanalysis.experiments.results import (
     Sequential,
 )
 
-# the private names of the single module this package replaced (kept for old callers)
-_horizon = horizon
-_planning = planning
-_balance = balance
-_bayes = bayes
-_decide = decide
-_sequential = sequential
-
 __all__ = [
     "CORRECTIONS", "DEFAULT_GUARDRAILS", "DEFAULT_SECONDARY", "EFFECT_COLUMNS",
     "GUARDRAIL_MARGIN", "LOG_COLUMNS", "LOG_KEY", "METRICS", "PLAN_COLS", "SEQ_COLS",
