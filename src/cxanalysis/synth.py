@@ -97,6 +97,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from cxanalysis.progress import bar as progress_bar
 from cxanalysis.schema import CHANNELS
 
 PERSONAS: tuple[str, ...] = (
@@ -1134,11 +1135,8 @@ def generate(n_customers: int, seed: int, out: str | os.PathLike[str], chunk_siz
                 for name, s in TRUTH_SCHEMAS.items()}
     starts = range(0, n_customers, chunk_size)
     stats: dict[str, float] = {}
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=n_customers, unit="customers", desc="synth")
+    # the package's one bar: stderr, and off under CX_PROGRESS=0 even when asked for
+    bar = progress_bar(total=n_customers, unit="customers", desc="synth", enable=progress)
     try:
         for chunk, first in enumerate(starts):
             n = min(chunk_size, n_customers - first)
@@ -1150,13 +1148,11 @@ def generate(n_customers: int, seed: int, out: str | os.PathLike[str], chunk_siz
                 writers[name][0].write_table(table)
             for name, table in truth.items():
                 twriters[name][0].write_table(table)
-            if bar is not None:
-                bar.update(n)
+            bar.update(n)
     finally:
         for w, _ in [*writers.values(), *twriters.values()]:
             w.close()
-        if bar is not None:
-            bar.close()
+        bar.close()
     for name, (_, tmp) in writers.items():
         os.replace(tmp, out / f"{name}.parquet")
     for name, (_, tmp) in twriters.items():
