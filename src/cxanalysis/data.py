@@ -36,7 +36,6 @@ import ibis
 import ibis.expr.datatypes as idt
 import pandas as pd
 
-from cxanalysis import engines as _engines  # noqa: F401 - patches Ibis's PostgreSQL compiler
 from cxanalysis.errors import ParameterError
 from cxanalysis.mapping import EPOCH_UNITS, ColumnRule, Mapping, TableMapping, load_mapping
 from cxanalysis.schema import TABLES, Column, Table
