@@ -96,6 +96,24 @@ def test_clean_source_opens_with_typed_tables(tmp_path: Path) -> None:
     assert src.table("orders").amount.sum().execute() == pytest.approx(47.5)
 
 
+def test_parquet_row_number_does_not_leak_into_typed_tables(tmp_path: Path) -> None:
+    """The row number DuckDB adds to read a Parquet file (for error messages) is not a column
+    of the typed tables: a file's own columns (plus the contract's) are, as with CSV."""
+    par = open_source(write_source(tmp_path / "p"), now=NOW)
+    csv = open_source(write_source(tmp_path / "c", fmt="csv"), now=NOW)
+    for name in ("customers", "events", "orders", "feedback"):
+        assert "file_row_number" not in par.table(name).columns, name
+        assert par.table(name).columns == csv.table(name).columns, name
+    folder = tmp_path / "f"
+    write_source(folder)
+    (folder / "events.parquet").rename(tmp_path / "ev.parquet")
+    (folder / "events").mkdir()
+    (tmp_path / "ev.parquet").rename(folder / "events" / "part-0.parquet")
+    parts = open_source(folder, now=NOW)
+    assert "file_row_number" not in parts.table("events").columns
+    assert parts.table("events").count().execute() == 4
+
+
 def test_csv_source_gets_the_same_types_as_parquet(tmp_path: Path) -> None:
     events = _events().assign(ts=lambda d: d.ts.dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
     orders = _orders().assign(ts=lambda d: d.ts.dt.strftime("%Y-%m-%dT%H:%M:%S+00:00"))

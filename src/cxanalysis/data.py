@@ -287,7 +287,7 @@ def _file_relation(file: Path) -> str:
     if file.is_dir():
         if any(file.glob("*.parquet")):
             glob = _sql_str(str(file / "*.parquet"))
-            return (f"SELECT *, file_row_number AS {_ROW} "
+            return (f"SELECT * EXCLUDE (file_row_number), file_row_number AS {_ROW} "
                     f"FROM read_parquet({glob}, file_row_number=true)")
         if any(file.glob("*.csv")):
             glob = _sql_str(str(file / "*.csv"))
@@ -295,7 +295,7 @@ def _file_relation(file: Path) -> str:
                     f"FROM read_csv({glob}, header=true, all_varchar=true)")
         raise CXDataError(f"folder {file} holds no .parquet or .csv files")
     if lower.endswith(".parquet"):
-        return (f"SELECT *, file_row_number AS {_ROW} "
+        return (f"SELECT * EXCLUDE (file_row_number), file_row_number AS {_ROW} "
                 f"FROM read_parquet({_sql_str(str(file))}, file_row_number=true)")
     if lower.endswith((".csv", ".tsv", ".txt", ".csv.gz", ".tsv.gz", ".txt.gz")):
         # all_varchar: types are decided by the contract, not by a sniffer's guess, so that a
