@@ -173,6 +173,8 @@ def _levels_ordered(ev: ibis.Table, n: int, window: int) -> ibis.Table:
 #: Backends on which ``ordered`` mode runs as an ASOF-join chain (:func:`_customers_asof`);
 #: elsewhere the portable window recursion (:func:`_levels_ordered`) is used.
 _ASOF_BACKENDS = ("duckdb",)
+#: Most channel names the chain packs into its keys (:func:`_channel_codes`).
+_MAX_CODES = 255
 
 
 def _customer_key(customer_id: ibis.Value) -> ibis.Value:
@@ -191,77 +193,114 @@ def _asof_capable(ev: ibis.Table) -> bool:
     return _data._on_duckdb(ev.us) and ibis.get_backend(ev).name in _ASOF_BACKENDS
 
 
-def _customers_asof(ev: ibis.Table, n: int, window: int, scratch: list[ibis.Table]
-                    ) -> ibis.Table | None:
+def _channel_codes(all_events: ibis.Table, ev: ibis.Table) -> tuple[list[str], int] | None:
+    """The channel dictionary of the chain and its width in bits: the distinct channel names
+    of ``all_events`` in the engine's order (a superset of the funnel's is harmless), code
+    ``i`` for the ``i``-th name and ``len(names)`` for a missing channel, so that comparing
+    codes compares names with missing last, as ``min(channel)`` does. None when the chain's
+    packed keys (:func:`_customers_asof`) cannot hold them: a channel that is not text, more
+    than 255 names, or instants beyond about the years 829-3111."""
+    if not ev.channel.type().is_string():
+        return None
+    d = all_events.select("channel").distinct()
+    names = [str(x) for x in d.filter(d.channel.notnull()).order_by("channel")
+             .channel.to_pyarrow().to_pylist()]
+    if len(names) > _MAX_CODES:
+        return None
+    bits = max(1, len(names).bit_length())
+    span = all_events.aggregate(lo=all_events.ts.min(), hi=all_events.ts.max()).execute()
+    lim = 2 ** (62 - bits)  # |us| * 2**bits + code stays within a signed 64-bit integer
+    for x in (span["lo"].iloc[0], span["hi"].iloc[0]):
+        if pd.isna(x) or not -lim <= pd.Timestamp(x).value // 1000 < lim:
+            return None
+    return names, bits
+
+
+def _customers_asof(ev: ibis.Table, all_events: ibis.Table, n: int, window: int,
+                    scratch: list[ibis.Table]) -> ibis.Table | None:
     """``ordered`` mode per customer, as an ASOF-join chain; the same table as the portable
     path (``customer_id``, ``level``, ``att``, ``last_step1``, ``halted``, ``first_ts``,
-    ``t{k}``, ``ch{k}``), or None when two customers share a key (then the caller falls back).
+    ``t{k}``, ``ch{k}``), or None when it cannot be exact here (two customers share a key,
+    or the channels and times do not fit the packed keys, :func:`_channel_codes`); then the
+    caller falls back.
 
     Why it is exact: the valid step-``k`` events and their attempt starts (``att``, the
     latest valid step-``k-1`` start before them, windowFunnel's per-level state) are those of
     :func:`_levels_ordered`. Among a customer's valid step-``k-1`` events, ``att`` never
     decreases with time (each is a running maximum), so the latest such event at or before a
-    step-``k`` event — an ASOF join on (customer, time) — carries that maximum. Each level is
-    one ASOF join of the step-``k`` events with the previous level's valid events, carrying
-    only (key, us, att). Then, as on the portable path, the chosen attempt is the earliest
-    ``att`` at the customer's level (at that level ``att`` rises with time, so its first
-    event is the chosen attempt's), ``t{k}`` / ``ch{k}`` the first step-``k`` event carrying
-    it (ties at one instant: the first channel name), read back from ``ev`` by (key, us,
-    step). Intermediate tables are appended to ``scratch`` for the caller to drop."""
+    step-``k`` event — an ASOF join on (customer, time) — carries that maximum; events at
+    one instant share it. Each level is one ASOF join of the step-``k`` events with the
+    previous level's valid events, carrying only (key, time, start). Then, as on the
+    portable path, the chosen attempt is the earliest ``att`` at the customer's level, and
+    ``t{k}`` / ``ch{k}`` the first step-``k`` event carrying it (ties at one instant: the
+    first channel name).
+
+    Every time is packed with its channel into one integer, ``us * 2**bits + code`` (codes
+    in name order, missing last), so that "first event, then first channel name" is one
+    integer minimum and no channel is read back from the events. The ASOF probe of a
+    step-``k`` event is its instant with the highest code (a previous step at the same
+    instant counts as before it, whatever its channel); step-1 keys carry the code
+    reversed, so that of several step-1 events at one instant the join takes the first
+    channel name and ``att`` (the packed start) holds it. Intermediate tables are appended
+    to ``scratch`` for the caller to drop."""
     def keep(expr: ibis.Table, prefix: str) -> ibis.Table:
         t = materialize(expr, prefix)
         scratch.append(t)
         return t
 
-    key = _customer_key(ev.customer_id)
-    # exact or not at all: every distinct customer must have its own key
-    ids = keep(ev.select(h=key, customer_id=ev.customer_id).distinct(), "funnel_ids")
+    codes = _channel_codes(all_events, ev)
+    if codes is None:
+        return None
+    names, bits = codes
+    low = 2 ** bits - 1  # the code's bits
+    # exact or not at all: every distinct customer must have its own key (distinct ids
+    # first, then their keys: one string aggregation instead of one over (key, id) pairs)
+    ids = ev.select("customer_id").distinct()
+    ids = keep(ids.mutate(h=_customer_key(ids.customer_id)), "funnel_ids")
     check = ids.aggregate(ids=_.count(), keys=_.h.nunique()).execute().iloc[0]
     if int(check["ids"]) != int(check["keys"]):
         return None
-    # the events once, slim: integer key, time, step and the channel (read back for the
-    # chosen attempt's events, so the source is not scanned again)
-    slim = keep(ev.select(h=key, us=ev.us, step=ev.step, channel=ev.channel), "funnel_slim")
-    prev = slim.filter(slim.step == 1).select("h", "us", att=slim.us)
-    levels = [prev.mutate(k=ibis.literal(1, type="int64"))]
+    code = (ev.channel.cases(*[(name, i) for i, name in enumerate(names)], else_=len(names))
+            if names else ibis.literal(0))
+    slim = keep(ev.select(h=_customer_key(ev.customer_id),
+                          v=ev.us * (low + 1) + code.cast("int64"), step=ev.step),
+                "funnel_slim")
+    s1 = slim.filter(slim.step == 1)
+    # step 1: the attempt starts at the event; key with the code reversed (see above)
+    prev = s1.select("h", key=s1.v + low - 2 * (s1.v & low), att=s1.v)
+    levels = []
     for k in range(2, n + 1):
-        e = slim.filter(slim.step == k).select("h", "us")
-        j = e.asof_join(prev, on=e.us >= prev.us, predicates=e.h == prev.h)
-        prev = keep(j.filter(j.att.notnull() & (j.us - j.att <= window))
-                    .select("h", "us", "att"), "funnel_level")
+        e = slim.filter(slim.step == k)
+        e = e.select("h", "v", probe=e.v | low)
+        j = e.asof_join(prev, on=e.probe >= prev.key, predicates=e.h == prev.h)
+        prev = keep(j.filter(j.att.notnull() & ((j.v >> bits) - (j.att >> bits) <= window))
+                    .select("h", key=j.v, att=j.att), "funnel_level")
         levels.append(prev.mutate(k=ibis.literal(k, type="int64")))
-    lv = ibis.union(*levels)
-    best = keep(lv.group_by("h").aggregate(level=_.k.max(),
-                                           last_step1=_.us.max(where=_.k == 1),
-                                           first1=_.us.min(where=_.k == 1)), "funnel_best")
-    up = ibis.union(*levels[1:])
-    top = up.join(best, [up.h == best.h, up.k == best.level]).group_by("h").aggregate(
-        top_att=_.att.min())
-    chosen = best.left_join(top, best.h == top.h).select(
-        "h", "level", "last_step1", att=ibis.coalesce(_.top_att, _.first1))
-    chosen = keep(chosen, "funnel_chosen")
-    # per step k >= 2 reached, the first event of the chosen attempt
-    firsts = up.join(chosen, [up.h == chosen.h, up.att == chosen.att]).group_by(
-        ["h", "k"]).aggregate(u=_.us.min())
-    keys = keep(ibis.union(chosen.select("h", k=ibis.literal(1, type="int64"), u=chosen.att),
-                           firsts), "funnel_keys")
-    # back to the events for the channels (ties at one instant: the first channel name)
-    hit = slim.join(keys, [slim.h == keys.h, slim.us == keys.u, slim.step == keys.k])
-    aggs = {}
-    for k in range(1, n + 1):
-        aggs[f"u{k}"] = _.us.min(where=_.step == k)
-        aggs[f"ch{k}"] = _.channel.min(where=_.step == k)
-    wide = hit.group_by("h").aggregate(**aggs)
-    wide = wide.join(ids, "h")
-    per = chosen.join(wide, chosen.h == wide.h)
-    # times back from exact microseconds, in the type of ``ts``
+    # per customer: the first and last step-1 events, and the earliest start at each level
+    g1 = s1.group_by("h").aggregate(first1=_.v.min(), last1=(_.v >> bits).max())
+    up = ibis.union(*levels)
+    g2 = up.group_by("h").aggregate(**{f"m{k}": _.att.min(where=_.k == k)
+                                       for k in range(2, n + 1)})
+    best = g1.left_join(g2, g1.h == g2.h)
+    best = keep(best.select(
+        h=best.h, level=ibis.cases(*[(best[f"m{k}"].notnull(), k) for k in range(n, 1, -1)],
+                                   else_=1).cast("int64"),
+        a=ibis.coalesce(*[best[f"m{k}"] for k in range(n, 1, -1)], best.first1),
+        last1=best.last1), "funnel_best")
+    # per step k >= 2 reached: the first event (and first channel) of the chosen attempt
+    firsts = up.join(best, [up.h == best.h, up.att == best.a]).group_by("h").aggregate(
+        **{f"v{k}": _.key.min(where=_.k == k) for k in range(2, n + 1)})
+    per = best.left_join(firsts, best.h == firsts.h).join(ids, best.h == ids.h)
+    packed = {1: per.a} | {k: per[f"v{k}"] for k in range(2, n + 1)}
+    # times back from exact microseconds, in the type of ``ts``; channels from their codes
     epoch = ibis.literal(pd.Timestamp(0, tz="UTC"))
-    ts = {f"t{k}": (epoch + per[f"u{k}"].as_interval("us")).cast(ev.ts.type())
-          for k in range(1, n + 1)}
-    return per.select("customer_id", "level", "att", "last_step1",
-                      halted=ibis.literal(False), first_ts=ts["t1"],
-                      **{c: ts[c] if c in ts else per[c]
-                         for k in range(1, n + 1) for c in (f"t{k}", f"ch{k}")})
+    dictionary = ibis.literal(names, type="array<string>")
+    cols = {}
+    for k in range(1, n + 1):
+        cols[f"t{k}"] = (epoch + (packed[k] >> bits).as_interval("us")).cast(ev.ts.type())
+        cols[f"ch{k}"] = dictionary[(packed[k] & low).cast("int64")]
+    return per.select("customer_id", "level", att=per.a >> bits, last_step1=per.last1,
+                      halted=ibis.literal(False), first_ts=cols["t1"], **cols)
 
 
 def _drop_scratch(scratch: list[ibis.Table]) -> None:
@@ -736,7 +775,7 @@ def funnel(
     # ordered mode on DuckDB: the ASOF-join chain (same result, about a third less peak
     # memory); None when it cannot be exact here (a customer-key collision)
     try:
-        per = (_customers_asof(ev, n, window, scratch)
+        per = (_customers_asof(ev, all_events, n, window, scratch)
                if mode == "ordered" and _asof_capable(ev) else None)
     except Exception:
         _drop_scratch(scratch)
