@@ -264,13 +264,6 @@ def _customers_asof(ev: ibis.Table, all_events: ibis.Table, n: int, window: int,
     code = (ev.channel.cases(*[(name, i) for i, name in enumerate(names)], else_=len(names))
             if names else ibis.literal(0))
     packed = ev.us * (low + 1) + code.cast("int64")
-    # exact or not at all: every distinct customer must have its own key (distinct ids
-    # first, then their keys: one string aggregation instead of one over (key, id) pairs)
-    ids = ev.select("customer_id").distinct()
-    ids = keep(ids.mutate(h=_customer_key(ids.customer_id)), "funnel_ids")
-    check = ids.aggregate(ids=_.count(), keys=_.h.nunique()).execute().iloc[0]
-    if int(check["ids"]) != int(check["keys"]):
-        return None
     slim = keep(ev.select(h=_customer_key(ev.customer_id), v=packed, step=ev.step),
                 "funnel_slim")
     s1 = slim.filter(slim.step == 1)
@@ -284,11 +277,22 @@ def _customers_asof(ev: ibis.Table, all_events: ibis.Table, n: int, window: int,
         prev = keep(j.filter(j.att.notnull() & ((j.v >> bits) - (j.att >> bits) <= window))
                     .select("h", key=j.v, att=j.att), "funnel_level")
         levels.append(prev.mutate(k=ibis.literal(k, type="int64")))
+    # per customer with a step-1 event: the first (packed) and the last (us) of them; then
+    # the chain's events are no longer needed: freed before the next aggregation
+    g1 = keep(s1.group_by("h").aggregate(first1=_.v.min(), last1=(_.v >> bits).max()),
+              "funnel_first")
+    _drop_scratch([slim])
+    # exact or not at all: every distinct customer must have its own key (distinct ids
+    # first, then their keys: one string aggregation instead of one over (key, id) pairs)
+    ids = ev.select("customer_id").distinct()
+    ids = keep(ids.mutate(h=_customer_key(ids.customer_id)), "funnel_ids")
+    check = ids.aggregate(ids=_.count(), keys=_.h.nunique()).execute().iloc[0]
+    if int(check["ids"]) != int(check["keys"]):
+        return None
     # per customer in the funnel: the level and the earliest start that reached it
     up = ibis.union(*levels)
     top = up.group_by("h").aggregate(**{f"m{k}": _.att.min(where=_.k == k)
                                         for k in range(2, n + 1)})
-    g1 = s1.group_by("h").aggregate(first1=_.v.min(), last1=(_.v >> bits).max())
     best = g1.left_join(top, g1.h == top.h).join(ids, g1.h == ids.h)
     best = keep(best.select(
         "customer_id", h=best.h,
