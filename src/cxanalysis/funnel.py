@@ -37,13 +37,15 @@ channel of its last step reached), so a breakdown never splits a sequence.
 Implementation. ``ordered`` mode on DuckDB (the default case; :func:`_asof_capable`) is an
 ASOF-join chain: for step ``k`` events, the attempt start is that of the latest valid
 step-``k-1`` event at or before them (an ASOF join on an integer key per customer and the
-time in microseconds), kept if within ``W`` — the same per-level state ClickHouse keeps — so
-each level is one join carrying only (key, time, start), and the chosen attempt's times and
-channels are read back from the slim event table at the end (:func:`_customers_asof`;
-about a third less peak memory than the window recursion, see
-``benchmarks/bench_funnel.py``). The key is a 64-bit hash of ``customer_id``, checked to
-be one-to-one on every run; on a collision, on other backends
-and in the other modes it is an Ibis window recursion: for step ``k`` events, the attempt
+time), kept if within ``W`` — the same per-level state ClickHouse keeps — so each level is
+one join carrying only (key, time, start). Each event's time in microseconds is packed with
+a code of its channel into one integer (codes in name order), so that the chosen attempt's
+step times and channels are integer minima over the levels, with nothing read back from the
+events (:func:`_customers_asof`; peak memory below chDB's ``windowFunnel`` on the benchmark,
+see ``benchmarks/bench_funnel.py``). The key is a 64-bit hash of ``customer_id``, checked to
+be one-to-one on every run; on a collision, with more than 255 channel names or times
+beyond the packing's range (:func:`_channel_codes`), on other backends and in the other
+modes it is an Ibis window recursion: for step ``k`` events, the attempt
 start is the latest valid step-``k-1`` start among preceding events (``max(...) over (...
 rows between unbounded preceding and 1 preceding)``), kept if within ``W``. In ``ordered``
 mode each level's pass reads only the valid step-``k-1`` events and the step-``k`` events
