@@ -219,8 +219,9 @@ def _channel_codes(all_events: ibis.Table, ev: ibis.Table) -> tuple[list[str], i
     if not ev.channel.type().is_string():
         return None
     d = all_events.select("channel").distinct()
+    # one name more than the packing holds is enough to know that it does not
     names = [str(x) for x in d.filter(d.channel.notnull()).order_by("channel")
-             .channel.to_pyarrow().to_pylist()]
+             .limit(_MAX_CODES + 1).channel.to_pyarrow().to_pylist()]
     if len(names) > _MAX_CODES:
         return None
     bits = max(1, len(names).bit_length())
