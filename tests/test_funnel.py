@@ -558,6 +558,30 @@ def test_asof_chain_equals_portable_path_on_every_column(seed, monkeypatch) -> N
         assert level == reference_level(evs, steps, 12, "ordered"), (cust, evs)
 
 
+def test_asof_chain_packs_channels_or_falls_back(monkeypatch) -> None:
+    """Times and channels are packed into one integer per event; with more channel names
+    than the packing holds, the portable path runs (same result)."""
+    import cxanalysis.funnel as fm
+
+    rows = [("C1", 0, "a"), ("C1", 1, "b"), ("C1", 1, "b"), ("C2", 0, "a"), ("C2", 0, "a"),
+            ("C2", 3, "b"), ("C2", 4, "c")]
+    channels = ["z", "y", "x", "w", "v", "x", None]
+    calls = []
+    portable = fm._customers_windowed
+    monkeypatch.setattr(fm, "_customers_windowed",
+                        lambda *a, **k: calls.append(a[3]) or portable(*a, **k))
+    got = funnel(events_table(rows, channel=channels), STEPS, window_seconds=10).customers
+    got = got.order_by("customer_id").execute()
+    assert calls == []
+    # ties at one instant: the first channel name; a missing channel only when all are
+    assert list(got.ch1) == ["z", "v"] and list(got.ch2) == ["x", "x"]
+    assert list(got.ch3.isna()) == [True, True] and list(got.level) == [2, 3]
+    monkeypatch.setattr(fm, "_MAX_CODES", 3)
+    again = funnel(events_table(rows, channel=channels), STEPS, window_seconds=10).customers
+    assert calls == ["ordered"]
+    pd.testing.assert_frame_equal(again.order_by("customer_id").execute(), got)
+
+
 def test_asof_chain_key_collision_falls_back(monkeypatch) -> None:
     """Customers share a 64-bit key only by a hash collision; the chain checks and, when two
     ids share one, uses the portable path (forced here with a key that collides)."""

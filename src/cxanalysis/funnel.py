@@ -37,13 +37,15 @@ channel of its last step reached), so a breakdown never splits a sequence.
 Implementation. ``ordered`` mode on DuckDB (the default case; :func:`_asof_capable`) is an
 ASOF-join chain: for step ``k`` events, the attempt start is that of the latest valid
 step-``k-1`` event at or before them (an ASOF join on an integer key per customer and the
-time in microseconds), kept if within ``W`` — the same per-level state ClickHouse keeps — so
-each level is one join carrying only (key, time, start), and the chosen attempt's times and
-channels are read back from the slim event table at the end (:func:`_customers_asof`;
-about a third less peak memory than the window recursion, see
-``benchmarks/bench_funnel.py``). The key is a 64-bit hash of ``customer_id``, checked to
-be one-to-one on every run; on a collision, on other backends
-and in the other modes it is an Ibis window recursion: for step ``k`` events, the attempt
+time), kept if within ``W`` — the same per-level state ClickHouse keeps — so each level is
+one join carrying only (key, time, start). Each event's time in microseconds is packed with
+a code of its channel into one integer (codes in name order), so that the chosen attempt's
+step times and channels are integer minima over the levels, with nothing read back from the
+events (:func:`_customers_asof`; peak memory below chDB's ``windowFunnel`` on the benchmark,
+see ``benchmarks/bench_funnel.py``). The key is a 64-bit hash of ``customer_id``, checked to
+be one-to-one on every run; on a collision, with more than 255 channel names or times
+beyond the packing's range (:func:`_channel_codes`), on other backends and in the other
+modes it is an Ibis window recursion: for step ``k`` events, the attempt
 start is the latest valid step-``k-1`` start among preceding events (``max(...) over (...
 rows between unbounded preceding and 1 preceding)``), kept if within ``W``. In ``ordered``
 mode each level's pass reads only the valid step-``k-1`` events and the step-``k`` events
@@ -60,6 +62,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import ibis
+import ibis.expr.datatypes as dt
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -173,13 +176,28 @@ def _levels_ordered(ev: ibis.Table, n: int, window: int) -> ibis.Table:
 #: Backends on which ``ordered`` mode runs as an ASOF-join chain (:func:`_customers_asof`);
 #: elsewhere the portable window recursion (:func:`_levels_ordered`) is used.
 _ASOF_BACKENDS = ("duckdb",)
+#: Most channel names the chain packs into its keys (:func:`_channel_codes`).
+_MAX_CODES = 255
+
+
+@ibis.udf.scalar.builtin(name="hash")
+def _hash_u64(value: dt.string) -> dt.uint64:  # type: ignore[empty-body]
+    """DuckDB's builtin ``hash`` as it is (unsigned 64-bit). Ibis's ``hash()`` converts it
+    to a signed integer through a bit string, which costs more than the hash itself."""
 
 
 def _customer_key(customer_id: ibis.Value) -> ibis.Value:
     """A 64-bit integer key per customer (a hash: integer joins and sorts are several times
     cheaper than string ones). Collisions are checked, never assumed away (see
     :func:`_customers_asof`)."""
-    return customer_id.hash()
+    return _hash_u64(customer_id.cast("string"))
+
+
+@ibis.udf.scalar.builtin(name="make_timestamptz")
+def _timestamp_us(us: dt.int64) -> dt.Timestamp(timezone="UTC"):  # type: ignore[empty-body]
+    """DuckDB's builtin ``make_timestamptz``: the instant ``us`` microseconds after
+    1970-01-01 UTC (no calendar arithmetic: about 30 times cheaper than adding an interval
+    to the epoch, which goes through the time-zone library)."""
 
 
 def _asof_capable(ev: ibis.Table) -> bool:
@@ -191,77 +209,119 @@ def _asof_capable(ev: ibis.Table) -> bool:
     return _data._on_duckdb(ev.us) and ibis.get_backend(ev).name in _ASOF_BACKENDS
 
 
-def _customers_asof(ev: ibis.Table, n: int, window: int, scratch: list[ibis.Table]
-                    ) -> ibis.Table | None:
+def _channel_codes(all_events: ibis.Table, ev: ibis.Table) -> tuple[list[str], int] | None:
+    """The channel dictionary of the chain and its width in bits: the distinct channel names
+    of ``all_events`` in the engine's order (a superset of the funnel's is harmless), code
+    ``i`` for the ``i``-th name and ``len(names)`` for a missing channel, so that comparing
+    codes compares names with missing last, as ``min(channel)`` does. None when the chain's
+    packed keys (:func:`_customers_asof`) cannot hold them: a channel that is not text, more
+    than 255 names, or instants beyond about the years 829-3111."""
+    if not ev.channel.type().is_string():
+        return None
+    d = all_events.select("channel").distinct()
+    # one name more than the packing holds is enough to know that it does not
+    names = [str(x) for x in d.filter(d.channel.notnull()).order_by("channel")
+             .limit(_MAX_CODES + 1).channel.to_pyarrow().to_pylist()]
+    if len(names) > _MAX_CODES:
+        return None
+    bits = max(1, len(names).bit_length())
+    span = all_events.aggregate(lo=all_events.ts.min(), hi=all_events.ts.max()).execute()
+    lim = 2 ** (62 - bits)  # |us| * 2**bits + code stays within a signed 64-bit integer
+    for x in (span["lo"].iloc[0], span["hi"].iloc[0]):
+        if pd.isna(x) or not -lim <= pd.Timestamp(x).value // 1000 < lim:
+            return None
+    return names, bits
+
+
+def _customers_asof(ev: ibis.Table, all_events: ibis.Table, n: int, window: int,
+                    scratch: list[ibis.Table]) -> ibis.Table | None:
     """``ordered`` mode per customer, as an ASOF-join chain; the same table as the portable
     path (``customer_id``, ``level``, ``att``, ``last_step1``, ``halted``, ``first_ts``,
-    ``t{k}``, ``ch{k}``), or None when two customers share a key (then the caller falls back).
+    ``t{k}``, ``ch{k}``), or None when it cannot be exact here (two customers share a key,
+    or the channels and times do not fit the packed keys, :func:`_channel_codes`); then the
+    caller falls back.
 
     Why it is exact: the valid step-``k`` events and their attempt starts (``att``, the
     latest valid step-``k-1`` start before them, windowFunnel's per-level state) are those of
     :func:`_levels_ordered`. Among a customer's valid step-``k-1`` events, ``att`` never
     decreases with time (each is a running maximum), so the latest such event at or before a
-    step-``k`` event — an ASOF join on (customer, time) — carries that maximum. Each level is
-    one ASOF join of the step-``k`` events with the previous level's valid events, carrying
-    only (key, us, att). Then, as on the portable path, the chosen attempt is the earliest
-    ``att`` at the customer's level (at that level ``att`` rises with time, so its first
-    event is the chosen attempt's), ``t{k}`` / ``ch{k}`` the first step-``k`` event carrying
-    it (ties at one instant: the first channel name), read back from ``ev`` by (key, us,
-    step). Intermediate tables are appended to ``scratch`` for the caller to drop."""
+    step-``k`` event — an ASOF join on (customer, time) — carries that maximum; events at
+    one instant share it. Each level is one ASOF join of the step-``k`` events with the
+    previous level's valid events, carrying only (key, time, start). Then, as on the
+    portable path, the chosen attempt is the earliest ``att`` at the customer's level, and
+    ``t{k}`` / ``ch{k}`` the first step-``k`` event carrying it (ties at one instant: the
+    first channel name).
+
+    Every time is packed with its channel into one integer, ``us * 2**bits + code`` (codes
+    in name order, missing last), so that "first event, then first channel name" is one
+    integer minimum and no channel is read back from the events. The ASOF probe of a
+    step-``k`` event is its instant with the highest code (a previous step at the same
+    instant counts as before it, whatever its channel); step-1 keys carry the code
+    reversed, so that of several step-1 events at one instant the join takes the first
+    channel name and ``att`` (the packed start) holds it. Intermediate tables are appended
+    to ``scratch`` for the caller to drop."""
     def keep(expr: ibis.Table, prefix: str) -> ibis.Table:
         t = materialize(expr, prefix)
         scratch.append(t)
         return t
 
-    key = _customer_key(ev.customer_id)
-    # exact or not at all: every distinct customer must have its own key
-    ids = keep(ev.select(h=key, customer_id=ev.customer_id).distinct(), "funnel_ids")
+    codes = _channel_codes(all_events, ev)
+    if codes is None:
+        return None
+    names, bits = codes
+    low = 2 ** bits - 1  # the code's bits
+    code = (ev.channel.cases(*[(name, i) for i, name in enumerate(names)], else_=len(names))
+            if names else ibis.literal(0))
+    packed = ev.us * (low + 1) + code.cast("int64")
+    slim = keep(ev.select(h=_customer_key(ev.customer_id), v=packed, step=ev.step),
+                "funnel_slim")
+    s1 = slim.filter(slim.step == 1)
+    # step 1: the attempt starts at the event; key with the code reversed (see above)
+    prev = s1.select("h", key=s1.v + low - 2 * (s1.v & low), att=s1.v)
+    levels = []
+    for k in range(2, n + 1):
+        e = slim.filter(slim.step == k)
+        e = e.select("h", "v", probe=e.v | low)
+        j = e.asof_join(prev, on=e.probe >= prev.key, predicates=e.h == prev.h)
+        prev = keep(j.filter(j.att.notnull() & ((j.v >> bits) - (j.att >> bits) <= window))
+                    .select("h", key=j.v, att=j.att), "funnel_level")
+        levels.append(prev.mutate(k=ibis.literal(k, type="int64")))
+    # per customer with a step-1 event: the first (packed) and the last (us) of them; then
+    # the chain's events are no longer needed: freed before the next aggregation
+    g1 = keep(s1.group_by("h").aggregate(first1=_.v.min(), last1=(_.v >> bits).max()),
+              "funnel_first")
+    _drop_scratch([slim])
+    # exact or not at all: every distinct customer must have its own key (distinct ids
+    # first, then their keys: one string aggregation instead of one over (key, id) pairs)
+    ids = ev.select("customer_id").distinct()
+    ids = keep(ids.mutate(h=_customer_key(ids.customer_id)), "funnel_ids")
     check = ids.aggregate(ids=_.count(), keys=_.h.nunique()).execute().iloc[0]
     if int(check["ids"]) != int(check["keys"]):
         return None
-    # the events once, slim: integer key, time, step and the channel (read back for the
-    # chosen attempt's events, so the source is not scanned again)
-    slim = keep(ev.select(h=key, us=ev.us, step=ev.step, channel=ev.channel), "funnel_slim")
-    prev = slim.filter(slim.step == 1).select("h", "us", att=slim.us)
-    levels = [prev.mutate(k=ibis.literal(1, type="int64"))]
-    for k in range(2, n + 1):
-        e = slim.filter(slim.step == k).select("h", "us")
-        j = e.asof_join(prev, on=e.us >= prev.us, predicates=e.h == prev.h)
-        prev = keep(j.filter(j.att.notnull() & (j.us - j.att <= window))
-                    .select("h", "us", "att"), "funnel_level")
-        levels.append(prev.mutate(k=ibis.literal(k, type="int64")))
-    lv = ibis.union(*levels)
-    best = keep(lv.group_by("h").aggregate(level=_.k.max(),
-                                           last_step1=_.us.max(where=_.k == 1),
-                                           first1=_.us.min(where=_.k == 1)), "funnel_best")
-    up = ibis.union(*levels[1:])
-    top = up.join(best, [up.h == best.h, up.k == best.level]).group_by("h").aggregate(
-        top_att=_.att.min())
-    chosen = best.left_join(top, best.h == top.h).select(
-        "h", "level", "last_step1", att=ibis.coalesce(_.top_att, _.first1))
-    chosen = keep(chosen, "funnel_chosen")
-    # per step k >= 2 reached, the first event of the chosen attempt
-    firsts = up.join(chosen, [up.h == chosen.h, up.att == chosen.att]).group_by(
-        ["h", "k"]).aggregate(u=_.us.min())
-    keys = keep(ibis.union(chosen.select("h", k=ibis.literal(1, type="int64"), u=chosen.att),
-                           firsts), "funnel_keys")
-    # back to the events for the channels (ties at one instant: the first channel name)
-    hit = slim.join(keys, [slim.h == keys.h, slim.us == keys.u, slim.step == keys.k])
-    aggs = {}
+    # per customer in the funnel: the level and the earliest start that reached it
+    up = ibis.union(*levels)
+    top = up.group_by("h").aggregate(**{f"m{k}": _.att.min(where=_.k == k)
+                                        for k in range(2, n + 1)})
+    best = g1.left_join(top, g1.h == top.h).join(ids, g1.h == ids.h)
+    best = keep(best.select(
+        "customer_id", h=best.h,
+        level=ibis.cases(*[(best[f"m{k}"].notnull(), k) for k in range(n, 1, -1)],
+                         else_=1).cast("int64"),
+        a=ibis.coalesce(*[best[f"m{k}"] for k in range(n, 1, -1)], best.first1),
+        last1=best.last1), "funnel_best")
+    # per step k >= 2 reached: the first event (and first channel) of the chosen attempt
+    firsts = up.join(best, [up.h == best.h, up.att == best.a]).group_by("h").aggregate(
+        **{f"v{k}": _.key.min(where=_.k == k) for k in range(2, n + 1)})
+    per = best.left_join(firsts, best.h == firsts.h)
+    packed = {1: per.a} | {k: per[f"v{k}"] for k in range(2, n + 1)}
+    # times back from exact microseconds, in the type of ``ts``; channels from their codes
+    dictionary = ibis.literal(names, type="array<string>")
+    cols = {}
     for k in range(1, n + 1):
-        aggs[f"u{k}"] = _.us.min(where=_.step == k)
-        aggs[f"ch{k}"] = _.channel.min(where=_.step == k)
-    wide = hit.group_by("h").aggregate(**aggs)
-    wide = wide.join(ids, "h")
-    per = chosen.join(wide, chosen.h == wide.h)
-    # times back from exact microseconds, in the type of ``ts``
-    epoch = ibis.literal(pd.Timestamp(0, tz="UTC"))
-    ts = {f"t{k}": (epoch + per[f"u{k}"].as_interval("us")).cast(ev.ts.type())
-          for k in range(1, n + 1)}
-    return per.select("customer_id", "level", "att", "last_step1",
-                      halted=ibis.literal(False), first_ts=ts["t1"],
-                      **{c: ts[c] if c in ts else per[c]
-                         for k in range(1, n + 1) for c in (f"t{k}", f"ch{k}")})
+        cols[f"t{k}"] = _timestamp_us(packed[k] >> bits).cast(ev.ts.type())
+        cols[f"ch{k}"] = dictionary[(packed[k] & low).cast("int64")]
+    return per.select("customer_id", "level", att=per.a >> bits, last_step1=per.last1,
+                      halted=ibis.literal(False), first_ts=cols["t1"], **cols)
 
 
 def _drop_scratch(scratch: list[ibis.Table]) -> None:
@@ -736,7 +796,7 @@ def funnel(
     # ordered mode on DuckDB: the ASOF-join chain (same result, about a third less peak
     # memory); None when it cannot be exact here (a customer-key collision)
     try:
-        per = (_customers_asof(ev, n, window, scratch)
+        per = (_customers_asof(ev, all_events, n, window, scratch)
                if mode == "ordered" and _asof_capable(ev) else None)
     except Exception:
         _drop_scratch(scratch)
