@@ -440,10 +440,12 @@ def _parquet_row_groups(path: Path, df: pd.DataFrame, rows: int = 2) -> None:
 
 
 def test_validation_per_column_on_parquet_statistics_finds_the_same_problems(
-        tmp_path: Path) -> None:
+        tmp_path: Path, monkeypatch) -> None:
     """Regression test for the per-column WHERE counts on plain Parquet scans (row groups
     that statistics prove clean are skipped): the same problems, rows and examples as the
-    one-aggregate path, with errors in some row groups and not in others."""
+    one-aggregate path, with errors in some row groups and not in others; and unknown
+    customers counted the same whether each row's id is looked up or the ids are
+    aggregated first."""
     import cxanalysis.data as data
 
     path = write_source(tmp_path / "s")
@@ -474,7 +476,9 @@ def test_validation_per_column_on_parquet_statistics_finds_the_same_problems(
 
     src = open_source(path, validate=False)
     assert src.plain_scans == {"customers", "events", "orders", "feedback"}
-    by_column = data._validate(src, src.raw_types, now=NOW)
+    by_column = data._validate(src, src.raw_types, now=NOW)  # ids looked up per row
+    monkeypatch.setattr(data, "_GROUP_IDS_FROM", 0)  # ids aggregated first
+    assert data._validate(src, src.raw_types, now=NOW).problems == by_column.problems
     src.plain_scans.clear()  # every table through the one-aggregate path
     one_pass = data._validate(src, src.raw_types, now=NOW)
     src.close()

@@ -841,6 +841,10 @@ def _count_checks(con: ibis.BaseBackend, name: str, conditions: list[str],
     return counts
 
 
+#: Rows per customer from which a table's customer ids are aggregated before the lookup.
+_GROUP_IDS_FROM = 4
+
+
 def _fk_tables(source: Source, types: dict[str, dict[str, str]]) -> list[str]:
     """Tables whose ``customer_id`` is checked against ``customers`` (not when customers is
     derived: it holds every id seen by construction)."""
@@ -851,15 +855,32 @@ def _fk_tables(source: Source, types: dict[str, dict[str, str]]) -> list[str]:
     return [n for n in source.names if TABLES[n].customer_fk and "customer_id" in types[n]]
 
 
-def _unknown_customers(con: ibis.BaseBackend, names: list[str]) -> dict[str, int]:
+def _unknown_customers(con: ibis.BaseBackend, names: list[str],
+                       plain_scans: set[str] = frozenset()) -> dict[str, int]:
     """Rows per table whose ``customer_id`` is not in ``customers`` (tables without any are
     left out).
 
-    Each table's distinct ids are looked up once, their rows counted by a hash aggregate
-    (about half the time of looking up every row's id); and one query serves every table,
-    so the hash table of the known ids is built once rather than once per table."""
-    parts = [f"SELECT {_sql_str(n)} AS t, CAST(customer_id AS VARCHAR) AS id, count(*) AS n "
-             f'FROM "__raw_{n}" WHERE customer_id IS NOT NULL GROUP BY 2' for n in names]
+    One query serves every table, so the hash table of the known ids is built once rather
+    than once per table. A table with many rows per customer (events) has its distinct ids
+    looked up once, their rows counted by a hash aggregate (about half the time of looking
+    up every row's id); a table with about one row per customer (orders, assignments) has
+    each row's id looked up directly, which is cheaper than aggregating it first. The row
+    counts that decide come from the files' metadata (plain scans); without them every
+    table is aggregated."""
+    def rows(name: str) -> int | None:
+        if name not in plain_scans:
+            return None
+        return int(con.raw_sql(f'SELECT count(*) FROM "__raw_{name}"').fetchone()[0])
+
+    known = rows("customers")
+    parts = []
+    for n in names:
+        table_rows = rows(n) if known is not None else None
+        per_id = table_rows is not None and table_rows < _GROUP_IDS_FROM * max(known, 1)
+        parts.append(f"SELECT {_sql_str(n)} AS t, CAST(customer_id AS VARCHAR) AS id, "
+                     + ("1 AS n " if per_id else "count(*) AS n ")
+                     + f'FROM "__raw_{n}" WHERE customer_id IS NOT NULL'
+                     + ("" if per_id else " GROUP BY 2"))
     rows = con.raw_sql(
         f"SELECT t, sum(n) FROM ({' UNION ALL '.join(parts)}) e "
         f"WHERE e.id NOT IN {_KNOWN_CUSTOMERS} GROUP BY t").fetchall()
@@ -1042,7 +1063,7 @@ def _validate(source: Source, types: dict[str, dict[str, str]],
                     examples=_examples(con, name, cond, pushdown=not floating)))
         for col, rule, cond, detail in fk_checks:
             if unknown is None:  # every table's count in one query, at the first table
-                unknown = _unknown_customers(con, fk_tables)
+                unknown = _unknown_customers(con, fk_tables, source.plain_scans)
             n = unknown.get(name, 0)
             if n:
                 report.problems.append(Problem(name, col.name, rule, n, detail,
