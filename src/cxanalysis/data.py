@@ -180,8 +180,8 @@ class Source:
     #: Tables whose raw view is a plain scan of Parquet files or a database table (no
     #: mapping, no window, no join), so that DuckDB pushes a filter on one of its columns into
     #: the scan: validation counts such a table's rules column by column with a WHERE, which
-    #: the row groups' min/max/null statistics and dictionaries settle without decoding every
-    #: value (see ``_validate``).
+    #: the row groups' min/max/null statistics often settle without decoding the values (see
+    #: ``_count_checks``).
     plain_scans: set[str] = field(default_factory=set)
     #: How the source is shown (a URL without its password); the path for files.
     location: str = ""
@@ -815,7 +815,8 @@ def _count_checks(con: ibis.BaseBackend, name: str, conditions: list[str],
     ``WHERE c1 OR c2 ...``, which DuckDB pushes into the scan. It then skips the row groups
     whose min/max/null statistics prove that no row matches (no NULL where none may be, the
     latest instant before the reference time, every value within its range, no text that
-    begins with a space) and reads only that column of the others, so a clean Parquet table
+    begins with a space or a non-ASCII character, so none can be blank) and reads only that
+    column of the others, so a clean Parquet table
     is checked without decoding most of its values. Same conditions, same counts: only the
     work differs. Conditions whose column is None are counted in the one aggregate (with
     the row count).
@@ -856,7 +857,7 @@ def _fk_tables(source: Source, types: dict[str, dict[str, str]]) -> list[str]:
 
 
 def _unknown_customers(con: ibis.BaseBackend, names: list[str],
-                       plain_scans: set[str] = frozenset()) -> dict[str, int]:
+                       plain_scans: Iterable[str] = ()) -> dict[str, int]:
     """Rows per table whose ``customer_id`` is not in ``customers`` (tables without any are
     left out).
 
@@ -867,6 +868,8 @@ def _unknown_customers(con: ibis.BaseBackend, names: list[str],
     each row's id looked up directly, which is cheaper than aggregating it first. The row
     counts that decide come from the files' metadata (plain scans); without them every
     table is aggregated."""
+    plain_scans = set(plain_scans)
+
     def rows(name: str) -> int | None:
         if name not in plain_scans:
             return None
@@ -881,10 +884,10 @@ def _unknown_customers(con: ibis.BaseBackend, names: list[str],
                      + ("1 AS n " if per_id else "count(*) AS n ")
                      + f'FROM "__raw_{n}" WHERE customer_id IS NOT NULL'
                      + ("" if per_id else " GROUP BY 2"))
-    rows = con.raw_sql(
+    found = con.raw_sql(
         f"SELECT t, sum(n) FROM ({' UNION ALL '.join(parts)}) e "
         f"WHERE e.id NOT IN {_KNOWN_CUSTOMERS} GROUP BY t").fetchall()
-    return {t: int(n) for t, n in rows}
+    return {t: int(n) for t, n in found}
 
 
 #: SQL function hashing a key for the duplicate-key check (a test replaces it to collide).
