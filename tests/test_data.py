@@ -450,3 +450,109 @@ def test_blank_text_is_missing_also_with_unicode_spaces(tmp_path: Path) -> None:
     assert ("events", "stage", "unknown value") not in found
     assert validate(write_source(tmp_path / "t", events=_events().assign(
         stage=["awareness", "nope", None, "purchase"])), now=NOW).errors[0].examples == (1,)
+
+
+def _parquet_row_groups(path: Path, df: pd.DataFrame, rows: int = 2) -> None:
+    """``df`` as a Parquet file of ``rows``-row row groups (each with its own statistics)."""
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), path, row_group_size=rows)
+
+
+def test_validation_per_column_on_parquet_statistics_finds_the_same_problems(
+        tmp_path: Path, monkeypatch) -> None:
+    """Regression test for the per-column WHERE counts on plain Parquet scans (row groups
+    that statistics prove clean are skipped): the same problems, rows and examples as the
+    one-aggregate path, with errors in some row groups and not in others; and unknown
+    customers counted the same whether each row's id is looked up or the ids are
+    aggregated first."""
+    import cxanalysis.data as data
+
+    path = write_source(tmp_path / "s")
+    ts = pd.to_datetime(["2025-01-01 10:00"] * 8).tz_localize(UTC).to_series().reset_index(
+        drop=True)
+    ts[3] = pd.NaT                                   # row group 1: a missing instant
+    ts[5] = pd.Timestamp("2030-01-01", tz=UTC)       # row group 2: in the future
+    events = pd.DataFrame({
+        "customer_id": ["C0", "C1", "C2", "C0", "C1", "X9", "C2", "C3"],
+        "ts": ts,
+        "channel": ["web", "web", "app", "app", "\u00a0", "web", "store", "web"],
+        "event": ["visit"] * 6 + ["", "visit"],
+        "stage": ["awareness", "awareness", "discovery", "awareness", "awareness", "awareness",
+                  "nope", None],
+    })
+    _parquet_row_groups(path / "events.parquet", events)
+    feedback = pa.Table.from_pandas(pd.concat([_feedback()] * 3, ignore_index=True).drop(
+        columns=["nps", "csat"]), preserve_index=False)
+    # csat as integers; nps as doubles with a NaN (Parquet statistics leave NaN out: the
+    # row group's max is 3, yet the aggregate counts NaN as above 10)
+    feedback = feedback.append_column("csat", pa.array([5, 1, 2, 0, 4, 3], pa.int16()))
+    feedback = feedback.append_column("nps", pa.array([9.0, 11.0, 3.0, float("nan"), 10.0,
+                                                       None]))
+    pq.write_table(feedback, path / "feedback.parquet", row_group_size=2)
+    orders = pd.concat([_orders()] * 2, ignore_index=True).assign(
+        order_id=["O1", "O2", "O3", "O1"], amount=[1.0, 2.0, -3.0, None])
+    _parquet_row_groups(path / "orders.parquet", orders)
+
+    src = open_source(path, validate=False)
+    assert src.plain_scans == {"customers", "events", "orders", "feedback"}
+    by_column = data._validate(src, src.raw_types, now=NOW)  # ids looked up per row
+    monkeypatch.setattr(data, "_GROUP_IDS_FROM", 0)  # ids aggregated first
+    assert data._validate(src, src.raw_types, now=NOW).problems == by_column.problems
+    src.plain_scans.clear()  # every table through the one-aggregate path
+    one_pass = data._validate(src, src.raw_types, now=NOW)
+    src.close()
+    assert by_column.problems == one_pass.problems
+    assert by_column.row_counts == one_pass.row_counts == {
+        "customers": 4, "events": 8, "orders": 4, "feedback": 6}
+    found = {(p.table, p.column, p.rule): (p.rows, p.examples) for p in by_column.problems}
+    assert found == {
+        ("events", "ts", "missing value"): (1, (3,)),
+        ("events", "ts", "timestamp in the future"): (1, (5,)),
+        ("events", "channel", "missing value"): (1, (4,)),
+        ("events", "event", "missing value"): (1, (6,)),
+        ("events", "stage", "unknown value"): (1, (6,)),
+        ("events", "customer_id", "unknown customer"): (1, (5,)),
+        ("feedback", "nps", "out of range"): (2, (1, 3)),  # examples: the NaN row too
+        ("feedback", "nps", "unparseable value"): (1, (3,)),  # NaN is no integer score
+        ("feedback", "csat", "out of range"): (1, (3,)),
+        ("orders", "amount", "out of range"): (1, (2,)),
+        ("orders", "amount", "missing value"): (1, (3,)),
+        ("orders", "order_id", "duplicate key"): (2, (0, 3)),
+    }
+
+
+def test_csv_and_mapped_tables_are_counted_in_one_aggregate(tmp_path: Path) -> None:
+    """Only a plain scan gets per-column queries: a CSV is parsed once per query and its rows
+    are numbered by a window, which a filter cannot pass."""
+    path = write_source(tmp_path / "s", fmt="csv")
+    (path / "customers.csv").unlink()
+    _customers().to_parquet(path / "customers.parquet", index=False)
+    src = open_source(path, validate=False)
+    assert src.plain_scans == {"customers"}
+    src.close()
+    db = tmp_path / "cx.duckdb"
+    with duckdb.connect(str(db)) as con:
+        con.register("df", _events())
+        con.execute("CREATE TABLE events AS SELECT * FROM df")
+    with open_source(db, validate=False) as src:
+        assert src.plain_scans == {"events"}
+
+
+def test_duplicate_key_hash_collision_falls_back_to_exact_keys(tmp_path: Path,
+                                                               monkeypatch) -> None:
+    """Regression test for the hashed duplicate-key check: when hashes are shared (here every
+    row collides), the keys themselves decide; distinct keys are never reported."""
+    import cxanalysis.data as data
+
+    assignments = pd.DataFrame({
+        "experiment_id": ["E1", "E1", "E2", "E1"], "customer_id": ["C0", "C1", "C0", "C0"],
+        "variant": ["control", "treatment", "control", "control"],
+        "assigned_at": pd.to_datetime(["2025-01-01"] * 4).tz_localize(UTC)})
+    path = write_source(tmp_path / "s", assignments=assignments)
+    src = open_source(path, validate=False)
+    src.con.raw_sql("CREATE MACRO cx_collide(a, b := NULL) AS 42")
+    monkeypatch.setattr(data, "_KEY_HASH", "cx_collide")
+    found = {(p.table, p.column, p.rule): (p.rows, p.examples)
+             for p in data._validate(src, src.raw_types, now=NOW).problems}
+    src.close()
+    # customers C0..C3 and orders O1, O2 collide too, yet are unique
+    assert found == {("assignments", "experiment_id,customer_id", "duplicate key"): (2, (0, 3))}

@@ -11,7 +11,9 @@ A *source* is either
 Files are scanned in place by DuckDB (nothing is loaded into pandas) and are never modified;
 a database file is attached read-only. Every table is exposed as a *typed view*: contract
 columns are cast to their contract types (timestamps as UTC instants), other columns pass
-through. Validation runs one aggregate query per table, so it scales with the engine.
+through. Validation counts every rule in SQL on the engine (one aggregate per table, or for
+Parquet files and database tables one filtered count per column that row-group statistics can
+settle), so it scales with the engine.
 
 Example
 -------
@@ -175,6 +177,12 @@ class Source:
     raw_types: dict[str, dict[str, str]] = field(default_factory=dict)
     #: table -> (contract column, what was expected) of mapped expressions (epoch/format).
     expressions: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    #: Tables whose raw view is a plain scan of Parquet files or a database table (no
+    #: mapping, no window, no join), so that DuckDB pushes a filter on one of its columns into
+    #: the scan: validation counts such a table's rules column by column with a WHERE, which
+    #: the row groups' min/max/null statistics often settle without decoding the values (see
+    #: ``_count_checks``).
+    plain_scans: set[str] = field(default_factory=set)
     #: How the source is shown (a URL without its password); the path for files.
     location: str = ""
     #: Whether ``close`` disconnects (False for a backend the caller passed in).
@@ -509,6 +517,11 @@ def _create_raw_views(source: Source, raw: dict[str, str]) -> None:
         tail = (", " + ", ".join(extra)) if extra else ""
         con.raw_sql(f'CREATE OR REPLACE TEMP VIEW "__raw_{name}" AS '
                     f'SELECT *{tail} FROM "__mapped_{name}"')
+        if tm is None and " OVER " not in raw[name] + tail:
+            # read_parquet or a database table, with at most constant or row-number columns
+            # added: a filter on a column reaches the scan (CSV and JSON number their rows
+            # with a window, which a filter cannot pass)
+            source.plain_scans.add(name)
 
 
 def _first_activity_sql(source: Source) -> str | None:
@@ -554,6 +567,7 @@ def _derive_customers(source: Source) -> None:
         source.derived_columns["customers"] = {"customer_id", "signup_date"}
         _create_typed_view(source, "customers")
     elif "signup_date" not in _column_types(con, "__raw_customers"):
+        source.plain_scans.discard("customers")  # now a join
         con.raw_sql(
             'CREATE OR REPLACE TEMP VIEW "__raw_customers" AS SELECT c.*, f.signup_date '
             f'FROM "__mapped_customers" c LEFT JOIN ({first}) f '
@@ -729,7 +743,17 @@ def validate(path: str | os.PathLike[str] | ibis.BaseBackend, now: dt.datetime |
         return report
 
 
-def _examples(con: ibis.BaseBackend, name: str, condition: str) -> tuple[int, ...]:
+def _examples(con: ibis.BaseBackend, name: str, condition: str,
+              pushdown: bool = True) -> tuple[int, ...]:
+    """The first row numbers of ``__raw_NAME`` (alias ``r``) meeting ``condition``.
+
+    ``pushdown=False`` for a condition on a floating-point column: the rows are then picked
+    by an aggregate, which DuckDB does not push into the scan, because the scan would skip a
+    row group whose statistics (NaN left out) say no row matches, and miss a NaN that does."""
+    if not pushdown:
+        rows = con.raw_sql(f"SELECT min(r.{_ROW}, {_MAX_EXAMPLES}) FILTER (WHERE {condition}) "
+                           f'FROM "__raw_{name}" r').fetchone()[0]
+        return tuple(int(x) for x in rows or ())
     df = con.raw_sql(
         f'SELECT r.{_ROW} AS row FROM "__raw_{name}" r '
         f"WHERE {condition} ORDER BY r.{_ROW} LIMIT {_MAX_EXAMPLES}"
@@ -775,6 +799,116 @@ def _validation_bar(source: Source):
     return bar(source.names, desc="validate", unit="table", enable=None if big else False)
 
 
+#: Raw floating-point types (may hold NaN, which Parquet statistics do not describe).
+_FLOATS = ("DOUBLE", "FLOAT", "REAL")
+
+
+def _count_checks(con: ibis.BaseBackend, name: str, conditions: list[str],
+                  by_column: list[str | None] | None = None) -> list[int]:
+    """[rows of ``__raw_NAME``, rows meeting each condition], the conditions in SQL over the
+    alias ``r``.
+
+    Without ``by_column``: one aggregate query, every condition counted with FILTER in one
+    pass over the table (the way for CSV, JSON and mapped tables, where each query would
+    parse the file or compute the mapping again). With ``by_column`` (the column each
+    condition reads; a plain scan, see ``Source.plain_scans``): one query per column,
+    ``WHERE c1 OR c2 ...``, which DuckDB pushes into the scan. It then skips the row groups
+    whose min/max/null statistics prove that no row matches (no NULL where none may be, the
+    latest instant before the reference time, every value within its range, no text that
+    begins with a space or a non-ASCII character, so none can be blank) and reads only that
+    column of the others, so a clean Parquet table
+    is checked without decoding most of its values. Same conditions, same counts: only the
+    work differs. Conditions whose column is None are counted in the one aggregate (with
+    the row count).
+    """
+    table = f'"__raw_{name}" r'
+    by_column = by_column or [None] * len(conditions)
+    whole = [i for i, column in enumerate(by_column) if column is None]
+    aggs = ["count(*)"] + [f"count(*) FILTER (WHERE {conditions[i]})" for i in whole]
+    row = con.raw_sql(f"SELECT {', '.join(aggs)} FROM {table}").fetchone()
+    counts = [int(row[0])] + [0] * len(conditions)
+    for i, n in zip(whole, row[1:], strict=True):
+        counts[i + 1] = int(n)
+    groups: dict[str, list[int]] = {}
+    for i, column in enumerate(by_column):
+        if column is not None:
+            groups.setdefault(column, []).append(i)
+    for idx in groups.values():
+        aggs = ", ".join(f"count(*) FILTER (WHERE {conditions[i]})" for i in idx)
+        where = " OR ".join(f"({conditions[i]})" for i in idx)
+        row = con.raw_sql(f"SELECT {aggs} FROM {table} WHERE {where}").fetchone()
+        for i, n in zip(idx, row, strict=True):
+            counts[i + 1] = int(n)
+    return counts
+
+
+#: Rows per customer from which a table's customer ids are aggregated before the lookup.
+_GROUP_IDS_FROM = 4
+
+
+def _fk_tables(source: Source, types: dict[str, dict[str, str]]) -> list[str]:
+    """Tables whose ``customer_id`` is checked against ``customers`` (not when customers is
+    derived: it holds every id seen by construction)."""
+    if not source.has("customers") or "customer_id" in source.derived_columns.get(
+            "customers", set()) or "customer_id" not in _column_types(source.con,
+                                                                       "__raw_customers"):
+        return []
+    return [n for n in source.names if TABLES[n].customer_fk and "customer_id" in types[n]]
+
+
+def _unknown_customers(con: ibis.BaseBackend, names: list[str],
+                       plain_scans: Iterable[str] = ()) -> dict[str, int]:
+    """Rows per table whose ``customer_id`` is not in ``customers`` (tables without any are
+    left out).
+
+    One query serves every table, so the hash table of the known ids is built once rather
+    than once per table. A table with many rows per customer (events) has its distinct ids
+    looked up once, their rows counted by a hash aggregate (about half the time of looking
+    up every row's id); a table with about one row per customer (orders, assignments) has
+    each row's id looked up directly, which is cheaper than aggregating it first. The row
+    counts that decide come from the files' metadata (plain scans); without them every
+    table is aggregated."""
+    plain_scans = set(plain_scans)
+
+    def rows(name: str) -> int | None:
+        if name not in plain_scans:
+            return None
+        return int(con.raw_sql(f'SELECT count(*) FROM "__raw_{name}"').fetchone()[0])
+
+    known = rows("customers")
+    parts = []
+    for n in names:
+        table_rows = rows(n) if known is not None else None
+        per_id = table_rows is not None and table_rows < _GROUP_IDS_FROM * max(known, 1)
+        parts.append(f"SELECT {_sql_str(n)} AS t, CAST(customer_id AS VARCHAR) AS id, "
+                     + ("1 AS n " if per_id else "count(*) AS n ")
+                     + f'FROM "__raw_{n}" WHERE customer_id IS NOT NULL'
+                     + ("" if per_id else " GROUP BY 2"))
+    found = con.raw_sql(
+        f"SELECT t, sum(n) FROM ({' UNION ALL '.join(parts)}) e "
+        f"WHERE e.id NOT IN {_KNOWN_CUSTOMERS} GROUP BY t").fetchall()
+    return {t: int(n) for t, n in found}
+
+
+#: SQL function hashing a key for the duplicate-key check (a test replaces it to collide).
+_KEY_HASH = "hash"
+
+
+def _duplicate_rows(con: ibis.BaseBackend, name: str, key: str) -> int:
+    """Rows of ``__raw_NAME`` (alias ``r``) sharing the value of ``key`` (SQL) with another.
+
+    Rows are first grouped by a 64-bit hash of the key: equal keys have equal hashes, so no
+    hash shared by two rows proves the key unique, and a fixed-width group key is much
+    cheaper to aggregate than one or two strings. Only when some hash is shared (duplicates,
+    or, rarely, a collision) are the keys themselves counted."""
+    def shared(group: str) -> int:
+        return int(con.raw_sql(
+            f'SELECT coalesce(sum(n), 0) FROM (SELECT count(*) AS n FROM "__raw_{name}" r '
+            f"GROUP BY {group} HAVING count(*) > 1)").fetchone()[0])
+
+    return shared(f"{_KEY_HASH}({key})") and shared(key)
+
+
 def _validate(source: Source, types: dict[str, dict[str, str]],
               now: dt.datetime | None = None) -> ValidationReport:
     con = source.con
@@ -782,6 +916,8 @@ def _validate(source: Source, types: dict[str, dict[str, str]],
     now_sql = f"TIMESTAMPTZ {_sql_str(now.astimezone(dt.UTC).isoformat())}"
     report = ValidationReport(derived=list(source.derived))
     tz = source.mapping.timezone if source.mapping else None
+    fk_tables = _fk_tables(source, types)
+    unknown: dict[str, int] | None = None
     for name in _validation_bar(source):
         spec: Table = TABLES[name]
         raw_types = types[name]
@@ -894,15 +1030,11 @@ def _validate(source: Source, types: dict[str, dict[str, str]],
         for col_name, detail in source.expressions.get(name, []):
             checks.append((spec.column(col_name), "unparseable value",
                            f'r."{_HIDDEN}bad_{col_name}"', detail))
-        customers_derived = "customer_id" in source.derived_columns.get("customers", set())
-        if spec.customer_fk and source.has("customers") and "customer_id" in raw_types \
-                and not customers_derived:  # derived customers hold every id by construction
-            cust_types = _column_types(con, "__raw_customers")
-            if "customer_id" in cust_types:
-                checks.append((spec.column("customer_id"), "unknown customer",
-                               "r.customer_id IS NOT NULL AND CAST(r.customer_id AS VARCHAR) "
-                               f"NOT IN {_KNOWN_CUSTOMERS}",
-                               "customer_id not found in customers"))
+        if name in fk_tables:
+            checks.append((spec.column("customer_id"), "unknown customer",
+                           "r.customer_id IS NOT NULL AND CAST(r.customer_id AS VARCHAR) "
+                           f"NOT IN {_KNOWN_CUSTOMERS}",
+                           "customer_id not found in customers"))
         key_cols = [k for k in spec.key if k in raw_types]
         if key_cols and len(key_cols) == len(spec.key):
             key = ", ".join(f'CAST(r."{k}" AS VARCHAR)' for k in key_cols)
@@ -914,11 +1046,13 @@ def _validate(source: Source, types: dict[str, dict[str, str]],
         window_checks = [c for c in checks if " OVER " in c[2]]
         fk_checks = [c for c in checks if c[1] == "unknown customer"]
         plain_checks = [c for c in checks if " OVER " not in c[2] and c not in fk_checks]
-        aggs = ["count(*) AS n"] + [
-            f"count(*) FILTER (WHERE {cond}) AS c{i}" for i, (_, _, cond, _) in
-            enumerate(plain_checks)
-        ]
-        counts = con.raw_sql(f'SELECT {", ".join(aggs)} FROM "__raw_{name}" r').fetchone()
+        # Floating-point columns are counted without a pushed-down filter: Parquet statistics
+        # leave NaN out, so DuckDB would skip a row group whose only value above a range is
+        # NaN (which the aggregate counts as out of range, DuckDB ordering NaN above all).
+        counts = _count_checks(con, name, [cond for _, _, cond, _ in plain_checks],
+                               by_column=[None if raw_types[c.name].startswith(_FLOATS)
+                                          else c.name for c, _, _, _ in plain_checks]
+                               if name in source.plain_scans else None)
         report.row_counts[name] = int(counts[0])
         if counts[0] == 0:
             report.problems.append(Problem(name, None, "empty table", 0,
@@ -926,16 +1060,14 @@ def _validate(source: Source, types: dict[str, dict[str, str]],
         for i, (col, rule, cond, detail) in enumerate(plain_checks):
             n = int(counts[i + 1])
             if n:
+                floating = col is not None and raw_types.get(col.name, "").startswith(_FLOATS)
                 report.problems.append(Problem(
                     name, col.name if col else None, rule, n, detail,
-                    examples=_examples(con, name, cond)))
+                    examples=_examples(con, name, cond, pushdown=not floating)))
         for col, rule, cond, detail in fk_checks:
-            # Each distinct id is looked up once, then its rows are counted: about half the
-            # time of looking up every row's id inside the aggregate above (events table).
-            n = int(con.raw_sql(
-                "SELECT coalesce(sum(n), 0) FROM (SELECT CAST(customer_id AS VARCHAR) AS id, "
-                f'count(*) AS n FROM "__raw_{name}" WHERE customer_id IS NOT NULL GROUP BY 1) e '
-                f"WHERE e.id NOT IN {_KNOWN_CUSTOMERS}").fetchone()[0])
+            if unknown is None:  # every table's count in one query, at the first table
+                unknown = _unknown_customers(con, fk_tables, source.plain_scans)
+            n = unknown.get(name, 0)
             if n:
                 report.problems.append(Problem(name, col.name, rule, n, detail,
                                                examples=_examples(con, name, cond)))
@@ -944,9 +1076,7 @@ def _validate(source: Source, types: dict[str, dict[str, str]],
                  f'FROM "__raw_{name}" r) WHERE bad ORDER BY row')
             # Rows sharing a key, counted with a hash aggregate (no sort of the table); the
             # window query above only runs to find examples when there are some.
-            n = int(con.raw_sql(
-                f"SELECT coalesce(sum(n), 0) FROM (SELECT count(*) AS n FROM \"__raw_{name}\" r "
-                f"GROUP BY {key} HAVING count(*) > 1)").fetchone()[0])
+            n = _duplicate_rows(con, name, key)
             if n:
                 ex = tuple(int(x) for x in
                            con.raw_sql(f"{q} LIMIT {_MAX_EXAMPLES}").df()["row"])
