@@ -640,7 +640,8 @@ def open_source(
     path : path-like, URL or ibis.BaseBackend
         A folder of Parquet/CSV files named after the tables, a DuckDB database file, a URL
         that ``ibis.connect`` understands (``postgres://user:pass@host:5432/db``;
-        ``duckdb:///path/cx.duckdb`` opens that file as above), or an Ibis backend (e.g.
+        ``duckdb:///path/cx.duckdb`` opens that file as above; ``sc://host:port`` a Spark
+        Connect session, :func:`cxanalysis.engines.connect_spark`), or an Ibis backend (e.g.
         ``ibis.pyspark.connect(spark)``; left open by ``close``). Database engines are read
         through :mod:`cxanalysis.engines`: tables found by name, validated in place.
     require : iterable of str

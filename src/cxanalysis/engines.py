@@ -1,7 +1,8 @@
 """Sources that live in a database engine rather than in files: URLs and Ibis backends.
 
 :func:`cxanalysis.data.open_source` hands a URL (``postgres://user:pass@host:5432/db``,
-anything ``ibis.connect`` understands) or an ``ibis.BaseBackend`` instance to
+anything ``ibis.connect`` understands, or ``sc://host:port`` for Spark Connect) or an
+``ibis.BaseBackend`` instance to
 :func:`open_backend_source`. The contract tables are found by name (or by a mapping's
 ``from:`` names), typed as Ibis expressions (nothing is created in the database and nothing
 is downloaded), and validated *in place* by :func:`validate_backend`: one aggregate query per
@@ -15,6 +16,10 @@ What differs from the DuckDB file path (stated, and tested in tests/engines/):
   text are read when they look like numbers / ISO dates.
 - Mapping rules that parse (``epoch:``, ``format:``) and ``timezone:`` are read by DuckDB
   only; on another engine they raise a :class:`~cxanalysis.data.CXDataError` naming the entry.
+
+An operation an analysis needs that the engine's Ibis compiler lacks fails, on every
+connection cxanalysis reads through, as one :class:`EngineCapabilityError` naming the engine,
+the operation and the table(s) (:func:`guard_operations`), not as an Ibis traceback.
 
 Credentials never leave this module: :func:`redact` gives the URL without its password, which
 is what reports, ``results.json`` and the index show. ``cxanalysis report`` passes the redacted

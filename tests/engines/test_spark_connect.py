@@ -42,6 +42,27 @@ def test_spark_connect_url_is_validated_in_place_with_duckdb_funnel_counts(
     duck.close()
 
 
+def test_notebook_02_through_report_on_spark_connect_equals_duckdb(
+        engine_world: Path, spark_connect_url: str, tmp_path: Path, capsys) -> None:
+    """``cxanalysis report --source sc://...``: the kernel opens the URL it is given (the
+    notebook's ``source`` parameter) and publishes the same results as on DuckDB."""
+    import json
+
+    from engines.test_postgres_reports import ROOT, _differences
+
+    runs = {}
+    for engine, source in (("spark", spark_connect_url), ("duckdb", str(engine_world))):
+        out = tmp_path / engine
+        code = main(["report", "02_journey_funnel", "--source", source, "--out", str(out),
+                     "--notebooks-dir", str(ROOT / "notebooks")])
+        assert code == 0, capsys.readouterr().err
+        runs[engine] = json.loads((out / "02_journey_funnel.results.json").read_text())
+    sc, duck = runs["spark"], runs["duckdb"]
+    assert sc["status"] == duck["status"] == "OK" and sc["results"]
+    assert sc["source"] == sc["parameters"]["source"] == spark_connect_url
+    assert _differences(sc["results"], duck["results"]) == []
+
+
 def test_validate_command_takes_a_spark_connect_url(spark_connect_url: str, capsys) -> None:
     assert main(["validate", spark_connect_url]) == 0
     out = capsys.readouterr().out
