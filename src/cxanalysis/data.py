@@ -654,7 +654,8 @@ def open_source(
     path : path-like, URL or ibis.BaseBackend
         A folder of Parquet/CSV files named after the tables, a DuckDB database file, a URL
         that ``ibis.connect`` understands (``postgres://user:pass@host:5432/db``;
-        ``duckdb:///path/cx.duckdb`` opens that file as above), or an Ibis backend (e.g.
+        ``duckdb:///path/cx.duckdb`` opens that file as above; ``sc://host:port`` a Spark
+        Connect session, :func:`cxanalysis.engines.connect_spark`), or an Ibis backend (e.g.
         ``ibis.pyspark.connect(spark)``; left open by ``close``). Database engines are read
         through :mod:`cxanalysis.engines`: tables found by name, validated in place.
     require : iterable of str
@@ -704,6 +705,7 @@ def open_source(
         return source
     path = Path(path).expanduser().resolve()
     con, raw = _connect(path, mp)
+    engines.guard_operations(con)
     if not raw:
         con.disconnect()
         raise _no_tables_error(path)
@@ -1252,19 +1254,63 @@ _TEMP_COUNTER = itertools.count()
 _TEMP_TABLES = ("duckdb", "postgres")
 
 
+#: Name of each table :func:`materialize` created -> the database tables it was made from
+#: (so that an error about a query over it names the tables the user knows).
+_MATERIALIZED: dict[str, list[str]] = {}
+
+
+def materialized_from(name: str) -> list[str] | None:
+    """The tables a table created by :func:`materialize` was made from, else None."""
+    return _MATERIALIZED.get(name)
+
+
 def materialize(expr: ibis.Table, prefix: str = "tmp") -> ibis.Table:
     """Store ``expr`` once so that several later queries read it instead of re-running it.
 
-    A session-temporary table on DuckDB and PostgreSQL (as before); elsewhere (PySpark,
-    warehouses) ``expr.cache()``, which each backend implements its own way. Works on
+    A session-temporary table on DuckDB and PostgreSQL (as before); on Spark a session
+    temporary view over the result computed once (:func:`_spark_checkpoint`); elsewhere
+    (warehouses) ``expr.cache()``, which each backend implements its own way. Works on
     unbound expressions too (returned as they are)."""
     try:
         con = ibis.get_backend(expr)
     except Exception:  # an unbound expression: nothing to store it in
         return expr
+    name = f"__{prefix}_{next(_TEMP_COUNTER)}"
+    from cxanalysis.engines import _tables_of
+
+    _MATERIALIZED[name] = _tables_of(expr)
     if con.name in _TEMP_TABLES:
-        return con.create_table(f"__{prefix}_{next(_TEMP_COUNTER)}", expr, temp=True)
-    return expr.cache()
+        return con.create_table(name, expr, temp=True)
+    if con.name == "pyspark":
+        return _spark_checkpoint(con, expr, name)
+    cached = expr.cache()
+    _MATERIALIZED[getattr(cached.op(), "name", name)] = _MATERIALIZED[name]
+    return cached
+
+
+def _spark_checkpoint(con: ibis.BaseBackend, expr: ibis.Table, name: str) -> ibis.Table:
+    """``expr`` computed once into a Spark local checkpoint, as the temporary view ``name``.
+
+    Why not Ibis's ``.cache()`` (Spark's ``DataFrame.cache()``): on a Spark Connect session
+    it fails for any query Ibis compiles with a CTE (Ibis asserts ``is_cached``, and Spark
+    Connect re-analyses the SQL for every call, so the CTE ids differ and the cached plan is
+    never found again: "AssertionError" from ``_create_cached_table``); and on a classic
+    session every later query over the cached table still analyses and optimises the whole
+    plan it came from to find the cache (a funnel's per-customer table is a deep plan). A
+    local checkpoint is computed eagerly, holds the rows (memory, spilling to disk) and
+    stands for them as a leaf of the plan on both kinds of session. The view lives as long
+    as the session, like a session-temporary table.
+
+    The view is typed as ``expr`` was (Spark reads its ``TIMESTAMP`` back as a naive
+    timestamp and small integers as ``INT``; the casts are no-ops in Spark SQL), so that it
+    stands in for ``expr`` in unions and comparisons."""
+    session = con._session  # the private attribute is the only way to the SparkSession
+    df = session.sql(con.compile(expr)).localCheckpoint(eager=True)
+    df.createOrReplaceTempView(name)
+    t = con.table(name)
+    schema = expr.schema()
+    return t.select(**{c: t[c] if t[c].type() == dtype else t[c].cast(dtype)
+                       for c, dtype in schema.items()})
 
 
 def epoch_seconds(ts: ibis.Value) -> ibis.Value:

@@ -1,7 +1,8 @@
 """Sources that live in a database engine rather than in files: URLs and Ibis backends.
 
 :func:`cxanalysis.data.open_source` hands a URL (``postgres://user:pass@host:5432/db``,
-anything ``ibis.connect`` understands) or an ``ibis.BaseBackend`` instance to
+anything ``ibis.connect`` understands, or ``sc://host:port`` for Spark Connect) or an
+``ibis.BaseBackend`` instance to
 :func:`open_backend_source`. The contract tables are found by name (or by a mapping's
 ``from:`` names), typed as Ibis expressions (nothing is created in the database and nothing
 is downloaded), and validated *in place* by :func:`validate_backend`: one aggregate query per
@@ -15,6 +16,10 @@ What differs from the DuckDB file path (stated, and tested in tests/engines/):
   text are read when they look like numbers / ISO dates.
 - Mapping rules that parse (``epoch:``, ``format:``) and ``timezone:`` are read by DuckDB
   only; on another engine they raise a :class:`~cxanalysis.data.CXDataError` naming the entry.
+
+An operation an analysis needs that the engine's Ibis compiler lacks fails, on every
+connection cxanalysis reads through, as one :class:`EngineCapabilityError` naming the engine,
+the operation and the table(s) (:func:`guard_operations`), not as an Ibis traceback.
 
 Credentials never leave this module: :func:`redact` gives the URL without its password, which
 is what reports, ``results.json`` and the index show. ``cxanalysis report`` passes the redacted
@@ -96,6 +101,111 @@ def unsupported(engine: str, operation: str, where: str, instead: str) -> Engine
     """The error for an ``operation`` the ``engine`` lacks, needed by ``where``."""
     return EngineCapabilityError(
         f"the {engine} engine cannot run {operation}, which {where} needs; {instead}")
+
+
+def _tables_of(expr: ibis.Expr) -> list[str]:
+    """Names of the database tables an expression reads (its leaves), in order; for a table
+    materialized by :func:`cxanalysis.data.materialize`, the tables it was made from."""
+    import ibis.expr.operations as ops
+
+    from cxanalysis.data import materialized_from
+
+    names: list[str] = []
+    for node in expr.op().find(ops.PhysicalTable):
+        for name in materialized_from(node.name) or [node.name]:
+            if name not in names:
+                names.append(name)
+    return names
+
+
+def _operation_of(exc: BaseException) -> str:
+    """The operation an Ibis compile error is about: the Ibis operation being compiled when
+    it was raised (the innermost compiler frame holding an ``op``), with the error's first
+    line when that says more (``TimestampTruncate (Unsupported truncate unit ...)``)."""
+    import ibis.expr.operations as ops
+
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    name = None
+    tb = exc.__traceback__
+    while tb is not None:  # outermost to innermost: keep the last op seen
+        op = tb.tb_frame.f_locals.get("op")
+        if isinstance(op, ops.Node):
+            name = type(op).__name__
+        tb = tb.tb_next
+    if name is None:
+        return text
+    return name if name in text and len(text) < 2 * len(name) + 40 else f"{name} ({text})"
+
+
+def capability_error(engine: str, expr: ibis.Expr, exc: BaseException
+                     ) -> EngineCapabilityError:
+    """The :class:`EngineCapabilityError` for an Ibis compile failure ``exc`` of ``expr``
+    on ``engine``: the engine, the operation and the table(s) the expression reads."""
+    try:
+        tables = _tables_of(expr)
+    except Exception:  # naming the tables must never hide the real error
+        tables = []
+    where = (f"the analysis reading table(s) {', '.join(tables)}" if tables
+             else "the analysis")
+    return unsupported(engine, f"the operation {_operation_of(exc)}", where,
+                       "use another engine for this analysis (DuckDB runs every one), or "
+                       "another option of it")
+
+
+#: Ibis's errors for an operation the engine's compiler lacks (``OperationNotDefinedError``,
+#: ``UnsupportedOperationError``, ``UnsupportedBackendType`` are ``TranslationError``s).
+_COMPILE_ERRORS: tuple[type[BaseException], ...] = ()
+
+
+def _compile_errors() -> tuple[type[BaseException], ...]:
+    global _COMPILE_ERRORS
+    if not _COMPILE_ERRORS:
+        import ibis.common.exceptions as com
+        import sqlglot.errors
+
+        _COMPILE_ERRORS = (com.TranslationError, com.UnsupportedArgumentError,
+                           sqlglot.errors.UnsupportedError)
+    return _COMPILE_ERRORS
+
+
+def guard_operations(con: ibis.BaseBackend) -> None:
+    """Make every compile failure of an operation the engine lacks, on this connection, an
+    :class:`EngineCapabilityError` naming the engine, the operation and the table(s).
+
+    The one place every analysis query passes through: Ibis's SQL backends compile each
+    expression (``execute``, ``to_pyarrow``, ``create_table``, ``cache``) with
+    ``con.compile`` / ``con.compiler.to_sqlglot``, so both are wrapped, as attributes of this
+    connection only (Ibis's classes and other connections are untouched; as
+    :func:`use_portable_compiler`). Errors raised by the database itself are left as they
+    are. Idempotent."""
+    if getattr(con, "_cx_guarded", False) or not hasattr(con, "compiler"):
+        return
+    import functools
+
+    def guarded(call):
+        @functools.wraps(call)
+        def run(expr, *args, **kwargs):
+            try:
+                return call(expr, *args, **kwargs)
+            except EngineCapabilityError:
+                raise
+            except _compile_errors() as exc:
+                raise capability_error(con.name, expr, exc) from exc
+        return run
+
+    base = type(con.compiler)  # Ibis's compilers are immutable: a subclass, not a patch
+
+    class Guarded(base):
+        def to_sqlglot(self, expr, *args, **kwargs):
+            return guarded(super().to_sqlglot)(expr, *args, **kwargs)
+
+    Guarded.__name__ = Guarded.__qualname__ = f"Guarded{base.__name__}"
+    compiler = Guarded()  # this connection's own, not the shared instance
+    for key, value in getattr(con.compiler, "__dict__", {}).items():
+        setattr(compiler, key, value)  # e.g. the portable compiler's marker
+    con.compiler = compiler
+    con.compile = guarded(con.compile)
+    con._cx_guarded = True
 
 
 _PROBE = ibis.table({"g": "int64", "o": "int64", "s": "string", "k": "boolean",
@@ -199,13 +309,24 @@ def redact(source: Any) -> str:
     query = urllib.parse.urlencode(
         [(k, v) for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
          if k.lower() not in _SECRET_KEYS])
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    path, params = _path_params(parts.path)
+    kept = [f"{k}={v}" for k, v in params if k.lower() not in _SECRET_KEYS]
+    path = ";".join([path, *kept]) if kept else path
+    return urllib.parse.urlunsplit((parts.scheme, netloc, path, query, parts.fragment))
+
+
+def _path_params(path: str) -> tuple[str, list[tuple[str, str]]]:
+    """A URL path and its ``;key=value`` parameters (Spark Connect puts its ``token`` and
+    ``user_id`` there: ``sc://host:15002/;token=...``)."""
+    head, *rest = path.split(";")
+    return head, [tuple(p.split("=", 1)) if "=" in p else (p, "") for p in rest if p]
 
 
 def _secrets(url: str) -> list[str]:
     parts = urllib.parse.urlsplit(url)
     out = [parts.password] if parts.password else []
     out += [v for k, v in urllib.parse.parse_qsl(parts.query) if k.lower() in _SECRET_KEYS and v]
+    out += [v for k, v in _path_params(parts.path)[1] if k.lower() in _SECRET_KEYS and v]
     return [s for s in out if s]
 
 
@@ -251,19 +372,90 @@ def resolve_url(url: str) -> str:
     return known.get(url, url) if isinstance(known, dict) else url
 
 
+def _first_line(exc: BaseException, url: str) -> str:
+    text = str(exc).strip()
+    return scrub(text.splitlines()[0] if text else type(exc).__name__, url)
+
+
 def connect(url: str) -> ibis.BaseBackend:
-    """``ibis.connect(url)`` with a one-line error naming the engine and the redacted URL."""
+    """``ibis.connect(url)`` with a one-line error naming the engine and the redacted URL;
+    ``sc://host:port`` (Spark Connect) through :func:`connect_spark`."""
     from cxanalysis.data import CXDataError
 
     full = resolve_url(url)
     engine = urllib.parse.urlsplit(full).scheme
+    if engine.lower() == "sc":
+        return connect_spark(full)
     try:
         return ibis.connect(full)
     except Exception as exc:  # driver errors vary by engine; all mean "cannot open"
-        first = scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else
-                      type(exc).__name__, full)
-        raise CXDataError(f"cannot connect to the {engine} source {redact(full)}: {first}"
-                          ) from None
+        raise CXDataError(f"cannot connect to the {engine} source {redact(full)}: "
+                          f"{_first_line(exc, full)}") from None
+
+
+#: Default port of a Spark Connect server (``spark.connect.grpc.binding.port``).
+SPARK_CONNECT_PORT = 15002
+#: Seconds to wait for the TCP connection to a Spark Connect server before giving up.
+SPARK_CONNECT_TIMEOUT_S = 10.0
+
+
+def connect_spark(url: str) -> ibis.BaseBackend:
+    """An Ibis PySpark backend over a new Spark Connect session to ``url``
+    (``sc://host:port``, with Spark Connect's ``/;token=...;user_id=...`` parameters if any).
+
+    Ibis's PySpark backend runs on a Spark Connect session as on a classic one (its SQL is
+    sent as ``spark.sql``); the session is this source's own (``Source.close`` stops it; a
+    session is released on the server, not the server). Errors, one line each (a
+    :class:`~cxanalysis.data.CXDataError` naming the engine and the redacted URL): the
+    client's dependencies missing (``pip install "pyspark[connect]"``), the host:port not
+    accepting connections (checked with a plain TCP connection first: the Connect client
+    would otherwise retry for ten minutes), or the server refusing the session."""
+    from cxanalysis.data import CXDataError
+
+    shown = redact(url)
+
+    def fail(reason: str) -> CXDataError:
+        return CXDataError(f"cannot connect to the Spark Connect source {shown}: {reason}")
+
+    parts = urllib.parse.urlsplit(url)
+    try:
+        host, port = parts.hostname, parts.port or SPARK_CONNECT_PORT
+    except ValueError as exc:  # a port that is not a number
+        raise fail(_first_line(exc, url)) from None
+    if not host:
+        raise fail("no host (expected sc://host:port)")
+    try:
+        from pyspark.sql import SparkSession
+        from pyspark.sql.connect.client.retries import DefaultPolicy
+        from pyspark.sql.connect.utils import check_dependencies
+
+        check_dependencies("pyspark.sql.connect")
+    except Exception as exc:  # ImportError or pyspark's own "must be installed" error
+        raise fail("the Spark Connect client is not installed (pip install "
+                   f"\"pyspark[connect]>=3.5,<4.1\"): {_first_line(exc, url)}") from None
+    import socket
+
+    try:
+        socket.create_connection((host, port), timeout=SPARK_CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise fail(f"{host}:{port} is unreachable ({exc.strerror or exc})") from None
+    session = None
+    try:
+        session = SparkSession.builder.remote(url).create()
+        client = session.client
+        default = client.get_retry_policies()
+        # a port that answers but is no Connect server: fail in seconds, not minutes
+        client.set_retry_policies([DefaultPolicy(max_retries=2, max_backoff=1000)])
+        con = ibis.pyspark.connect(session)  # its first calls set the session's time zone
+        client.set_retry_policies(default)
+        return con
+    except Exception as exc:  # gRPC and server errors: all mean "cannot open"
+        if session is not None:
+            try:
+                session.stop()
+            except Exception:  # the session was never established: nothing to release
+                pass
+        raise fail(_first_line(exc, url)) from None
 
 
 # --------------------------------------------------------------------------- opening
@@ -351,6 +543,7 @@ def open_backend_source(con: ibis.BaseBackend, location: str, mapping: Mapping |
     from cxanalysis.data import _DERIVED_CHANNEL, UNSPECIFIED_CHANNEL, CXDataError, Source
 
     use_portable_compiler(con)
+    guard_operations(con)
     if mapping is not None and mapping.timezone:
         raise CXDataError(f"{mapping.name}: `timezone:` is applied by DuckDB only; on "
                           f"{con.name} store instants as TIMESTAMP WITH TIME ZONE")

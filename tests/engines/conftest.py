@@ -181,3 +181,31 @@ def spark_session(engine_world: Path, broken_world: Path,
         yield session
     finally:
         session.stop()
+
+
+@pytest.fixture(scope="session")
+def spark_connect_url(engine_world: Path) -> Iterator[str]:
+    """URL (``sc://127.0.0.1:PORT``) of a local Spark Connect server started for the test
+    session (tests/engines/sparkconnect.py; stopped at its end, also on failure) whose
+    catalog holds the world's tables under contract names (tables over its Parquet files,
+    as a cluster's catalog would: every session of the server finds them by name). Skipped,
+    with the reason, when Java, pyspark's Connect client dependencies or the server jar are
+    missing."""
+    from engines import sparkconnect
+
+    reason = sparkconnect.missing_reason()
+    if reason:
+        pytest.skip(reason)
+    server = sparkconnect.start_server(SPARK_CONF)
+    try:
+        from pyspark.sql import SparkSession
+
+        session = SparkSession.builder.remote(server.url).create()
+        try:
+            for f in sorted(engine_world.glob("*.parquet")):
+                session.sql(f"CREATE TABLE {f.stem} USING parquet LOCATION '{f}'").collect()
+        finally:
+            session.stop()
+        yield server.url
+    finally:
+        server.stop()
