@@ -818,8 +818,8 @@ def _count_checks(con: ibis.BaseBackend, name: str, conditions: list[str],
     whose min/max/null statistics prove that no row matches (no NULL where none may be, the
     latest instant before the reference time, every value within its range, no text that
     begins with a space or a non-ASCII character, so none can be blank) and reads only that
-    column of the others, so a clean Parquet table
-    is checked without decoding most of its values. Same conditions, same counts: only the
+    column of the others, so a clean Parquet table is checked without decoding most of its
+    values. Same conditions, same counts: only the
     work differs. Conditions whose column is None are counted in the one aggregate (with
     the row count).
     """

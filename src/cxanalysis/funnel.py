@@ -223,13 +223,15 @@ def _asof_capable(ev: ibis.Table) -> bool:
     return _data._on_duckdb(ev.us) and ibis.get_backend(ev).name in _ASOF_BACKENDS
 
 
-def _channel_codes(all_events: ibis.Table, ev: ibis.Table) -> tuple[list[str], int] | None:
+def _channel_codes(all_events: ibis.Table, ev: ibis.Table, span: tuple[pd.Timestamp, pd.Timestamp]
+                   ) -> tuple[list[str], int] | None:
     """The channel dictionary of the chain and its width in bits: the distinct channel names
     of ``all_events`` in the engine's order (a superset of the funnel's is harmless), code
     ``i`` for the ``i``-th name and ``len(names)`` for a missing channel, so that comparing
     codes compares names with missing last, as ``min(channel)`` does. None when the chain's
     packed keys (:func:`_customers_asof`) cannot hold them: a channel that is not text, more
-    than 255 names, or instants beyond about the years 829-3111."""
+    than 255 names, or instants (``span``: the first and last of ``all_events``) beyond
+    about the years 829-3111."""
     if not ev.channel.type().is_string():
         return None
     d = all_events.select("channel").distinct()
@@ -239,15 +241,15 @@ def _channel_codes(all_events: ibis.Table, ev: ibis.Table) -> tuple[list[str], i
     if len(names) > _MAX_CODES:
         return None
     bits = max(1, len(names).bit_length())
-    span = all_events.aggregate(lo=all_events.ts.min(), hi=all_events.ts.max()).execute()
     lim = 2 ** (62 - bits)  # |us| * 2**bits + code stays within a signed 64-bit integer
-    for x in (span["lo"].iloc[0], span["hi"].iloc[0]):
+    for x in span:
         if pd.isna(x) or not -lim <= pd.Timestamp(x).value // 1000 < lim:
             return None
     return names, bits
 
 
-def _customers_asof(ev: ibis.Table, all_events: ibis.Table, n: int, window: int,
+def _customers_asof(ev: ibis.Table, all_events: ibis.Table,
+                    span: tuple[pd.Timestamp, pd.Timestamp], n: int, window: int,
                     scratch: list[ibis.Table]) -> ibis.Table | None:
     """``ordered`` mode per customer, as an ASOF-join chain; the same table as the portable
     path (``customer_id``, ``level``, ``att``, ``last_step1``, ``halted``, ``first_ts``,
@@ -279,7 +281,7 @@ def _customers_asof(ev: ibis.Table, all_events: ibis.Table, n: int, window: int,
         scratch.append(t)
         return t
 
-    codes = _channel_codes(all_events, ev)
+    codes = _channel_codes(all_events, ev, span)
     if codes is None:
         return None
     names, bits = codes
@@ -786,7 +788,11 @@ def funnel(
     # the window in whole microseconds (0.7 s is 700000 us, not 0.69999...)
     window = int(round(float(window_seconds) * 1_000_000))
     con = ibis.get_backend(all_events)
-    data_end_ts = pd.Timestamp(all_events.ts.max().execute())
+    # the first and last instant of the events, in one query (the chain's range check and
+    # "in progress" both need them)
+    lo_hi = all_events.aggregate(lo=all_events.ts.min(), hi=all_events.ts.max()).execute()
+    span = (lo_hi["lo"].iloc[0], lo_hi["hi"].iloc[0])
+    data_end_ts = pd.Timestamp(span[1])
     if end is not None:
         data_end_ts = min(data_end_ts, window_end(end))
     data_end = int(data_end_ts.value // 1000)  # ns -> us since the epoch
@@ -810,7 +816,7 @@ def funnel(
     # ordered mode on DuckDB: the ASOF-join chain (same result, about a third less peak
     # memory); None when it cannot be exact here (a customer-key collision)
     try:
-        per = (_customers_asof(ev, all_events, n, window, scratch)
+        per = (_customers_asof(ev, all_events, span, n, window, scratch)
                if mode == "ordered" and _asof_capable(ev) else None)
     except Exception:
         _drop_scratch(scratch)

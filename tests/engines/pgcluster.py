@@ -31,7 +31,8 @@ def missing_reason() -> str | None:
     return None
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a throwaway server of the tests)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -89,7 +90,7 @@ class Cluster:
 def start_cluster() -> Cluster:
     folder = Path(tempfile.mkdtemp(prefix="cx-pg-"))
     os.chmod(folder, 0o755)
-    cluster = Cluster(folder, _free_port())
+    cluster = Cluster(folder, free_port())
     try:
         cluster.start()
     except Exception:

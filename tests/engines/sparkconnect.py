@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from engines.pgcluster import free_port
+
 CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 #: Seconds to wait for the server to listen (JVM start; minutes on a loaded machine).
 START_TIMEOUT_S = 300
@@ -49,12 +51,6 @@ def missing_reason() -> str | None:
     if home is None or not list((home / "jars").glob("spark-connect_*.jar")):
         return "this pyspark ships no spark-connect jar (pyspark 4 does) to start a server"
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
