@@ -599,3 +599,29 @@ def test_asof_chain_key_collision_falls_back(monkeypatch) -> None:
     monkeypatch.setattr(fm, "_customer_key", lambda cid: cid.hash())
     calls.clear()
     assert levels(rows, 10, "ordered") == {"C1": 2, "C2": 3} and calls == []
+
+
+@pytest.mark.parametrize("exclude", [(), ("oops",)])
+def test_only_the_results_table_outlives_the_funnel(exclude) -> None:
+    """The ASOF chain's intermediate tables are dropped; what stays is the one table the
+    result reads: the chain's packed per-customer table (under a decoding view), or, with
+    exclusions, the table of the customers left."""
+    con = ibis.duckdb.connect()
+    df = pd.DataFrame({"customer_id": ["C1", "C1", "C2", "C2", "C2", "C3"],
+                       "ts": T0 + pd.to_timedelta([0, 5, 0, 3, 6, 1], unit="s"),
+                       "event": ["a", "b", "a", "oops", "b", "a"], "channel": "web"})
+    con.con.register("ev", df)
+
+    def temp_tables() -> set[str]:
+        return {r[0] for r in con.raw_sql(
+            "SELECT table_name FROM duckdb_tables() WHERE temporary").fetchall()}
+
+    res = funnel(con.table("ev"), ["a", "b"], window_seconds=10, exclude=list(exclude))
+    left = temp_tables()
+    assert len(left) == 1, left
+    assert res.frame.customers.tolist() == [3 - len(exclude), 2 - len(exclude)]
+    got = res.customers.select("customer_id", "level", "t2", "ch2").order_by(
+        "customer_id").execute()
+    assert got.customer_id.tolist() == (["C1", "C3"] if exclude else ["C1", "C2", "C3"])
+    assert got.level.tolist()[0] == 2 and got.ch2.tolist()[0] == "web"
+    assert got.t2.iloc[0] == T0 + pd.Timedelta(seconds=5)

@@ -52,7 +52,9 @@ mode each level's pass reads only the valid step-``k-1`` events and the step-``k
 of the customers who have one, so later passes shrink; the strict modes need every event in
 one pass per level. It runs on any Ibis backend with window functions. Both give the same
 per-customer table (``tests/test_funnel.py``); it is materialised as a temporary table on
-the source's connection, and the chain's intermediate tables are dropped afterwards.
+the source's connection (by the chain in its packed form, integers and the id, under a view
+that decodes times and channels query by query: storing the decoded strings and timestamps
+cost more than decoding them), and the chain's intermediate tables are dropped afterwards.
 """
 
 from __future__ import annotations
@@ -274,8 +276,9 @@ def _customers_asof(ev: ibis.Table, all_events: ibis.Table,
     step-``k`` event is its instant with the highest code (a previous step at the same
     instant counts as before it, whatever its channel); step-1 keys carry the code
     reversed, so that of several step-1 events at one instant the join takes the first
-    channel name and ``att`` (the packed start) holds it. Intermediate tables are appended
-    to ``scratch`` for the caller to drop."""
+    channel name and ``att`` (the packed start) holds it. The per-customer table is stored
+    packed; the returned view decodes it. Every table stored is appended to ``scratch``, the
+    per-customer one last (the caller keeps it for the result and drops the others)."""
     def keep(expr: ibis.Table, prefix: str) -> ibis.Table:
         t = materialize(expr, prefix)
         scratch.append(t)
@@ -318,9 +321,9 @@ def _customers_asof(ev: ibis.Table, all_events: ibis.Table,
     up = ibis.union(*levels)
     top = up.group_by("h").aggregate(**{f"m{k}": _.att.min(where=_.k == k)
                                         for k in range(2, n + 1)})
-    best = g1.left_join(top, g1.h == top.h).join(ids, g1.h == ids.h)
+    best = g1.left_join(top, g1.h == top.h)
     best = keep(best.select(
-        "customer_id", h=best.h,
+        h=best.h,
         level=ibis.cases(*[(best[f"m{k}"].notnull(), k) for k in range(n, 1, -1)],
                          else_=1).cast("int64"),
         a=ibis.coalesce(*[best[f"m{k}"] for k in range(n, 1, -1)], best.first1),
@@ -328,7 +331,10 @@ def _customers_asof(ev: ibis.Table, all_events: ibis.Table,
     # per step k >= 2 reached: the first event (and first channel) of the chosen attempt
     firsts = up.join(best, [up.h == best.h, up.att == best.a]).group_by("h").aggregate(
         **{f"v{k}": _.key.min(where=_.k == k) for k in range(2, n + 1)})
-    per = best.left_join(firsts, best.h == firsts.h)
+    per = best.left_join(firsts, best.h == firsts.h).join(ids, best.h == ids.h)
+    # stored packed (integers and the id); decoded by the view below, query by query
+    per = keep(per.select("customer_id", "level", "a", "last1",
+                          *[f"v{k}" for k in range(2, n + 1)]), "funnel")
     packed = {1: per.a} | {k: per[f"v{k}"] for k in range(2, n + 1)}
     # times back from exact microseconds, in the type of ``ts``; channels from their codes
     dictionary = ibis.literal(names, type="array<string>")
@@ -821,6 +827,9 @@ def funnel(
     except Exception:
         _drop_scratch(scratch)
         raise
+    # the chain's per-customer table is stored already (the last of ``scratch``), under a
+    # view that decodes it
+    stored = per is not None
     if per is None:
         per = _customers_windowed(ev, n, window, mode)
     per = per.mutate(
@@ -833,10 +842,14 @@ def funnel(
         last_channel=ibis.cases(*[(per.level == k, per[f"ch{k}"]) for k in range(1, n + 1)]),
     ).drop("first_ts")
     try:
-        return _finish(per, events, steps, n, float(window_seconds), mode, unit, exclude,
-                       alpha, con, data_end_ts)
-    finally:
+        res = _finish(per, events, steps, n, float(window_seconds), mode, unit, exclude,
+                      alpha, con, data_end_ts, stored=stored)
+    except Exception:
         _drop_scratch(scratch)
+        raise
+    # the result reads the stored table, unless exclusions made a new one
+    _drop_scratch(scratch[:-1] if stored and not exclude else scratch)
+    return res
 
 
 def _customers_windowed(ev: ibis.Table, n: int, window: int, mode: str) -> ibis.Table:
@@ -877,8 +890,10 @@ def _customers_windowed(ev: ibis.Table, n: int, window: int, mode: str) -> ibis.
 
 def _finish(per: ibis.Table, events: ibis.Table, steps: list[str], n: int,
             window_seconds: float, mode: str, unit: str, exclude: Sequence[str],
-            alpha: float, con: ibis.BaseBackend, data_end_ts: pd.Timestamp) -> FunnelResult:
-    """Remove excluded attempts, materialise the per-unit table and count the steps."""
+            alpha: float, con: ibis.BaseBackend, data_end_ts: pd.Timestamp,
+            stored: bool = False) -> FunnelResult:
+    """Remove excluded attempts, materialise the per-unit table (unless ``stored``: a view of
+    cheap per-row expressions over a stored table) and count the steps."""
     excluded = 0
     if exclude:
         ex = events.filter(_.event.isin(list(exclude)))  # already within the dates
@@ -889,7 +904,8 @@ def _finish(per: ibis.Table, events: ibis.Table, steps: list[str], n: int,
             lambda t: (t.xs > t.att) & (t.xs < t.lt)).select("customer_id", "att").distinct()
         excluded = int(hit.count().execute())
         per = per.anti_join(hit, ["customer_id", "att"])
-    customers = materialize(per, "funnel")  # temp table, or .cache() off DuckDB/PostgreSQL
+    # a temp table, or .cache() off DuckDB/PostgreSQL
+    customers = per if stored and not exclude else materialize(per, "funnel")
     frame = _step_table(customers, steps, alpha, unit)
     return FunnelResult(steps, float(window_seconds), mode, frame, customers, data_end_ts,
                         excluded, alpha, unit=unit,
