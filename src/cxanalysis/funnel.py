@@ -715,16 +715,22 @@ def _step_events(events: ibis.Table, steps: list[str], mode: str,
 
 
 def _check_step_events(events: ibis.Table, steps: list[str], mode: str,
-                       start: str | None, end: str | None) -> None:
-    """One pass over the events the funnel reads: every step must occur in the date range,
-    and no such event may lack a timestamp (it could be neither ordered nor windowed, and a
-    date filter would drop it silently). ``strict_order`` reads every event, since any event
-    can break a sequence; the other modes read only the step events."""
-    scope = events if mode == "strict_order" else events.filter(events.event.isin(steps))
-    in_range = scope.ts.notnull() & in_days(scope.ts, start, end)
-    counts = scope.group_by("event").aggregate(
-        in_range=in_range.cast("int64").sum(), no_ts=scope.ts.isnull().cast("int64").sum()
-    ).execute()
+                       start: str | None, end: str | None
+                       ) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """One pass over the events: every step must occur in the date range, and no event the
+    funnel reads may lack a timestamp (it could be neither ordered nor windowed, and a date
+    filter would drop it silently): ``strict_order`` reads every event, since any event can
+    break a sequence; the other modes only the step events. Returns the first and last
+    instant of all events (the same pass: the chain's range check and "in progress" need
+    them)."""
+    in_range = events.ts.notnull() & in_days(events.ts, start, end)
+    per_event = events.group_by("event").aggregate(
+        n=events.count(), in_range=in_range.cast("int64").sum(),
+        no_ts=events.ts.isnull().cast("int64").sum(), lo=events.ts.min(),
+        hi=events.ts.max()).execute()
+    span = (per_event["lo"].min(), per_event["hi"].max())
+    counts = (per_event if mode == "strict_order"
+              else per_event[per_event.event.isin(steps)])
     no_ts = int(counts["no_ts"].sum())
     if no_ts:
         which = "events" if mode == "strict_order" else "step events"
@@ -736,13 +742,13 @@ def _check_step_events(events: ibis.Table, steps: list[str], mode: str,
     missing = [s for s in steps if s not in present]
     if missing:
         # name what the source does have, so that `steps` can be fixed from the message
-        top = (events.group_by("event").aggregate(n=events.count())
-               .order_by([ibis.desc("n"), "event"]).limit(10).execute())
+        top = per_event.sort_values(["n", "event"], ascending=[False, True]).head(10)
         have = ", ".join(f"{e} ({n:,})" for e, n in zip(top["event"], top["n"], strict=True))
         raise CXDataError(f"funnel step event(s) {missing} never occur in events"
                           + (f" between {start} and {end}" if start or end else "")
                           + f"; the most frequent events are: {have or 'none'}. Set `steps` "
                           "to events the source has")
+    return span
 
 
 def funnel(
@@ -790,14 +796,10 @@ def funnel(
     n = len(steps)
     all_events = source.table("events") if isinstance(source, Source) else source
     events, ev = _step_events(all_events, steps, mode, start, end)
-    _check_step_events(all_events, steps, mode, start, end)
+    span = _check_step_events(all_events, steps, mode, start, end)
     # the window in whole microseconds (0.7 s is 700000 us, not 0.69999...)
     window = int(round(float(window_seconds) * 1_000_000))
     con = ibis.get_backend(all_events)
-    # the first and last instant of the events, in one query (the chain's range check and
-    # "in progress" both need them)
-    lo_hi = all_events.aggregate(lo=all_events.ts.min(), hi=all_events.ts.max()).execute()
-    span = (lo_hi["lo"].iloc[0], lo_hi["hi"].iloc[0])
     data_end_ts = pd.Timestamp(span[1])
     if end is not None:
         data_end_ts = min(data_end_ts, window_end(end))
