@@ -124,7 +124,7 @@ def _operation_of(exc: BaseException) -> str:
     line when that says more (``TimestampTruncate (Unsupported truncate unit ...)``)."""
     import ibis.expr.operations as ops
 
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = _first_line(exc)
     name = None
     tb = exc.__traceback__
     while tb is not None:  # outermost to innermost: keep the last op seen
@@ -372,9 +372,12 @@ def resolve_url(url: str) -> str:
     return known.get(url, url) if isinstance(known, dict) else url
 
 
-def _first_line(exc: BaseException, url: str) -> str:
+def _first_line(exc: BaseException, url: str | None = None) -> str:
+    """The first line of an error's message (its type's name when it has none), without the
+    secrets of ``url`` when given."""
     text = str(exc).strip()
-    return scrub(text.splitlines()[0] if text else type(exc).__name__, url)
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return scrub(line, url) if url else line
 
 
 def connect(url: str) -> ibis.BaseBackend:
@@ -551,8 +554,7 @@ def open_backend_source(con: ibis.BaseBackend, location: str, mapping: Mapping |
         present = set(con.list_tables())
     except Exception as exc:
         raise CXDataError(f"cannot list the tables of the {con.name} source {location}: "
-                          f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
-                          ) from None
+                          f"{_first_line(exc)}") from None
     mapped = mapping.tables if mapping else {}
     raw: dict[str, ibis.Table] = {}
     derived: list[str] = []

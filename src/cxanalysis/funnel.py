@@ -821,17 +821,17 @@ def funnel(
         return _finish(per, events, steps, n, float(window_seconds), mode, unit, exclude,
                        alpha, con, data_end_ts)
     scratch: list[ibis.Table] = []
-    # ordered mode on DuckDB: the ASOF-join chain (same result, about a third less peak
-    # memory); None when it cannot be exact here (a customer-key collision)
+    # ordered mode on DuckDB: the ASOF-join chain (same result, less time and memory); None
+    # when it cannot be exact here (a key collision, channels or times the packing cannot hold)
     try:
         per = (_customers_asof(ev, all_events, span, n, window, scratch)
                if mode == "ordered" and _asof_capable(ev) else None)
     except Exception:
         _drop_scratch(scratch)
         raise
-    # the chain's per-customer table is stored already (the last of ``scratch``), under a
-    # view that decodes it
-    stored = per is not None
+    # the chain's per-customer table is stored already (the last of ``scratch``, under a
+    # view that decodes it): the result reads it, unless exclusions make a new one
+    stored = per is not None and not exclude
     if per is None:
         per = _customers_windowed(ev, n, window, mode)
     per = per.mutate(
@@ -849,8 +849,7 @@ def funnel(
     except Exception:
         _drop_scratch(scratch)
         raise
-    # the result reads the stored table, unless exclusions made a new one
-    _drop_scratch(scratch[:-1] if stored and not exclude else scratch)
+    _drop_scratch(scratch[:-1] if stored else scratch)
     return res
 
 
@@ -895,7 +894,8 @@ def _finish(per: ibis.Table, events: ibis.Table, steps: list[str], n: int,
             alpha: float, con: ibis.BaseBackend, data_end_ts: pd.Timestamp,
             stored: bool = False) -> FunnelResult:
     """Remove excluded attempts, materialise the per-unit table (unless ``stored``: a view of
-    cheap per-row expressions over a stored table) and count the steps."""
+    cheap per-row expressions over a stored table, with nothing to exclude) and count the
+    steps."""
     excluded = 0
     if exclude:
         ex = events.filter(_.event.isin(list(exclude)))  # already within the dates
@@ -907,7 +907,7 @@ def _finish(per: ibis.Table, events: ibis.Table, steps: list[str], n: int,
         excluded = int(hit.count().execute())
         per = per.anti_join(hit, ["customer_id", "att"])
     # a temp table, or .cache() off DuckDB/PostgreSQL
-    customers = per if stored and not exclude else materialize(per, "funnel")
+    customers = per if stored else materialize(per, "funnel")
     frame = _step_table(customers, steps, alpha, unit)
     return FunnelResult(steps, float(window_seconds), mode, frame, customers, data_end_ts,
                         excluded, alpha, unit=unit,

@@ -104,9 +104,9 @@ def start_server(conf: dict[str, str]) -> Server:
     env = dict(os.environ, SPARK_HOME=str(home))
     if java_home():
         env["JAVA_HOME"] = java_home()
-    log = (folder / "server.log").open("wb")
-    process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env,
-                               cwd=folder, start_new_session=True)
+    with (folder / "server.log").open("wb") as log:  # the server keeps its own copy
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                   cwd=folder, start_new_session=True)
     server = Server(process, port, folder)
     deadline = time.monotonic() + START_TIMEOUT_S
     try:
